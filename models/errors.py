@@ -1,0 +1,89 @@
+"""The one exception family of gameserve.
+
+Every error carries its HTTP status and a stable machine-readable code, so the
+serving layer turns any of them into ``{"error": {"code", "message"}}`` with a
+single handler. The classes live here, at the bottom of the dependency graph,
+because model contracts, the registry and the serving layer all raise them.
+
+Exceptions must survive pickling: Ray ships them between processes. Each class
+therefore stores only its constructor arguments in ``args``.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
+
+
+class GameserveError(Exception):
+    """Base of every error gameserve raises on purpose."""
+
+    status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[GameserveError], tuple[str]]:
+        return (type(self), (self.message,))
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        """The JSON body every error response carries."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidInputError(GameserveError):
+    """A request or tensor does not match the model's contract."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "invalid_input"
+
+
+class ModelNotFoundError(GameserveError):
+    """No model family, version or alias of that name exists."""
+
+    status = HTTPStatus.NOT_FOUND
+    code = "model_not_found"
+
+
+class ModelNotReadyError(GameserveError):
+    """The model exists but cannot serve yet (loading, or no champion)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "model_not_ready"
+
+
+class ModelArtifactError(GameserveError):
+    """A registered artifact is missing, corrupt or fails its checksum."""
+
+    status = HTTPStatus.BAD_GATEWAY
+    code = "model_artifact_invalid"
+
+
+class RegistryUnavailableError(GameserveError):
+    """The model registry cannot be reached and nothing usable is cached."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "registry_unavailable"
+
+
+class OverloadedError(GameserveError):
+    """The queue is full; the client should retry after ``retry_after_s``."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[type[OverloadedError], tuple[str, float]]:  # type: ignore[override]
+        return (type(self), (self.message, self.retry_after_s))
+
+
+class InferenceError(GameserveError):
+    """The model ran but failed or produced an invalid output."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    code = "inference_failed"

@@ -1,0 +1,104 @@
+"""The contract every model family fulfils, and the result of training one."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from models.contract import FamilyContract
+from models.export import ParityReport, check_parity, export_onnx
+from models.runtime import Predictor
+from models.training import Dataset, TrainSettings, fit, seed_everything, torch_predictor
+
+
+class ModelFamily(ABC):
+    """A kind of gameplay model: data, network, quality measures, API shape.
+
+    Subclasses know nothing of serving or tracking; they describe the model.
+    """
+
+    contract: ClassVar[FamilyContract]
+    request_model: ClassVar[type[BaseModel]]
+    response_model: ClassVar[type[BaseModel]]
+    description: ClassVar[str]
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+    @abstractmethod
+    def make_dataset(self, samples: int, seed: int) -> Dataset:
+        """Generate labelled synthetic data, reproducible from ``seed``."""
+
+    @abstractmethod
+    def build_module(self) -> torch.nn.Module:
+        """A fresh network whose ``forward`` takes the contract's inputs in order."""
+
+    @abstractmethod
+    def loss(
+        self,
+        module: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        targets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Training loss of one mini-batch."""
+
+    @abstractmethod
+    def evaluate(self, predict: Predictor, samples: int, seed: int) -> dict[str, float]:
+        """Quality metrics of ``predict`` and of the family's baselines."""
+
+    @abstractmethod
+    def edge_cases(self) -> list[dict[str, np.ndarray]]:
+        """Extreme but valid inputs that parity must hold on."""
+
+    @abstractmethod
+    def encode(self, request: Any) -> dict[str, np.ndarray]:
+        """Turn a validated domain request into the model's input tensors."""
+
+    @abstractmethod
+    def decode(self, request: Any, outputs: dict[str, np.ndarray]) -> BaseModel:
+        """Turn output tensors into the domain response for ``request``."""
+
+    def example_inputs(self, rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+        return self.make_dataset(max(rows, 2), seed).inputs
+
+    def train(self, settings: TrainSettings) -> TrainedModel:
+        seed_everything(settings.seed)
+        data = self.make_dataset(settings.train_samples, settings.seed)
+        module = self.build_module()
+        history = fit(module, data, self.loss, settings)
+        return TrainedModel(family=self, module=module, settings=settings, loss_history=history)
+
+
+@dataclass
+class TrainedModel:
+    """A trained network of one family, ready to evaluate and export."""
+
+    family: ModelFamily
+    module: torch.nn.Module
+    settings: TrainSettings
+    loss_history: list[float] = field(default_factory=list)
+
+    def predictor(self) -> Predictor:
+        contract = self.family.contract
+        return torch_predictor(
+            self.module,
+            tuple(s.name for s in contract.inputs),
+            tuple(s.name for s in contract.outputs),
+        )
+
+    def export(self) -> bytes:
+        example = self.family.example_inputs(rows=4, seed=self.settings.seed)
+        return export_onnx(self.module, self.family.contract, example)
+
+    def parity(self, onnx_model: bytes, random_rows: int = 256) -> ParityReport:
+        """Parity on random rows, single rows and the family's edge cases."""
+        random_batch = self.family.example_inputs(rows=random_rows, seed=self.settings.seed + 1)
+        single = {name: array[:1] for name, array in random_batch.items()}
+        cases = [random_batch, single, *self.family.edge_cases()]
+        return check_parity(self.module, onnx_model, self.family.contract, cases)

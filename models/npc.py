@@ -1,0 +1,388 @@
+"""NPC behavior: an NPC's observation → probabilities over its next action.
+
+Labels come from a scripted utility-AI "teacher" (the kind of hand-tuned
+behavior a designer writes) sampled with noise; the network learns it by
+behavior cloning, so a studio can replace the script with something trained
+on playtests later without changing the contract.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from models.contract import FamilyContract, TensorSpec
+from models.family import ModelFamily
+from models.runtime import Predictor
+from models.training import Dataset
+
+ACTIONS = (
+    "idle",
+    "patrol",
+    "investigate",
+    "chase",
+    "attack",
+    "take_cover",
+    "flee",
+    "reload",
+    "call_backup",
+    "throw_grenade",
+)
+MAX_ENEMIES, MAX_ALLIES, MAX_COVER = 3, 2, 2
+# Distances are normalised by this range: contacts further away are "far".
+SENSE_RANGE_M = 50.0
+# Seconds after which "time since the player was seen" saturates.
+MEMORY_S = 60.0
+FEATURES = (
+    "health", "armor", "ammo", "reserve_ammo", "grenades", "threat",
+    "since_player_seen", "alert", "under_fire", "in_cover", "heard_noise",
+    "objective_distance",
+    *(f"enemy{i}_{f}" for i in range(MAX_ENEMIES) for f in ("distance", "sin", "cos", "visible")),
+    *(f"ally{i}_{f}" for i in range(MAX_ALLIES) for f in ("distance", "sin", "cos")),
+    *(f"cover{i}_{f}" for i in range(MAX_COVER) for f in ("distance", "sin", "cos")),
+    "enemies_nearby", "allies_nearby", "aggression", "morale",
+)  # fmt: skip
+F = {name: i for i, name in enumerate(FEATURES)}
+# The teacher's softmax temperature: lower is a more decisive script.
+TEACHER_TEMPERATURE = 0.3
+# Share of labels replaced by a uniformly random action (noisy demonstrations).
+LABEL_NOISE = 0.05
+
+
+class Contact(BaseModel):
+    """Something the NPC perceives: an enemy, an ally or a piece of cover."""
+
+    distance_m: float = Field(ge=0, le=10_000, allow_inf_nan=False)
+    bearing_deg: float = Field(ge=-360, le=360, allow_inf_nan=False)
+    visible: bool = True
+
+
+class NpcObservation(BaseModel):
+    """What one NPC knows this tick."""
+
+    npc_id: str = Field(min_length=1, max_length=128)
+    health: float = Field(ge=0, le=1, allow_inf_nan=False, description="0 dead, 1 full")
+    armor: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+    ammo: float = Field(ge=0, le=1, allow_inf_nan=False, description="Magazine fill")
+    reserve_ammo: float = Field(default=1.0, ge=0, le=1, allow_inf_nan=False)
+    grenades: int = Field(default=0, ge=0, le=3)
+    threat: float = Field(ge=0, le=1, allow_inf_nan=False)
+    seconds_since_player_seen: float = Field(default=MEMORY_S, ge=0, allow_inf_nan=False)
+    alert: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+    under_fire: bool = False
+    in_cover: bool = False
+    heard_noise: bool = False
+    objective_distance_m: float = Field(default=SENSE_RANGE_M, ge=0, allow_inf_nan=False)
+    enemies: list[Contact] = Field(default_factory=list, max_length=MAX_ENEMIES)
+    allies: list[Contact] = Field(default_factory=list, max_length=MAX_ALLIES)
+    cover: list[Contact] = Field(default_factory=list, max_length=MAX_COVER)
+    aggression: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
+    morale: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
+
+
+class NpcActRequest(BaseModel):
+    """All NPCs of one server tick, decided in one call."""
+
+    npcs: list[NpcObservation] = Field(min_length=1)
+
+
+class NpcDecision(BaseModel):
+    npc_id: str
+    action: str
+    probabilities: dict[str, float]
+
+
+class NpcActResponse(BaseModel):
+    decisions: list[NpcDecision]
+
+
+def _contact_features(contacts: list[Contact], slots: int, with_visibility: bool) -> list[float]:
+    nearest = sorted(contacts, key=lambda c: c.distance_m)[:slots]
+    values: list[float] = []
+    for slot in range(slots):
+        if slot < len(nearest):
+            c = nearest[slot]
+            rad = math.radians(c.bearing_deg)
+            values += [min(c.distance_m / SENSE_RANGE_M, 1.0), math.sin(rad), math.cos(rad)]
+            if with_visibility:
+                values.append(1.0 if c.visible else 0.0)
+        else:
+            # An empty slot reads as "far away, straight ahead, unseen".
+            values += [1.0, 0.0, 0.0] + ([0.0] if with_visibility else [])
+    return values
+
+
+def observation_features(obs: NpcObservation) -> list[float]:
+    """The 40 normalised features of one observation, in ``FEATURES`` order."""
+    return [
+        obs.health,
+        obs.armor,
+        obs.ammo,
+        obs.reserve_ammo,
+        obs.grenades / 3.0,
+        obs.threat,
+        min(obs.seconds_since_player_seen / MEMORY_S, 1.0),
+        obs.alert,
+        float(obs.under_fire),
+        float(obs.in_cover),
+        float(obs.heard_noise),
+        min(obs.objective_distance_m / SENSE_RANGE_M, 1.0),
+        *_contact_features(obs.enemies, MAX_ENEMIES, with_visibility=True),
+        *_contact_features(obs.allies, MAX_ALLIES, with_visibility=False),
+        *_contact_features(obs.cover, MAX_COVER, with_visibility=False),
+        min(len(obs.enemies) / 8.0, 1.0),
+        min(len(obs.allies) / 8.0, 1.0),
+        obs.aggression,
+        obs.morale,
+    ]
+
+
+def teacher_utilities(x: np.ndarray) -> np.ndarray:
+    """The scripted utility AI: one utility per action for each row of features."""
+
+    def col(name: str) -> np.ndarray:
+        return x[:, F[name]]
+
+    health, ammo, threat = col("health"), col("ammo"), col("threat")
+    seen, alert, aggression, morale = (
+        col("since_player_seen"),
+        col("alert"),
+        col("aggression"),
+        col("morale"),
+    )
+    present = (col("enemy0_distance") < 1.0).astype(np.float64)
+    visible = col("enemy0_visible")
+    near = (1.0 - col("enemy0_distance")) * present
+    cover_near = 1.0 - col("cover0_distance")
+    ally_near = (col("ally0_distance") < 1.0).astype(np.float64)
+    outnumbered = np.clip((col("enemies_nearby") - col("allies_nearby")) * 4.0, 0.0, 1.0)
+    low_health = 1.0 / (1.0 + np.exp((health - 0.3) * 15.0))
+    empty = 1.0 / (1.0 + np.exp((ammo - 0.12) * 40.0))
+    has_reserve = (col("reserve_ammo") > 0.05).astype(np.float64)
+    calm = (1.0 - threat) * (1.0 - present)
+    crisis = low_health * threat
+
+    utilities = {
+        "idle": 1.6 * calm * (1.0 - alert) * (0.3 + seen),
+        "patrol": 1.4 * calm * (1.0 - 0.5 * alert),
+        "investigate": (1.8 * col("heard_noise") + 1.2 * alert * (1.0 - seen)) * (1.0 - visible),
+        "chase": 2.2 * present * (1.0 - visible) * health * (0.4 + aggression),
+        "attack": 3.2 * visible * (1.0 - empty) * (0.4 + near) * (1.0 - low_health)
+        * (0.5 + aggression),
+        "take_cover": 1.6 * col("under_fire") * (1.0 - col("in_cover")) * cover_near
+        + 3.4 * crisis * (0.6 + cover_near),
+        "flee": 3.8 * crisis * (1.5 - morale),
+        "reload": 3.6 * empty * has_reserve * (1.0 - 0.5 * visible) * (1.0 - 0.8 * crisis),
+        "call_backup": 2.4 * threat * outnumbered * ally_near * (1.0 - 0.7 * low_health),
+        "throw_grenade": 2.6 * (col("grenades") > 0) * visible * col("enemies_nearby") * 4.0
+        * (1.0 - near) * (1.0 - low_health),
+    }  # fmt: skip
+    return np.stack([utilities[action] for action in ACTIONS], axis=1)
+
+
+def teacher_probabilities(x: np.ndarray) -> np.ndarray:
+    logits = teacher_utilities(x) / TEACHER_TEMPERATURE
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return np.asarray(p / p.sum(axis=1, keepdims=True))
+
+
+def sample_observations(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Plausible NPC situations, covering calm, combat and crisis."""
+    x = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    x[:, F["health"]] = rng.beta(1.4, 1.0, n)
+    x[:, F["armor"]] = rng.uniform(0, 1, n) * (rng.random(n) < 0.6)
+    x[:, F["ammo"]] = np.where(rng.random(n) < 0.2, rng.uniform(0, 0.12, n), rng.uniform(0, 1, n))
+    x[:, F["reserve_ammo"]] = np.where(rng.random(n) < 0.15, 0.0, rng.uniform(0, 1, n))
+    x[:, F["grenades"]] = rng.integers(0, 4, n) / 3.0
+    enemies = rng.choice(np.arange(MAX_ENEMIES + 1), n, p=[0.35, 0.3, 0.2, 0.15])
+    for slot, (dist, base) in enumerate(
+        zip(
+            np.sort(rng.uniform(0.03, 0.97, (n, MAX_ENEMIES)), axis=1).T,
+            range(12, 24, 4),
+            strict=True,
+        )
+    ):
+        here = enemies > slot
+        bearing = rng.uniform(-np.pi, np.pi, n)
+        x[:, base] = np.where(here, dist, 1.0)
+        x[:, base + 1] = np.where(here, np.sin(bearing), 0.0)
+        x[:, base + 2] = np.where(here, np.cos(bearing), 0.0)
+        x[:, base + 3] = here & (rng.random(n) < 0.6)
+    allies = rng.integers(0, MAX_ALLIES + 1, n)
+    for kind, count, base in (("ally", allies, 24), ("cover", rng.integers(0, 3, n), 30)):
+        del kind
+        for slot in range(2):
+            here = count > slot
+            bearing = rng.uniform(-np.pi, np.pi, n)
+            col = base + 3 * slot
+            x[:, col] = np.where(here, rng.uniform(0.02, 0.9, n), 1.0)
+            x[:, col + 1] = np.where(here, np.sin(bearing), 0.0)
+            x[:, col + 2] = np.where(here, np.cos(bearing), 0.0)
+    visible_any = x[:, [15, 19, 23]].max(axis=1)
+    under_fire = (enemies > 0) & (rng.random(n) < 0.5 * visible_any + 0.05)
+    x[:, F["under_fire"]] = under_fire
+    x[:, F["in_cover"]] = rng.random(n) < 0.25
+    x[:, F["heard_noise"]] = rng.random(n) < 0.2
+    threat = 0.22 * enemies + 0.3 * (1 - x[:, F["enemy0_distance"]]) + 0.3 * under_fire
+    x[:, F["threat"]] = np.clip(threat + rng.normal(0, 0.08, n), 0, 1)
+    # Crises are rare in play but are where a wrong action shows most; oversample them.
+    crisis = rng.random(n) < 0.1
+    x[crisis, F["health"]] = rng.uniform(0.0, 0.25, int(crisis.sum()))
+    x[crisis, F["threat"]] = rng.uniform(0.7, 1.0, int(crisis.sum()))
+    x[:, F["since_player_seen"]] = np.where(visible_any > 0, 0.0, rng.uniform(0, 1, n))
+    x[:, F["alert"]] = np.clip(0.5 * (enemies > 0) + rng.uniform(0, 0.6, n), 0, 1)
+    x[:, F["objective_distance"]] = rng.uniform(0, 1, n)
+    x[:, F["enemies_nearby"]] = np.minimum(enemies + rng.integers(0, 3, n) * (enemies > 0), 8) / 8
+    x[:, F["allies_nearby"]] = np.minimum(allies + rng.integers(0, 2, n) * (allies > 0), 8) / 8
+    x[:, F["aggression"]] = rng.uniform(0, 1, n)
+    x[:, F["morale"]] = rng.uniform(0, 1, n)
+    return x
+
+
+class _PolicyNet(torch.nn.Module):
+    def __init__(self, features: int, actions: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(features, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, actions),
+        )
+
+    def logits(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.body(observation)  # type: ignore[no-any-return]
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(observation), dim=-1)
+
+
+class NpcBehavior(ModelFamily):
+    """Behavior cloning of the utility-AI teacher."""
+
+    description = "NPC observation → action probabilities (behavior cloning)"
+    contract: ClassVar[FamilyContract] = FamilyContract(
+        name="npc-behavior",
+        inputs=(TensorSpec("observation", "float32", (None, len(FEATURES)), "FEATURES order"),),
+        outputs=(TensorSpec("action_probs", "float32", (None, len(ACTIONS)), "ACTIONS order"),),
+        opset=18,
+    )
+    request_model = NpcActRequest
+    response_model = NpcActResponse
+
+    def make_dataset(self, samples: int, seed: int) -> Dataset:
+        rng = np.random.default_rng(seed)
+        x = sample_observations(samples, rng)
+        probs = teacher_probabilities(x)
+        labels = (probs.cumsum(axis=1) > rng.random((samples, 1))).argmax(axis=1)
+        noisy = rng.random(samples) < LABEL_NOISE
+        labels[noisy] = rng.integers(0, len(ACTIONS), int(noisy.sum()))
+        return Dataset(
+            inputs={"observation": x},
+            targets={"action": labels.astype(np.int64), "teacher": probs.argmax(axis=1)},
+        )
+
+    def build_module(self) -> torch.nn.Module:
+        return _PolicyNet(len(FEATURES), len(ACTIONS))
+
+    def loss(
+        self,
+        module: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        targets: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        assert isinstance(module, _PolicyNet)
+        return torch.nn.functional.cross_entropy(
+            module.logits(inputs["observation"]), targets["action"]
+        )
+
+    def evaluate(self, predict: Predictor, samples: int, seed: int) -> dict[str, float]:
+        """Agreement with the teacher's choice, and the designer's invariants."""
+        held_out = self.make_dataset(samples, seed + 10_000)
+        probs = predict(held_out.inputs)["action_probs"]
+        teacher = held_out.targets["teacher"]
+        majority = np.bincount(teacher, minlength=len(ACTIONS)).max() / len(teacher)
+        rng = np.random.default_rng(seed + 20_000)
+        return {
+            "teacher_agreement": float((probs.argmax(axis=1) == teacher).mean()),
+            "majority_baseline_agreement": float(majority),
+            **{
+                f"invariant_{name}": float(check(predict, rng))
+                for name, check in INVARIANTS.items()
+            },
+        }
+
+    def edge_cases(self) -> list[dict[str, np.ndarray]]:
+        zeros = np.zeros((3, len(FEATURES)), dtype=np.float32)
+        ones = np.ones((3, len(FEATURES)), dtype=np.float32)
+        extremes = np.tile(np.array([-1.0, 1.0], dtype=np.float32), (4, len(FEATURES) // 2))
+        return [{"observation": zeros}, {"observation": ones}, {"observation": extremes}]
+
+    def encode(self, request: NpcActRequest) -> dict[str, np.ndarray]:
+        rows = [observation_features(obs) for obs in request.npcs]
+        return {"observation": np.asarray(rows, dtype=np.float32)}
+
+    def decode(self, request: NpcActRequest, outputs: dict[str, np.ndarray]) -> NpcActResponse:
+        probs = outputs["action_probs"]
+        decisions = [
+            NpcDecision(
+                npc_id=obs.npc_id,
+                action=ACTIONS[int(row.argmax())],
+                probabilities={a: round(float(p), 6) for a, p in zip(ACTIONS, row, strict=True)},
+            )
+            for obs, row in zip(request.npcs, probs, strict=True)
+        ]
+        return NpcActResponse(decisions=decisions)
+
+
+def _mass(probs: np.ndarray, actions: tuple[str, ...]) -> np.ndarray:
+    return np.asarray(probs[:, [ACTIONS.index(a) for a in actions]].sum(axis=1))
+
+
+def _invariant_crisis(predict: Predictor, rng: np.random.Generator, n: int = 2000) -> float:
+    """Low health under high threat: most probability on flee or take cover."""
+    x = sample_observations(n, rng)
+    x[:, F["health"]] = rng.uniform(0.0, 0.15, n)
+    x[:, F["threat"]] = rng.uniform(0.85, 1.0, n)
+    probs = predict({"observation": x})["action_probs"]
+    return float((_mass(probs, ("flee", "take_cover")) > 0.5).mean())
+
+
+def _invariant_empty_magazine(predict: Predictor, rng: np.random.Generator, n: int = 2000) -> float:
+    """An empty magazine with reserve ammo and nobody in sight: reload first."""
+    x = sample_observations(n, rng)
+    x[:, F["ammo"]] = 0.0
+    x[:, F["reserve_ammo"]] = rng.uniform(0.3, 1.0, n)
+    x[:, F["health"]] = rng.uniform(0.6, 1.0, n)
+    for slot in range(MAX_ENEMIES):
+        x[:, F[f"enemy{slot}_visible"]] = 0.0
+    probs = predict({"observation": x})["action_probs"]
+    return float((probs.argmax(axis=1) == ACTIONS.index("reload")).mean())
+
+
+def _invariant_calm(predict: Predictor, rng: np.random.Generator, n: int = 2000) -> float:
+    """No enemy, no threat, no noise: the NPC idles or patrols."""
+    x = sample_observations(n, rng)
+    x[:, F["threat"]] = rng.uniform(0.0, 0.05, n)
+    x[:, F["alert"]] = rng.uniform(0.0, 0.2, n)
+    x[:, F["heard_noise"]] = 0.0
+    x[:, F["under_fire"]] = 0.0
+    x[:, F["ammo"]] = rng.uniform(0.5, 1.0, n)
+    for slot in range(MAX_ENEMIES):
+        base = F[f"enemy{slot}_distance"]
+        x[:, base : base + 4] = [1.0, 0.0, 0.0, 0.0]
+    x[:, F["enemies_nearby"]] = 0.0
+    probs = predict({"observation": x})["action_probs"]
+    return float((_mass(probs, ("idle", "patrol")) > 0.5).mean())
+
+
+INVARIANTS = {
+    "crisis_flee_or_cover": _invariant_crisis,
+    "empty_magazine_reload": _invariant_empty_magazine,
+    "calm_idle_or_patrol": _invariant_calm,
+}

@@ -1,0 +1,54 @@
+"""Typed settings of the whole platform, loaded once by the CLI and passed down.
+
+Every field can be set from the environment with the ``GAMESERVE_`` prefix and
+``__`` between levels, e.g. ``GAMESERVE_TRACKING__URI=http://mlflow:5000``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.training import TrainSettings
+
+
+class TrackingSettings(BaseModel):
+    """Where MLflow is: a studio's own server, or one the stack starts itself."""
+
+    uri: str | None = Field(
+        default=None, description="A studio's tracking server; unset starts an embedded one."
+    )
+    host: str = Field(default="127.0.0.1", description="Bind address of the embedded server.")
+    port: int = Field(default=5000, ge=0, le=65535, description="0 picks a free port.")
+    startup_timeout_s: float = Field(default=120.0, gt=0)
+    request_timeout_s: int = Field(default=10, ge=1)
+    request_max_retries: int = Field(
+        default=1, ge=0, description="Kept low so an outage falls back to the cache quickly."
+    )
+
+
+class Settings(BaseSettings):
+    """Root settings; one instance per process, built at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GAMESERVE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(default=Path(".gameserve"), description="Everything the stack writes.")
+    log_level: str = "INFO"
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "model-cache"
