@@ -1,0 +1,91 @@
+"""A checksum-verified on-disk cache of ONNX files, and of what each alias last was.
+
+It lets whatever was already resolved keep working while MLflow is down.
+Writes go to a temporary file and are renamed into place, so replicas sharing
+the folder never read half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.onnx"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class ModelCache:
+    """``root/<family>/<version>/model.onnx`` plus ``root/<family>/aliases.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def model_path(self, family: str, version: str) -> Path:
+        return self.root / family / version / MODEL_FILE
+
+    def get(self, family: str, version: str, sha256: str) -> Path | None:
+        """The cached file if present and intact; a damaged one is discarded."""
+        path = self.model_path(family, version)
+        if not path.is_file():
+            return None
+        if sha256_of(path) != sha256:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            return None
+        return path
+
+    def put(self, family: str, version: str, source: Path, sha256: str) -> Path:
+        path = self.model_path(family, version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, source.read_bytes())
+        _atomic_write(
+            path.parent / "meta.json",
+            json.dumps({"family": family, "version": version, "sha256": sha256}).encode(),
+        )
+        return path
+
+    def meta(self, family: str, version: str) -> dict[str, Any] | None:
+        path = self.root / family / version / "meta.json"
+        if not path.is_file():
+            return None
+        meta: dict[str, Any] = json.loads(path.read_text())
+        return meta
+
+    def remember_alias(self, family: str, alias: str, version: str) -> None:
+        aliases = self._aliases(family)
+        aliases[alias] = {"version": version, "resolved_at": time.time()}
+        (self.root / family).mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.root / family / "aliases.json", json.dumps(aliases).encode())
+
+    def alias(self, family: str, alias: str) -> tuple[str, float] | None:
+        """(version, when it was last resolved) for ``alias``, if ever resolved here."""
+        entry = self._aliases(family).get(alias)
+        if entry is None:
+            return None
+        return str(entry["version"]), float(entry["resolved_at"])
+
+    def _aliases(self, family: str) -> dict[str, Any]:
+        path = self.root / family / "aliases.json"
+        if not path.is_file():
+            return {}
+        aliases: dict[str, Any] = json.loads(path.read_text())
+        return aliases
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,45 @@
+"""The notebooks run top to bottom against a real tracking server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from models import FAMILIES
+from pipelines.registry import CHALLENGER, ModelRegistry
+from pipelines.tracking_server import EmbeddedTrackingServer
+from pipelines.training import train_and_register
+from tests.mlflow.conftest import FAST
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def test_train_challenger_notebook_registers_and_aliases_a_candidate(
+    registry: ModelRegistry,
+    tracking_server: EmbeddedTrackingServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    champion = train_and_register(FAMILIES["npc-behavior"], FAST, registry)
+    registry.promote("npc-behavior", champion.version)
+    # The kernel inherits this environment: the notebook reads its settings from it.
+    monkeypatch.setenv("GAMESERVE_TRACKING__URI", tracking_server.url)
+    monkeypatch.setenv("GAMESERVE_DATA_DIR", str(tmp_path))
+    for key, value in FAST.model_dump().items():
+        monkeypatch.setenv(f"GAMESERVE_TRAIN__{key.upper()}", str(value))
+
+    notebook = nbformat.read(NOTEBOOKS / "train_challenger.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    result = notebook.cells[-1].outputs[-1]["data"]["text/plain"]
+    versions = registry.list_versions("npc-behavior")
+    candidate = versions[-1]
+    assert candidate.tags["gameserve.data_seed"] == "11"
+    assert f"'candidate': '{candidate.version}'" in result
+    if "'passed': True" in result:
+        assert registry.aliases("npc-behavior")[CHALLENGER] == candidate.version
+    else:
+        assert registry.aliases("npc-behavior").get(CHALLENGER) != candidate.version
