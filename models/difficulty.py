@@ -183,6 +183,7 @@ class DifficultyTuning(ModelFamily):
     )
     request_model = DifficultyRequest
     response_model = DifficultyResponse
+    batch_field = "players"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)

@@ -26,6 +26,8 @@ class ModelFamily(ABC):
     request_model: ClassVar[type[BaseModel]]
     response_model: ClassVar[type[BaseModel]]
     description: ClassVar[str]
+    # The list in a domain request whose entries become batch rows.
+    batch_field: ClassVar[str]
 
     @property
     def name(self) -> str:

@@ -274,6 +274,7 @@ class NpcBehavior(ModelFamily):
     )
     request_model = NpcActRequest
     response_model = NpcActResponse
+    batch_field = "npcs"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -37,18 +37,19 @@ TOP_K = 10
 # whatever the training seed, so models trained on different seeds compare.
 WORLD_SEED = 20_261_124
 MAX_CANDIDATES = 4096
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Candidate(BaseModel):
     item_id: str = Field(min_length=1, max_length=128)
-    features: list[float] = Field(
+    features: list[FiniteFloat] = Field(
         min_length=len(ITEM_FEATURES), max_length=len(ITEM_FEATURES), description="ITEM_FEATURES"
     )
 
 
 class RankRequest(BaseModel):
     player_id: str = Field(min_length=1, max_length=128)
-    player_features: list[float] = Field(
+    player_features: list[FiniteFloat] = Field(
         min_length=len(PLAYER_FEATURES),
         max_length=len(PLAYER_FEATURES),
         description="PLAYER_FEATURES order",
@@ -150,6 +151,7 @@ class Personalization(ModelFamily):
     )
     request_model = RankRequest
     response_model = RankResponse
+    batch_field = "candidates"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         """(player, interacted item) pairs; ``samples`` counts pairs."""

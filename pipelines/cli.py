@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from models import FAMILIES, get_family
 from models.build import ModelBuild, build
-from pipelines.local_stack import LocalStack, StackState
+from pipelines import stack_commands
+from pipelines.local_stack import StackState
 from pipelines.registry import connect
 from pipelines.report import table
 from pipelines.settings import Settings
@@ -23,10 +21,9 @@ logger = logging.getLogger("gameserve")
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     """Train, export and evaluate families locally, without the registry."""
-    names = args.family or sorted(FAMILIES)
     settings.exports_dir.mkdir(parents=True, exist_ok=True)
     builds: list[ModelBuild] = []
-    for name in names:
+    for name in args.family or sorted(FAMILIES):
         result = build(get_family(name), settings.train)
         path = settings.exports_dir / f"{name}.onnx"
         path.write_bytes(result.onnx_model)
@@ -35,41 +32,26 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         )
         builds.append(result)
         logger.info("%s: exported %s (sha256 %s)", name, path, result.sha256[:12])
-    print(quality_table(builds))
+    rows = [(b.family.name, k, v) for b in builds for k, v in sorted(b.metrics.items())]
+    print(table(("family", "metric", "value"), rows))
     return 0
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    """Start the local stack, print where everything is, run until interrupted."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, _: FrameType | None) -> None:
-        logger.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, request_stop)
-    with LocalStack(settings) as stack:
-        rows = [
-            (
-                c.resolved.family,
-                c.resolved.version,
-                "trained now" if c.trained_now else "existing",
-                _headline(c.metrics),
-            )
-            for c in stack.champions
-        ]
-        print(table(("family", "champion", "origin", "quality"), rows))
-        print(f"\nMLflow UI:  {stack.tracking_uri}")
-        print(f"Data:       {settings.data_dir.resolve()}")
-        if args.exit_after_start:
-            return 0
-        print("\ngameserve is up; press Ctrl-C to stop.", flush=True)
-        stop.wait()
-    return 0
+    if args.detach:
+        return stack_commands.up_detached(settings)
+    return stack_commands.up(settings, exit_after_start=args.exit_after_start)
 
 
-def _models(settings: Settings, args: argparse.Namespace) -> int:
+def _status(settings: Settings, _: argparse.Namespace) -> int:
+    return stack_commands.status(settings)
+
+
+def _down(settings: Settings, _: argparse.Namespace) -> int:
+    return stack_commands.down(settings)
+
+
+def _models(settings: Settings, _: argparse.Namespace) -> int:
     """List every version of every family with its aliases."""
     state = StackState.read(settings)
     uri = settings.tracking.uri or (state.tracking_uri if state else None)
@@ -86,33 +68,25 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _headline(metrics: dict[str, float]) -> str:
-    keys = ("teacher_agreement", "quit_auc", "recall_at_10")
-    return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
-
-
-def quality_table(builds: Sequence[ModelBuild]) -> str:
-    rows = [
-        (b.family.name, metric, value)
-        for b in builds
-        for metric, value in sorted(b.metrics.items())
-    ]
-    return table(("family", "metric", "value"), rows)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gameserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train, export and evaluate model families")
     train.add_argument("--family", action="append", choices=sorted(FAMILIES))
     train.set_defaults(handler=_train)
-    up = commands.add_parser("up", help="start MLflow, bootstrap champions, serve until Ctrl-C")
-    up.add_argument(
+    up = commands.add_parser("up", help="start the local stack and serve until Ctrl-C")
+    mode = up.add_mutually_exclusive_group()
+    mode.add_argument("--detach", action="store_true", help="run in the background")
+    mode.add_argument(
         "--exit-after-start", action="store_true", help="stop again once everything is up"
     )
     up.set_defaults(handler=_up)
-    models = commands.add_parser("models", help="list model versions and their aliases")
-    models.set_defaults(handler=_models)
+    for name, handler, text in (
+        ("status", _status, "show what the local stack runs"),
+        ("down", _down, "stop a stack started in the background"),
+        ("models", _models, "list model versions and their aliases"),
+    ):
+        commands.add_parser(name, help=text).set_defaults(handler=handler)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The local stack: the embedded MLflow server and bootstrapped champions.
+"""The local stack: MLflow, champions, Ray and the serving application.
 
 ``gameserve up`` runs it in the foreground. While it is up, a state file in
 the data directory says where everything is; other commands and tests poll it.
@@ -14,10 +14,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
+import ray
+from ray import serve
+
+from models.errors import GameserveError
 from pipelines.bootstrap import ChampionStatus, ensure_champions
 from pipelines.registry import ModelRegistry, connect
+from pipelines.registry_source import registry_source_spec
 from pipelines.settings import Settings
-from pipelines.tracking_server import EmbeddedTrackingServer, is_healthy
+from pipelines.tracking_server import EmbeddedTrackingServer, is_healthy, port_in_use
+from serving.gateway import ServeGateway
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +33,9 @@ class StackState:
     """What a running stack publishes about itself."""
 
     pid: int
+    api_url: str
+    dashboard_url: str
     tracking_uri: str
-    mlflow_ui: str
     champions: dict[str, str]
 
     @staticmethod
@@ -50,8 +57,10 @@ class LocalStack:
         self.settings = settings
         self._exit = ExitStack()
         self.registry: ModelRegistry | None = None
+        self.gateway: ServeGateway | None = None
         self.champions: list[ChampionStatus] = []
         self.tracking_uri = ""
+        self.dashboard_url = ""
 
     def __enter__(self) -> LocalStack:
         try:
@@ -64,30 +73,66 @@ class LocalStack:
     def _start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if settings.tracking.uri is None:
-            server = EmbeddedTrackingServer(
-                settings.mlflow_dir,
-                host=settings.tracking.host,
-                port=settings.tracking.port,
-                startup_timeout_s=settings.tracking.startup_timeout_s,
+        serving = settings.serving
+        if port_in_use(serving.host, serving.port):
+            raise GameserveError(
+                f"serving.port: {serving.host}:{serving.port} is already in use; stop what "
+                "holds it (`gameserve down`?) or set GAMESERVE_SERVING__PORT"
             )
-            self._exit.enter_context(server)
-            self.tracking_uri = server.url
-        else:
-            self.tracking_uri = settings.tracking.uri
-            if not is_healthy(self.tracking_uri):
-                logger.warning("tracking server %s is not healthy", self.tracking_uri)
+        self._start_tracking()
         self.registry = connect(self.tracking_uri, settings.tracking, settings.cache_dir)
         self.champions = ensure_champions(self.registry, settings.train)
+        self._start_ray()
+        self.gateway = ServeGateway(
+            serving,
+            registry_source_spec(self.tracking_uri, settings.tracking, settings.cache_dir),
+            self.dashboard_url,
+        )
+        self.gateway.deploy({c.resolved.family: c.resolved.version for c in self.champions})
         state = StackState(
             pid=os.getpid(),
+            api_url=self.gateway.url,
+            dashboard_url=self.dashboard_url,
             tracking_uri=self.tracking_uri,
-            mlflow_ui=self.tracking_uri,
             champions={c.resolved.family: c.resolved.version for c in self.champions},
         )
         path = StackState.path(settings)
         path.write_text(json.dumps(asdict(state), indent=2))
         self._exit.callback(path.unlink, missing_ok=True)
+
+    def _start_tracking(self) -> None:
+        settings = self.settings
+        if settings.tracking.uri is not None:
+            self.tracking_uri = settings.tracking.uri
+            if not is_healthy(self.tracking_uri):
+                logger.warning("tracking server %s is not healthy", self.tracking_uri)
+            return
+        server = EmbeddedTrackingServer(
+            settings.mlflow_dir,
+            host=settings.tracking.host,
+            port=settings.tracking.port,
+            startup_timeout_s=settings.tracking.startup_timeout_s,
+        )
+        self._exit.enter_context(server)
+        self.tracking_uri = server.url
+
+    def _start_ray(self) -> None:
+        options = self.settings.ray
+        if options.address is None:
+            context = ray.init(
+                num_cpus=options.num_cpus,
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                dashboard_port=options.dashboard_port,
+                object_store_memory=options.object_store_memory_mb * 1024 * 1024,
+                log_to_driver=options.log_to_driver,
+                logging_level=logging.WARNING,
+            )
+        else:
+            context = ray.init(address=options.address, log_to_driver=options.log_to_driver)
+        self._exit.callback(ray.shutdown)
+        self._exit.callback(serve.shutdown)
+        self.dashboard_url = options.dashboard_address or f"http://{context.dashboard_url}"
 
     def __exit__(
         self,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.training import TrainSettings
+from serving.settings import ServingSettings
 
 
 class TrackingSettings(BaseModel):
@@ -29,6 +30,23 @@ class TrackingSettings(BaseModel):
     )
 
 
+class RaySettings(BaseModel):
+    """The Ray cluster the stack runs on: a local one unless an address is given."""
+
+    address: str | None = Field(
+        default=None, description="An existing cluster ('auto', 'ray://head:10001')."
+    )
+    dashboard_address: str | None = Field(
+        default=None, description="That cluster's dashboard, e.g. http://head:8265."
+    )
+    num_cpus: int | None = Field(default=None, ge=1, description="Local cluster only.")
+    dashboard_port: int = Field(default=8265, ge=0, le=65535)
+    object_store_memory_mb: int = Field(default=512, ge=75)
+    log_to_driver: bool = Field(
+        default=False, description="Echo every replica's log line on the console."
+    )
+
+
 class Settings(BaseSettings):
     """Root settings; one instance per process, built at start."""
 
@@ -40,6 +58,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     train: TrainSettings = Field(default_factory=TrainSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
     @property
     def exports_dir(self) -> Path:

@@ -23,6 +23,15 @@ from models.errors import GameserveError, RegistryUnavailableError
 logger = logging.getLogger(__name__)
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the server if its parent dies without stopping it (e.g. SIGKILL)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -84,7 +93,12 @@ class EmbeddedTrackingServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self._wait_until_healthy()
         logger.info("MLflow tracking server at %s (data in %s)", self.url, self.root)

@@ -1,96 +1,140 @@
-"""``gameserve up`` as a person runs it: a real process, stopped with Ctrl-C."""
+"""The local stack as a person runs it: real processes, real sockets, real signals."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import requests
+import tritonclient.http as triton
 from mlflow import MlflowClient
 
 from models import FAMILIES
 from pipelines.tracking_server import free_port, port_in_use
 
 GAMESERVE = shutil.which("gameserve", path=str(Path(sys.executable).parent))
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _env(data_dir: Path, port: int) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One data directory for the module: later tests reuse its champions."""
+    assert GAMESERVE, "the gameserve console script is not installed"
     return {
         **os.environ,
-        "GAMESERVE_DATA_DIR": str(data_dir),
-        "GAMESERVE_TRACKING__PORT": str(port),
+        "GAMESERVE_DATA_DIR": str(tmp_path_factory.mktemp("stack")),
+        "GAMESERVE_TRACKING__PORT": str(free_port()),
+        "GAMESERVE_SERVING__PORT": str(free_port()),
+        "GAMESERVE_RAY__DASHBOARD_PORT": str(free_port()),
         "GAMESERVE_TRAIN__TRAIN_SAMPLES": "4000",
         "GAMESERVE_TRAIN__EPOCHS": "2",
         "GAMESERVE_TRAIN__EVAL_SAMPLES": "1000",
     }
 
 
-def _wait_for_state(data_dir: Path, process: subprocess.Popen[bytes], timeout_s: float) -> dict:
-    state_file = data_dir / "stack.json"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "gameserve up exited early"
-        if state_file.is_file():
-            return json.loads(state_file.read_text())
-        time.sleep(0.5)
-    raise AssertionError(f"no {state_file} after {timeout_s}s")
+def _gameserve(env: dict[str, str], *args: str, timeout: float = 600) -> str:
+    done = subprocess.run(
+        [GAMESERVE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _readme_curl_body() -> dict[str, object]:
+    match = re.search(r"curl -s -X POST \S+/v1/npc/act .* -d '(.+)'", README.read_text())
+    assert match, "the README shows no curl for /v1/npc/act"
+    body: dict[str, object] = json.loads(match.group(1))
+    return body
+
+
+def _ports(env: dict[str, str]) -> list[int]:
+    keys = ("GAMESERVE_TRACKING__PORT", "GAMESERVE_SERVING__PORT", "GAMESERVE_RAY__DASHBOARD_PORT")
+    return [int(env[key]) for key in keys]
+
+
+def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[str, str]) -> None:
+    started = _gameserve(stack_env, "up", "--detach")
+    state = json.loads((Path(stack_env["GAMESERVE_DATA_DIR"]) / "stack.json").read_text())
+    try:
+        assert "gameserve is up" in started
+        api = state["api_url"]
+        decision = requests.post(f"{api}/v1/npc/act", json=_readme_curl_body(), timeout=30)
+        assert decision.status_code == 200, decision.text
+        body = decision.json()
+        assert body["model"] == {
+            "name": "npc-behavior",
+            "version": state["champions"]["npc-behavior"],
+        }
+        assert body["decisions"][0]["npc_id"] == "guard-1"
+
+        client = triton.InferenceServerClient(url=api.removeprefix("http://"))
+        assert client.is_server_ready()
+        observation = FAMILIES["npc-behavior"].example_inputs(rows=3)["observation"]
+        tensor = triton.InferInput("observation", [3, 40], "FP32")
+        tensor.set_data_from_numpy(observation, binary_data=True)
+        probs = client.infer("npc-behavior", [tensor]).as_numpy("action_probs")
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        client.close()
+
+        status = _gameserve(stack_env, "status")
+        for name, version in state["champions"].items():
+            assert re.search(rf"{name}\s+{version}\s+1\s+cpu\s+True", status), status
+        registry = MlflowClient(tracking_uri=state["tracking_uri"])
+        for name in FAMILIES:
+            assert registry.get_model_version_by_alias(name, "champion").version
+        assert "champion" in _gameserve(stack_env, "models")
+    finally:
+        stopped = _gameserve(stack_env, "down", timeout=180)
+    assert "gameserve stopped" in stopped
+    assert not any(port_in_use("127.0.0.1", port) for port in _ports(stack_env))
+    assert (
+        "not running"
+        in subprocess.run(
+            [GAMESERVE, "status"], env=stack_env, capture_output=True, text=True, check=False
+        ).stdout
+    )
 
 
 @pytest.fixture
-def stack(tmp_path: Path):
-    assert GAMESERVE, "the gameserve console script is not installed"
-    port = free_port()
+def foreground(stack_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
-        [GAMESERVE, "up"],
-        env=_env(tmp_path, port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        [GAMESERVE, "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        yield tmp_path, port, process
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
 
 
-def test_up_bootstraps_champions_and_stops_cleanly_on_ctrl_c(stack) -> None:
-    data_dir, port, process = stack
-    state = _wait_for_state(data_dir, process, timeout_s=240)
-    assert state["tracking_uri"] == f"http://127.0.0.1:{port}"
-    assert set(state["champions"]) == set(FAMILIES)
+def test_foreground_stack_reuses_champions_and_stops_on_ctrl_c(
+    stack_env: dict[str, str], foreground: subprocess.Popen[bytes]
+) -> None:
+    state_file = Path(stack_env["GAMESERVE_DATA_DIR"]) / "stack.json"
+    deadline = time.monotonic() + 300
+    while not state_file.is_file():
+        assert foreground.poll() is None, "gameserve up exited early"
+        assert time.monotonic() < deadline, "the stack did not come up"
+        time.sleep(0.5)
+    api = json.loads(state_file.read_text())["api_url"]
+    assert requests.get(f"{api}/v2/health/ready", timeout=10).status_code == 200
 
-    client = MlflowClient(tracking_uri=state["tracking_uri"])
-    for name in FAMILIES:
-        champion = client.get_model_version_by_alias(name, "champion")
-        assert champion.version == state["champions"][name]
-    listing = subprocess.run(
-        [GAMESERVE, "models"], env=_env(data_dir, port), capture_output=True, text=True, check=True
-    )
-    assert "npc-behavior" in listing.stdout
-    assert "champion" in listing.stdout
-
-    process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=60)[0].decode()
-    assert process.returncode == 0, output
-    assert "MLflow UI:  http://127.0.0.1" in output
-    assert not port_in_use("127.0.0.1", port)
-    assert not (data_dir / "stack.json").exists()
-
-    # A second start finds the champions in the SQLite store and trains nothing.
-    again = subprocess.run(
-        [GAMESERVE, "up", "--exit-after-start"],
-        env=_env(data_dir, port),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert again.stdout.count("existing") == len(FAMILIES)
-    assert "trained now" not in again.stdout
+    foreground.send_signal(signal.SIGINT)
+    output = foreground.communicate(timeout=180)[0].decode()
+    assert foreground.returncode == 0, output
+    assert output.count("existing") == len(FAMILIES), output  # nothing retrained
+    assert "trained now" not in output
+    assert "gameserve stopped." in output
+    assert not state_file.exists()
+    assert not any(port_in_use("127.0.0.1", port) for port in _ports(stack_env))

@@ -1,0 +1,151 @@
+"""``gameserve up``, ``status`` and ``down``: the local stack's life cycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+import requests
+
+from pipelines.local_stack import LocalStack, StackState
+from pipelines.report import table
+from pipelines.settings import Settings
+from pipelines.tracking_server import is_healthy
+
+logger = logging.getLogger("gameserve")
+
+
+def up(settings: Settings, *, exit_after_start: bool) -> int:
+    """Start the stack, print where everything is, run until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    started = threading.Event()
+
+    def request_stop(signum: int, _: FrameType | None) -> None:
+        logger.info("received %s; stopping", signal.Signals(signum).name)
+        if not started.is_set():
+            # Mid-start: unwind what is up so far, the tracking server included.
+            raise SystemExit(128 + signum)
+        stop.set()
+
+    def handle_signals() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, request_stop)
+
+    handle_signals()
+    with LocalStack(settings) as stack:
+        # ray.init installs its own SIGTERM handler, which exits without cleanup.
+        handle_signals()
+        started.set()
+        assert stack.gateway is not None
+        rows = [
+            (
+                c.resolved.family,
+                c.resolved.version,
+                "trained now" if c.trained_now else "existing",
+                _headline(c.metrics),
+            )
+            for c in stack.champions
+        ]
+        print(table(("family", "champion", "origin", "quality"), rows))
+        print(f"\nAPI:            {stack.gateway.url}  (OpenAPI: {stack.gateway.url}/docs)")
+        print(f"Ray dashboard:  {stack.dashboard_url}")
+        print(f"MLflow UI:      {stack.tracking_uri}")
+        print(f"Data:           {settings.data_dir.resolve()}")
+        if exit_after_start:
+            return 0
+        print("\ngameserve is up; press Ctrl-C to stop.", flush=True)
+        stop.wait()
+    print("gameserve stopped.")
+    return 0
+
+
+def up_detached(settings: Settings, timeout_s: float = 600.0) -> int:
+    """Start ``gameserve up`` in the background and return once it serves."""
+    if StackState.read(settings) is not None:
+        print("a stack is already running here; `gameserve status` shows it")
+        return 1
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "stack.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "up"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            print(f"gameserve up exited with code {process.returncode}; see {log_path}")
+            return 1
+        if StackState.read(settings) is not None:
+            return status(settings)
+        time.sleep(0.5)
+    print(f"gameserve up not ready after {timeout_s:.0f}s; see {log_path}")
+    return 1
+
+
+def status(settings: Settings) -> int:
+    """What runs: processes, endpoints, and each family's serving version."""
+    state = StackState.read(settings)
+    if state is None or not _alive(state.pid):
+        print("gameserve is not running here" + (" (stale state file)" if state else ""))
+        return 1
+    print(f"gameserve is up (pid {state.pid})")
+    print(f"API:            {state.api_url}")
+    print(f"Ray dashboard:  {state.dashboard_url}")
+    mlflow_health = "healthy" if is_healthy(state.tracking_uri) else "NOT RESPONDING"
+    print(f"MLflow UI:      {state.tracking_uri}  ({mlflow_health})")
+    try:
+        models = requests.get(f"{state.api_url}/v1/models", timeout=10).json()["models"]
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        print(f"API not answering: {exc}")
+        return 1
+    rows = [(m["name"], m["version"], m["replicas"], m["device"], m["ready"]) for m in models]
+    print(table(("family", "version", "replicas", "device", "ready"), rows))
+    return 0
+
+
+def down(settings: Settings, timeout_s: float = 120.0) -> int:
+    """Stop a stack started in the background, and wait until it is gone."""
+    state = StackState.read(settings)
+    if state is None or not _alive(state.pid):
+        print("gameserve is not running here")
+        StackState.path(settings).unlink(missing_ok=True)
+        return 0
+    os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(state.pid):
+            print("gameserve stopped.")
+            return 0
+        time.sleep(0.5)
+    print(f"pid {state.pid} still running after {timeout_s:.0f}s")
+    return 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours is not running any more.
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return finished == 0
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    keys = ("teacher_agreement", "quit_auc", "recall_at_10")
+    return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)

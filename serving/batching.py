@@ -1,0 +1,54 @@
+"""Concatenating requests into one model call and splitting the result back.
+
+Pure numpy, so it is tested without Ray; the replica's ``@serve.batch``
+method is a thin shell around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+Tensors = Mapping[str, np.ndarray]
+
+
+def rows(request: Tensors) -> int:
+    """Batch rows of one request (every input shares the first axis)."""
+    return int(next(iter(request.values())).shape[0])
+
+
+def total_rows(requests: Sequence[Tensors]) -> int:
+    return sum(rows(r) for r in requests)
+
+
+def shape_key(request: Tensors) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Requests whose tensors agree on every axis but the first can share a call."""
+    return tuple(sorted((name, tuple(array.shape[1:])) for name, array in request.items()))
+
+
+def run_batched(
+    requests: Sequence[Tensors], run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+) -> tuple[list[dict[str, np.ndarray]], int]:
+    """Run ``requests`` in as few calls as their shapes allow.
+
+    Returns each request's outputs, in order, and the number of calls made.
+    Personalization requests with different candidate counts cannot be
+    concatenated; they form separate groups rather than being padded.
+    """
+    groups: dict[tuple[tuple[str, tuple[int, ...]], ...], list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(shape_key(request), []).append(index)
+    results: list[dict[str, np.ndarray]] = [{} for _ in requests]
+    for members in groups.values():
+        names = list(requests[members[0]])
+        merged = {
+            name: np.concatenate([requests[i][name] for i in members], axis=0) for name in names
+        }
+        outputs = run(merged)
+        offset = 0
+        for i in members:
+            n = rows(requests[i])
+            results[i] = {name: value[offset : offset + n] for name, value in outputs.items()}
+            offset += n
+    return results, len(groups)

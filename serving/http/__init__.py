@@ -1,0 +1,1 @@
+"""The HTTP surface: our game API, the Open Inference Protocol v2, errors."""

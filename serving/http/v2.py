@@ -1,0 +1,104 @@
+"""The Open Inference Protocol v2 (KServe / Triton REST), as tritonclient speaks it."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from models.contract import TensorSpec
+from models.errors import ModelNotReadyError
+from serving.data_plane import DataPlane
+from serving.http.v2_codec import HEADER_LENGTH, datatype_of, encode_response, parse_request
+
+# The body of an infer request is JSON, or JSON followed by raw tensor bytes.
+_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _server_version() -> str:
+    try:
+        return package_version("gameserve")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "datatype": datatype_of(spec.dtype),
+        "shape": [-1 if d is None else d for d in spec.shape],
+    }
+
+
+def v2_router(plane: DataPlane) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+    @router.get("")
+    async def server_metadata() -> dict[str, Any]:
+        return {
+            "name": "gameserve",
+            "version": _server_version(),
+            "extensions": ["binary_tensor_data"],
+        }
+
+    @router.get("/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @router.get("/health/ready")
+    async def ready() -> dict[str, bool]:
+        for name in plane.backends:
+            status = await plane.status(name)
+            if not status.ready:
+                raise ModelNotReadyError(f"model {name!r} is not ready")
+        return {"ready": True}
+
+    @router.get("/models/{model_name}")
+    @router.get("/models/{model_name}/versions/{model_version}")
+    async def model_metadata(model_name: str, model_version: str | None = None) -> dict[str, Any]:
+        family = plane.family(model_name)
+        if model_version is None:
+            status = await plane.status(model_name)
+        else:
+            status = await plane.require_version(model_name, model_version)
+        return {
+            "name": model_name,
+            "versions": [status.version] if status.version else [],
+            "platform": "onnxruntime_onnx",
+            "inputs": [_tensor_metadata(s) for s in family.contract.inputs],
+            "outputs": [_tensor_metadata(s) for s in family.contract.outputs],
+        }
+
+    @router.get("/models/{model_name}/ready")
+    @router.get("/models/{model_name}/versions/{model_version}/ready")
+    async def model_ready(model_name: str, model_version: str | None = None) -> dict[str, Any]:
+        if model_version is None:
+            status = await plane.status(model_name)
+        else:
+            status = await plane.require_version(model_name, model_version)
+        if not status.ready:
+            raise ModelNotReadyError(f"model {model_name!r} is not ready")
+        return {"name": model_name, "ready": True}
+
+    @router.post("/models/{model_name}/infer", openapi_extra=_INFER_BODY)
+    @router.post("/models/{model_name}/versions/{model_version}/infer", openapi_extra=_INFER_BODY)
+    async def infer(
+        request: Request, model_name: str, model_version: str | None = None
+    ) -> Response:
+        # The raw body: tritonclient sends binary tensors without a Content-Type.
+        parsed = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+        prediction = await plane.infer(model_name, parsed.inputs, version=model_version)
+        body, headers = encode_response(model_name, prediction.version, parsed, prediction.outputs)
+        return Response(content=body, headers=headers)
+
+    return router

@@ -1,0 +1,54 @@
+"""Settings of the serving layer: one block per model family, one for HTTP."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class FamilyServing(BaseModel):
+    """How one family's deployment runs."""
+
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per replica.")
+    num_gpus: float = Field(
+        default=0.0, ge=0, le=1, description="Fraction of a GPU per replica; 0 runs on the CPU."
+    )
+    max_batch_rows: int = Field(
+        default=1024, ge=1, description="Rows (NPCs, players) one model call may take."
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.002, ge=0, description="How long a batch waits to fill; well inside a tick."
+    )
+    max_ongoing_requests: int = Field(
+        default=1024,
+        ge=1,
+        description="Per replica. Ray's default (5) starves @serve.batch; match max_batch_rows.",
+    )
+    max_queued_requests: int = Field(
+        default=1024, ge=-1, description="Per caller; beyond it requests get 503 at once."
+    )
+    intra_op_threads: int = Field(default=1, ge=1)
+
+
+class ServingSettings(BaseModel):
+    """The HTTP surface and the families it serves."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    app_name: str = "gameserve"
+    max_rows_per_request: int = Field(
+        default=1024, ge=1, description="Largest NPC tick or player batch one request may carry."
+    )
+    retry_after_s: float = Field(default=1.0, gt=0, description="Sent with 503 when overloaded.")
+    ingress_replicas: int = Field(default=1, ge=1)
+    ingress_num_cpus: float = Field(default=0.25, ge=0)
+    families: dict[str, FamilyServing] = Field(
+        default_factory=lambda: {
+            "npc-behavior": FamilyServing(),
+            "difficulty-tuning": FamilyServing(),
+            "personalization": FamilyServing(max_batch_rows=256, max_ongoing_requests=256),
+        }
+    )
+
+    def family(self, name: str) -> FamilyServing:
+        return self.families.get(name, FamilyServing())

@@ -1,0 +1,78 @@
+"""One real local Ray for the whole tier; the application is deployed once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import ray
+
+from models import FAMILIES
+from models.training import TrainSettings
+from pipelines.tracking_server import free_port
+from serving.application import SourceSpec
+from serving.gateway import ServeGateway
+from serving.model_source import DirectoryModelSource
+from serving.settings import ServingSettings
+from tests.asgi.conftest import nan_npc_model as _nan_npc_model
+
+FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)
+nan_npc_model = _nan_npc_model
+
+
+@pytest.fixture(scope="session")
+def model_source(
+    tmp_path_factory: pytest.TempPathFactory, nan_npc_model: bytes
+) -> DirectoryModelSource:
+    """Versions 1 and 2 of every family, and a NaN-emitting NPC version ``nan``."""
+    source = DirectoryModelSource(tmp_path_factory.mktemp("models"))
+    for name, family in FAMILIES.items():
+        for version, seed in (("1", 1), ("2", 2)):
+            source.add(name, version, family.train(FAST.model_copy(update={"seed": seed})).export())
+    source.add("npc-behavior", "nan", nan_npc_model)
+    return source
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray with its dashboard, which carries Serve's deploy API."""
+    context = ray.init(
+        num_cpus=4,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        logging_level=logging.WARNING,
+    )
+    try:
+        yield f"http://{context.dashboard_url}"
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def gateway(ray_cluster: str, model_source: DirectoryModelSource) -> Iterator[ServeGateway]:
+    settings = ServingSettings(port=free_port(), max_rows_per_request=256)
+    source = SourceSpec(
+        import_path="serving.model_source:DirectoryModelSource",
+        arguments={"root": str(model_source.root)},
+    )
+    serving = ServeGateway(settings, source, ray_cluster)
+    serving.deploy(dict.fromkeys(FAMILIES, "1"))
+    try:
+        yield serving
+    finally:
+        serving.stop()
+
+
+@pytest.fixture
+def served(gateway: ServeGateway) -> Iterator[ServeGateway]:
+    """The gateway with every family on version 1, before and after the test."""
+    if any(v != "1" for v in gateway.versions.values()):
+        gateway.deploy(dict.fromkeys(FAMILIES, "1"))
+    yield gateway
+    if any(v != "1" for v in gateway.versions.values()):
+        gateway.deploy(dict.fromkeys(FAMILIES, "1"))

@@ -1,0 +1,164 @@
+"""The application on a real Ray, through a real socket."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as triton
+
+from models import FAMILIES
+from models.errors import ModelArtifactError
+from models.runtime import OnnxModel
+from serving.gateway import ServeGateway
+from serving.model_source import DirectoryModelSource
+from tests.payloads import difficulty_request, npc, npc_tick, rank_request
+
+NPC = FAMILIES["npc-behavior"]
+
+
+def test_game_api_answers_through_ray(served: ServeGateway) -> None:
+    url = served.url
+    act = requests.post(f"{url}/v1/npc/act", json=npc_tick(16), timeout=10)
+    assert act.status_code == 200, act.text
+    assert act.json()["model"] == {"name": "npc-behavior", "version": "1"}
+    assert len(act.json()["decisions"]) == 16
+    recommend = requests.post(
+        f"{url}/v1/difficulty/recommend", json=difficulty_request(2), timeout=10
+    )
+    assert len(recommend.json()["recommendations"]) == 2
+    rank = requests.post(f"{url}/v1/personalization/rank", json=rank_request(30), timeout=10)
+    assert rank.json()["model"]["version"] == "1"
+    models = requests.get(f"{url}/v1/models", timeout=10).json()["models"]
+    assert {(m["name"], m["version"], m["replicas"]) for m in models} == {
+        (name, "1", 1) for name in FAMILIES
+    }
+
+
+def test_errors_keep_their_status_across_ray(served: ServeGateway) -> None:
+    bad = requests.post(f"{served.url}/v1/npc/act", json={"npcs": [npc("a", ammo=-1)]}, timeout=10)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["message"].startswith("npcs[0].ammo")
+    missing = requests.get(f"{served.url}/v2/models/dragons", timeout=10)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "model_not_found")
+    too_many = requests.post(f"{served.url}/v1/npc/act", json=npc_tick(257), timeout=10)
+    assert too_many.status_code == 422
+    assert too_many.json()["error"]["message"].startswith("npcs:")
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_speaks_v2_to_the_stack(
+    served: ServeGateway, model_source: DirectoryModelSource, binary: bool
+) -> None:
+    client = triton.InferenceServerClient(url=served.url.removeprefix("http://"))
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("npc-behavior")
+    assert client.is_model_ready("npc-behavior", model_version="1")
+    assert not client.is_model_ready("npc-behavior", model_version="9")
+    metadata = client.get_model_metadata("npc-behavior")
+    assert metadata["versions"] == ["1"]
+    assert metadata["inputs"][0] == {"name": "observation", "datatype": "FP32", "shape": [-1, 40]}
+
+    observation = NPC.example_inputs(rows=7, seed=5)["observation"]
+    tensor = triton.InferInput("observation", list(observation.shape), "FP32")
+    tensor.set_data_from_numpy(observation, binary_data=binary)
+    wanted = [triton.InferRequestedOutput("action_probs", binary_data=binary)]
+    result = client.infer("npc-behavior", [tensor], outputs=wanted, request_id="t1")
+    assert result.get_response()["model_version"] == "1"
+    expected = OnnxModel(model_source.fetch("npc-behavior", "1"), NPC.contract, prefer_gpu=False)
+    np.testing.assert_allclose(
+        result.as_numpy("action_probs"),
+        expected.predict({"observation": observation})["action_probs"],
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    # With no outputs named, tritonclient asks for every output in binary.
+    everything = client.infer("npc-behavior", [tensor])
+    assert everything.as_numpy("action_probs").shape == (7, 10)
+    client.close()
+
+
+def test_concurrent_requests_share_model_calls(served: ServeGateway) -> None:
+    before = served.replica_stats("npc-behavior")
+    requests_sent = 96
+
+    def call(i: int) -> int:
+        body = {"npcs": [npc(f"solo-{i}")]}
+        return requests.post(f"{served.url}/v1/npc/act", json=body, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        statuses = list(pool.map(call, range(requests_sent)))
+    after = served.replica_stats("npc-behavior")
+    assert statuses == [200] * requests_sent
+    served_requests = after["requests"] - before["requests"]
+    model_calls = after["model_calls"] - before["model_calls"]
+    assert served_requests == requests_sent
+    assert model_calls < served_requests, (model_calls, served_requests)
+
+
+def test_version_swap_under_load_loses_no_request(served: ServeGateway) -> None:
+    stop = threading.Event()
+    versions: list[str] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def load(worker: int) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + 60  # bounded even if the test body fails
+        for i in range(5_000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                response = session.post(
+                    f"{served.url}/v1/npc/act", json=npc_tick(4, f"w{worker}-{i}"), timeout=10
+                )
+                ok = response.status_code == 200
+                outcome = response.json()["model"]["version"] if ok else response.text
+            except requests.RequestException as exc:
+                ok, outcome = False, repr(exc)
+            with lock:
+                (versions if ok else failures).append(outcome)
+
+    workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1.0)
+        before_swap = served.replica_stats("npc-behavior")
+        served.set_version("npc-behavior", "2")
+        after_swap = served.replica_stats("npc-behavior")
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    assert failures == []
+    # In place: the same replica process, its counters intact, now on version 2.
+    assert after_swap["version"] == "2"
+    assert after_swap["requests"] >= before_swap["requests"] > 0
+    assert len(versions) > 50
+    assert versions[0] == "1"
+    assert set(versions) == {"1", "2"}
+    assert versions[-20:] == ["2"] * 20
+    first_new = versions.index("2")
+    assert "1" not in versions[first_new + 20 :]  # the switch happens once, not back and forth
+
+
+def test_broken_version_is_kept_out_and_nan_never_reaches_a_client(served: ServeGateway) -> None:
+    with pytest.raises(ModelArtifactError, match="does-not-exist"):
+        served.set_version("npc-behavior", "does-not-exist")
+    assert served.versions["npc-behavior"] == "1"
+    kept = requests.post(f"{served.url}/v1/npc/act", json=npc_tick(2), timeout=10)
+    assert kept.status_code == 200
+    assert kept.json()["model"]["version"] == "1"
+
+    served.set_version("npc-behavior", "nan")
+    response = requests.post(f"{served.url}/v1/npc/act", json=npc_tick(2), timeout=10)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "inference_failed"
+    assert "NaN" not in response.text.replace("not finite", "")
