@@ -184,6 +184,7 @@ class DifficultyTuning(ModelFamily):
     request_model = DifficultyRequest
     response_model = DifficultyResponse
     batch_field = "players"
+    headline_metric = "quit_auc"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)
@@ -249,6 +250,23 @@ class DifficultyTuning(ModelFamily):
             "session_quit_rate_steered": steered["quit_rate"],
             "session_quit_rate_fixed": fixed["quit_rate"],
         }
+
+    def invalid_rows(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        bad = super().invalid_rows(outputs)
+        if bad.all():
+            return bad
+        with np.errstate(invalid="ignore"):
+            quit_p, adjust = outputs["quit_probability"], outputs["difficulty_adjustment"]
+            off = (quit_p < 0) | (quit_p > 1) | (np.abs(adjust) > 1)
+        return np.asarray(bad | off)
+
+    def divergence(
+        self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """The shift in recommended adjustment (a range of 2 scaled to 1) and quit risk."""
+        shift = np.abs(reference["difficulty_adjustment"] - candidate["difficulty_adjustment"]) / 2
+        risk = np.abs(reference["quit_probability"] - candidate["quit_probability"])
+        return np.asarray(np.clip(np.maximum(shift, risk), 0.0, 1.0))
 
     def edge_cases(self) -> list[dict[str, np.ndarray]]:
         shape = (3, WINDOW, len(ENCOUNTER_FEATURES))

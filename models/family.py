@@ -28,6 +28,8 @@ class ModelFamily(ABC):
     description: ClassVar[str]
     # The list in a domain request whose entries become batch rows.
     batch_field: ClassVar[str]
+    # The quality figure (higher is better) rollouts compare versions on.
+    headline_metric: ClassVar[str]
 
     @property
     def name(self) -> str:
@@ -65,6 +67,26 @@ class ModelFamily(ABC):
     @abstractmethod
     def decode(self, request: Any, outputs: dict[str, np.ndarray]) -> BaseModel:
         """Turn output tensors into the domain response for ``request``."""
+
+    def invalid_rows(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row: True where an output breaks the family's invariants.
+
+        The base check is finiteness; families add what their outputs promise.
+        """
+        rows = len(next(iter(outputs.values())))
+        bad = np.zeros(rows, dtype=bool)
+        for spec in self.contract.outputs:
+            value = outputs.get(spec.name)
+            if value is None or len(value) != rows:
+                return np.ones(rows, dtype=bool)
+            bad |= ~np.isfinite(value.reshape(rows, -1)).all(axis=1)
+        return bad
+
+    @abstractmethod
+    def divergence(
+        self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """Per row: how differently two versions behave on the same inputs, in [0, 1]."""
 
     def example_inputs(self, rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
         return self.make_dataset(max(rows, 2), seed).inputs

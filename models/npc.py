@@ -275,6 +275,7 @@ class NpcBehavior(ModelFamily):
     request_model = NpcActRequest
     response_model = NpcActResponse
     batch_field = "npcs"
+    headline_metric = "teacher_agreement"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)
@@ -317,6 +318,25 @@ class NpcBehavior(ModelFamily):
                 for name, check in INVARIANTS.items()
             },
         }
+
+    def invalid_rows(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        bad = super().invalid_rows(outputs)
+        probs = outputs.get("action_probs")
+        if probs is None or bad.all():
+            return bad
+        with np.errstate(invalid="ignore"):
+            off = (np.abs(probs.sum(axis=1) - 1.0) > 1e-3) | (probs < 0).any(axis=1)
+        return np.asarray(bad | off)
+
+    def divergence(
+        self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """Jensen-Shannon divergence (base 2) between action distributions."""
+        p = np.clip(reference["action_probs"].astype(np.float64), 1e-12, 1.0)
+        q = np.clip(candidate["action_probs"].astype(np.float64), 1e-12, 1.0)
+        m = (p + q) / 2
+        js = 0.5 * (p * np.log2(p / m)).sum(axis=1) + 0.5 * (q * np.log2(q / m)).sum(axis=1)
+        return np.asarray(np.clip(js, 0.0, 1.0))
 
     def edge_cases(self) -> list[dict[str, np.ndarray]]:
         zeros = np.zeros((3, len(FEATURES)), dtype=np.float32)

@@ -152,6 +152,7 @@ class Personalization(ModelFamily):
     request_model = RankRequest
     response_model = RankResponse
     batch_field = "candidates"
+    headline_metric = "recall_at_10"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         """(player, interacted item) pairs; ``samples`` counts pairs."""
@@ -203,6 +204,19 @@ class Personalization(ModelFamily):
             "popularity_recall_at_10": recall_at_k(by_popularity, relevant, TOP_K),
             "popularity_ndcg_at_10": ndcg_at_k(by_popularity, relevant, TOP_K),
         }
+
+    def divergence(
+        self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """One minus the overlap of the two top-10 lists over the same candidates."""
+        a, b = reference["scores"], candidate["scores"]
+        k = min(TOP_K, a.shape[1])
+        top_a = np.argsort(-a, axis=1)[:, :k]
+        top_b = np.argsort(-b, axis=1)[:, :k]
+        overlap = [
+            len(set(x.tolist()) & set(y.tolist())) / k for x, y in zip(top_a, top_b, strict=True)
+        ]
+        return 1.0 - np.asarray(overlap)
 
     def edge_cases(self) -> list[dict[str, np.ndarray]]:
         p, f = len(PLAYER_FEATURES), len(ITEM_FEATURES)

@@ -9,6 +9,9 @@ in-process ONNX session (``LocalBackend``).
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,6 +21,7 @@ from pydantic import BaseModel
 
 from models import get_family
 from models.errors import (
+    GameserveError,
     InferenceError,
     InvalidInputError,
     ModelNotFoundError,
@@ -26,6 +30,10 @@ from models.errors import (
 from models.family import ModelFamily
 from models.runtime import OnnxModel
 from serving.batching import rows
+from serving.rollout_metrics import MetricsWindows, VersionWindow
+from serving.routing import CHALLENGER_ROLE, Route, choose
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,16 +86,30 @@ class LocalBackend:
 
 
 class DataPlane:
-    """Validation, bounds and output checks shared by every route."""
+    """Validation, bounds, routing and output checks shared by every route."""
 
-    def __init__(self, backends: Mapping[str, Backend], max_rows_per_request: int) -> None:
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        max_rows_per_request: int,
+        challengers: Mapping[str, Backend] | None = None,
+    ) -> None:
         self.backends = dict(backends)
+        self.challengers = dict(challengers or {})
         self.max_rows_per_request = max_rows_per_request
+        self.routes: dict[str, Route] = {}
+        self.metrics = MetricsWindows()
+        self._rng = random.Random()
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
 
     def family(self, name: str) -> ModelFamily:
         if name not in self.backends:
             raise ModelNotFoundError(f"model {name!r} is not served here")
         return get_family(name)
+
+    def set_routes(self, routes: Mapping[str, Route]) -> None:
+        """Replace the rollout routes; families not named go back to champion only."""
+        self.routes = {n: r for n, r in routes.items() if n in self.challengers}
 
     async def infer(
         self,
@@ -95,10 +117,12 @@ class DataPlane:
         inputs: Mapping[str, np.ndarray],
         version: str | None = None,
         field: str | None = None,
+        routing_key: str | None = None,
     ) -> Prediction:
         """Run named input tensors through the family's serving model.
 
-        ``field`` names the batch in errors; the first input tensor by default.
+        ``field`` names the batch in errors; ``routing_key`` (a session or
+        player id) keeps one caller on one version during a rollout.
         """
         family = self.family(name)
         tensors = family.contract.validate_inputs(inputs)
@@ -109,16 +133,106 @@ class DataPlane:
                 f"{field}: {count} entries exceed the limit of {self.max_rows_per_request} "
                 "per request"
             )
+        route = self.routes.get(name)
         if version is not None:
+            if route is not None and version == route.challenger_version:
+                return await self._explicit_challenger(family, tensors)
             await self.require_version(name, version)
-        prediction = await self.backends[name].predict(tensors)
+        if route is None:
+            prediction = await self.backends[name].predict(tensors)
+            _check_outputs(family, prediction)
+            return prediction
+        role, mirror = choose(route, routing_key, self._rng)
+        if role == CHALLENGER_ROLE:
+            return await self._challenger_with_fallback(family, tensors)
+        prediction = await self._timed_champion(family, tensors)
+        if mirror:
+            task = asyncio.create_task(self._shadow(family, tensors, prediction))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+        return prediction
+
+    async def _timed_champion(
+        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+    ) -> Prediction:
+        window = self.metrics.family(family.name).champion
+        started = time.perf_counter()
+        try:
+            prediction = await self.backends[family.name].predict(tensors)
+            _check_outputs(family, prediction)
+        except GameserveError:
+            window.record("", None, error=True)
+            raise
+        window.record(prediction.version, (time.perf_counter() - started) * 1000)
+        return prediction
+
+    async def _challenger_with_fallback(
+        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+    ) -> Prediction:
+        """Serve the challenger's answer only if it is sound; the champion's otherwise.
+
+        Both run at once on the same inputs: the champion's answer is the
+        fallback and the reference the challenger's behaviour is judged by.
+        """
+        champion = asyncio.create_task(self._timed_champion(family, tensors))
+        challenger = await self._try_challenger(family, tensors)
+        reference = await champion
+        self._record_challenger(family, challenger, reference)
+        if challenger is not None and not family.invalid_rows(challenger[0].outputs).any():
+            return challenger[0]
+        return reference
+
+    async def _shadow(
+        self, family: ModelFamily, tensors: dict[str, np.ndarray], reference: Prediction
+    ) -> None:
+        challenger = await self._try_challenger(family, tensors)
+        self._record_challenger(family, challenger, reference)
+
+    async def _try_challenger(
+        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+    ) -> tuple[Prediction, float] | None:
+        started = time.perf_counter()
+        try:
+            prediction = await self.challengers[family.name].predict(tensors)
+        except Exception as exc:  # any failure counts against the challenger, never the client
+            logger.warning("%s challenger failed: %s", family.name, exc)
+            return None
+        return prediction, (time.perf_counter() - started) * 1000
+
+    def _record_challenger(
+        self,
+        family: ModelFamily,
+        challenger: tuple[Prediction, float] | None,
+        reference: Prediction,
+    ) -> None:
+        window: VersionWindow = self.metrics.family(family.name).challenger
+        route = self.routes.get(family.name)
+        version = route.challenger_version if route else ""
+        if challenger is None:
+            window.record(version, None, error=True)
+            return
+        prediction, latency_ms = challenger
+        invalid = bool(family.invalid_rows(prediction.outputs).any())
+        divergence = None
+        if not invalid:
+            divergence = float(np.mean(family.divergence(reference.outputs, prediction.outputs)))
+        window.record(prediction.version, latency_ms, invalid=invalid, divergence=divergence)
+
+    async def _explicit_challenger(
+        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+    ) -> Prediction:
+        prediction = await self.challengers[family.name].predict(tensors)
         _check_outputs(family, prediction)
         return prediction
 
-    async def infer_domain(self, name: str, request: BaseModel) -> tuple[Any, str]:
+    async def infer_domain(
+        self, name: str, request: BaseModel, routing_key: str | None = None
+    ) -> tuple[Any, str]:
         """Run a game API request: encode, infer, decode."""
         family = self.family(name)
-        prediction = await self.infer(name, family.encode(request), field=family.batch_field)
+        prediction = await self.infer(
+            name, family.encode(request), field=family.batch_field, routing_key=routing_key
+        )
         return family.decode(request, prediction.outputs), prediction.version
 
     async def status(self, name: str) -> ModelStatus:
@@ -135,10 +249,9 @@ class DataPlane:
 
 
 def _check_outputs(family: ModelFamily, prediction: Prediction) -> None:
-    """A model that emits NaN must fail loudly, never reach a game server."""
-    for spec in family.contract.outputs:
-        value = prediction.outputs.get(spec.name)
-        if value is None or not np.isfinite(value).all():
-            raise InferenceError(
-                f"{family.name} v{prediction.version}: output {spec.name} is missing or not finite"
-            )
+    """A model that emits NaN or broken outputs fails loudly, never reaches a game server."""
+    if family.invalid_rows(prediction.outputs).any():
+        raise InferenceError(
+            f"{family.name} v{prediction.version}: outputs are missing, not finite or "
+            "outside their range"
+        )

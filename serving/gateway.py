@@ -20,7 +20,11 @@ from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from models import FAMILIES
 from models.errors import GameserveError
 from serving.application import AppArgs, SourceSpec
+from serving.collector import collector
+from serving.gateway_app import challenger_scale
+from serving.ingress import CHALLENGER_SUFFIX, IngressConfig
 from serving.replica import ReplicaConfig
+from serving.routing import Route
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -39,6 +43,8 @@ class ServeGateway:
         self._local_source = source.create()
         self._client = ServeSubmissionClient(dashboard_address)
         self._versions: dict[str, str | None] = {}
+        self._challengers: dict[str, str] = {}
+        self._routes: dict[str, Route] = {}
 
     @property
     def url(self) -> str:
@@ -48,18 +54,39 @@ class ServeGateway:
     def versions(self) -> dict[str, str | None]:
         return dict(self._versions)
 
-    def config(self, versions: Mapping[str, str | None]) -> dict[str, Any]:
-        """The declarative Serve config that serves ``versions``."""
+    @property
+    def challengers(self) -> dict[str, str]:
+        return dict(self._challengers)
+
+    def config(self) -> dict[str, Any]:
+        """The declarative Serve config of the current state."""
         args = AppArgs(serving=self.settings, source=self.source)
-        deployments = []
+        deployments: list[dict[str, Any]] = []
         for name in FAMILIES:
             family = self.settings.family(name)
-            user_config = ReplicaConfig(
-                version=versions.get(name),
-                max_batch_rows=family.max_batch_rows,
-                batch_wait_timeout_s=family.batch_wait_timeout_s,
-            )
-            deployments.append({"name": name, "user_config": user_config.model_dump()})
+            challenger = self._challengers.get(name)
+            for role, version, scale in (
+                ("", self._versions.get(name), {"num_replicas": family.num_replicas}),
+                (
+                    CHALLENGER_SUFFIX,
+                    challenger,
+                    {
+                        "autoscaling_config": challenger_scale(
+                            family.num_replicas if challenger else 0
+                        )
+                    },
+                ),
+            ):
+                user_config = ReplicaConfig(
+                    version=version,
+                    max_batch_rows=family.max_batch_rows,
+                    batch_wait_timeout_s=family.batch_wait_timeout_s,
+                )
+                deployments.append(
+                    {"name": name + role, **scale, "user_config": user_config.model_dump()}
+                )
+        ingress = IngressConfig(routes=self._routes)
+        deployments.append({"name": "ingress", "user_config": ingress.model_dump()})
         return {
             "http_options": {"host": self.settings.host, "port": self.settings.port},
             "applications": [
@@ -74,21 +101,51 @@ class ServeGateway:
         }
 
     def deploy(self, versions: Mapping[str, str | None], timeout_s: float = 180.0) -> None:
-        """Apply ``versions`` and return once every replica serves them."""
+        """Serve ``versions`` as champions; returns once every replica serves them."""
         target = {name: versions.get(name) for name in FAMILIES}
-        for name, version in target.items():
-            if version is not None and version != self._versions.get(name):
-                # Refused here, a broken version never reaches a replica.
-                self._local_source.fetch(name, version)
-        before = self._last_deployed()
-        self._client.deploy_applications(self.config(target))
-        self._wait_until_serving(before, target, timeout_s)
-        self._versions = target
+        self._check_fetchable(target, self._versions)
+        previous, self._versions = self._versions, target
+        try:
+            self._apply(timeout_s)
+        except BaseException:
+            self._versions = previous
+            raise
         logger.info("serving %s at %s", target, self.url)
 
     def set_version(self, family: str, version: str) -> None:
         """Move one family to ``version`` in place, without dropping requests."""
         self.deploy({**self._versions, family: version})
+
+    def start_challenger(self, family: str, version: str) -> None:
+        """Run ``version`` beside the champion, with no traffic yet."""
+        self._check_fetchable({family: version}, self._challengers)
+        self._challengers[family] = version
+        self._routes.pop(family, None)
+        self._apply()
+
+    def set_traffic(self, family: str, weight: float, shadow: float, salt: str) -> None:
+        """Send ``weight`` of ``family``'s traffic to its challenger, mirror ``shadow``."""
+        version = self._challengers[family]
+        self._routes[family] = Route(
+            challenger_version=version, weight=weight, shadow=shadow, salt=salt
+        )
+        self._apply()
+
+    def stop_challenger(self, family: str, promote: bool) -> None:
+        """End a rollout: promote the challenger in place, or drop it; it then drains."""
+        version = self._challengers.get(family)
+        if promote and version is not None:
+            # The champion replicas swap first, so the cohort on the challenger
+            # moves to the same version before the challenger replicas drain.
+            self.set_version(family, version)
+        self._routes.pop(family, None)
+        self._challengers.pop(family, None)
+        self._apply()
+
+    def rollout_metrics(self, family: str, reset: bool = False) -> dict[str, dict[str, Any]]:
+        """Champion and challenger figures since the last reset, from every ingress."""
+        summary: dict[str, dict[str, Any]] = collector().read.remote(family, reset).result()
+        return summary
 
     def replica_stats(self, family: str) -> dict[str, Any]:
         """Counters of one replica of ``family``."""
@@ -99,13 +156,17 @@ class ServeGateway:
     def stop(self) -> None:
         serve.delete(self.settings.app_name)
 
-    def _last_deployed(self) -> float:
-        app = serve.status().applications.get(self.settings.app_name)
-        return app.last_deployed_time_s if app else 0.0
-
-    def _wait_until_serving(
-        self, before: float, target: Mapping[str, str | None], timeout_s: float
+    def _check_fetchable(
+        self, target: Mapping[str, str | None], current: Mapping[str, str | None]
     ) -> None:
+        for name, version in target.items():
+            if version is not None and version != current.get(name):
+                # Refused here, a broken version never reaches a replica.
+                self._local_source.fetch(name, version)
+
+    def _apply(self, timeout_s: float = 180.0) -> None:
+        before = self._last_deployed()
+        self._client.deploy_applications(self.config())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             app = serve.status().applications.get(self.settings.app_name)
@@ -115,13 +176,16 @@ class ServeGateway:
                         f"deploying {self.settings.app_name} failed: {app.message}"
                     )
                 healthy = all(str(d.status).endswith("HEALTHY") for d in app.deployments.values())
-                if str(app.status).endswith("RUNNING") and healthy and self._serves(target):
+                if str(app.status).endswith("RUNNING") and healthy and self._serves_target():
                     return
             time.sleep(0.1)
-        raise GameserveError(f"{self.settings.app_name} not serving {dict(target)} in {timeout_s}s")
+        raise GameserveError(f"{self.settings.app_name} not converged in {timeout_s:.0f}s")
 
-    def _serves(self, target: Mapping[str, str | None]) -> bool:
-        return all(
-            version is None or self.replica_stats(name)["version"] == version
-            for name, version in target.items()
-        )
+    def _last_deployed(self) -> float:
+        app = serve.status().applications.get(self.settings.app_name)
+        return app.last_deployed_time_s if app else 0.0
+
+    def _serves_target(self) -> bool:
+        wanted = {name: v for name, v in self._versions.items() if v is not None}
+        wanted.update({n + CHALLENGER_SUFFIX: v for n, v in self._challengers.items()})
+        return all(self.replica_stats(name)["version"] == v for name, v in wanted.items())

@@ -6,17 +6,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from models import FAMILIES
-from serving.ingress import Ingress
+from serving.ingress import CHALLENGER_SUFFIX, Ingress
 from serving.model_source import ModelSource
 from serving.replica import FamilyModel, ReplicaConfig
 from serving.settings import ServingSettings
+
+
+def challenger_scale(replicas: int) -> dict[str, int]:
+    """Pinned at ``replicas`` during a rollout; at most one, idle, otherwise."""
+    return {
+        "min_replicas": replicas,
+        "max_replicas": max(replicas, 1),
+        "initial_replicas": replicas,
+    }
 
 
 def build_application(
     settings: ServingSettings, versions: Mapping[str, str | None], source: ModelSource
 ) -> Any:
     """The Ray Serve application: one deployment per family behind one ingress."""
-    models = {}
+    models: dict[str, Any] = {}
+    challengers: dict[str, Any] = {}
     for name in FAMILIES:
         family = settings.family(name)
         config = ReplicaConfig(
@@ -24,17 +34,24 @@ def build_application(
             max_batch_rows=family.max_batch_rows,
             batch_wait_timeout_s=family.batch_wait_timeout_s,
         )
+        common: dict[str, Any] = {
+            "max_ongoing_requests": family.max_ongoing_requests,
+            "max_queued_requests": family.max_queued_requests,
+            "ray_actor_options": {"num_cpus": family.num_cpus, "num_gpus": family.num_gpus},
+            "user_config": config.model_dump(),
+        }
         models[name] = FamilyModel.options(
-            name=name,
-            num_replicas=family.num_replicas,
-            max_ongoing_requests=family.max_ongoing_requests,
-            max_queued_requests=family.max_queued_requests,
-            ray_actor_options={"num_cpus": family.num_cpus, "num_gpus": family.num_gpus},
-            user_config=config.model_dump(),
+            name=name, num_replicas=family.num_replicas, **common
+        ).bind(name, source, family.intra_op_threads)
+        # Always declared, scaled to zero between rollouts: adding a deployment
+        # later would change the app's code version and restart everything.
+        challengers[name] = FamilyModel.options(
+            name=name + CHALLENGER_SUFFIX, autoscaling_config=challenger_scale(0), **common
         ).bind(name, source, family.intra_op_threads)
     return Ingress.options(
         name="ingress",
         num_replicas=settings.ingress_replicas,
         max_ongoing_requests=max(f.max_ongoing_requests for f in settings.families.values()),
         ray_actor_options={"num_cpus": settings.ingress_num_cpus},
-    ).bind(settings.model_dump(), models)
+        user_config={"routes": {}},
+    ).bind(settings.model_dump(), models, challengers)

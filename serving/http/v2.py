@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from models.contract import TensorSpec
 from models.errors import ModelNotReadyError
 from serving.data_plane import DataPlane
+from serving.http.game_api import routing_key
 from serving.http.v2_codec import HEADER_LENGTH, datatype_of, encode_response, parse_request
 
 # The body of an infer request is JSON, or JSON followed by raw tensor bytes.
@@ -97,7 +98,9 @@ def v2_router(plane: DataPlane) -> APIRouter:
     ) -> Response:
         # The raw body: tritonclient sends binary tensors without a Content-Type.
         parsed = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
-        prediction = await plane.infer(model_name, parsed.inputs, version=model_version)
+        prediction = await plane.infer(
+            model_name, parsed.inputs, version=model_version, routing_key=routing_key(request)
+        )
         body, headers = encode_response(model_name, prediction.version, parsed, prediction.outputs)
         return Response(content=body, headers=headers)
 
