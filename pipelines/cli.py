@@ -12,8 +12,9 @@ from models import FAMILIES, get_family
 from models.build import ModelBuild, build
 from pipelines import stack_commands
 from pipelines.local_stack import StackState
-from pipelines.registry import connect
+from pipelines.registry import ModelRegistry, connect
 from pipelines.report import table
+from pipelines.rollout import commands as rollout_commands
 from pipelines.settings import Settings
 
 logger = logging.getLogger("gameserve")
@@ -53,18 +54,48 @@ def _down(settings: Settings, _: argparse.Namespace) -> int:
 
 def _models(settings: Settings, _: argparse.Namespace) -> int:
     """List every version of every family with its aliases."""
-    state = StackState.read(settings)
-    uri = settings.tracking.uri or (state.tracking_uri if state else None)
-    if uri is None:
-        print("no tracking server: run `gameserve up` or set GAMESERVE_TRACKING__URI")
+    registry = _registry(settings)
+    if registry is None:
         return 1
-    registry = connect(uri, settings.tracking, settings.cache_dir)
     rows = [
         (v.family, v.version, ",".join(v.aliases), v.tags.get("gameserve.data_seed", ""))
         for name in sorted(FAMILIES)
         for v in registry.list_versions(name)
     ]
     print(table(("family", "version", "aliases", "seed"), rows))
+    return 0
+
+
+def _registry(settings: Settings) -> ModelRegistry | None:
+    state = StackState.read(settings)
+    uri = settings.tracking.uri or (state.tracking_uri if state else None)
+    if uri is None:
+        print("no tracking server: run `gameserve up` or set GAMESERVE_TRACKING__URI")
+        return None
+    return connect(uri, settings.tracking, settings.cache_dir)
+
+
+def _rollout(settings: Settings, args: argparse.Namespace) -> int:
+    registry = _registry(settings)
+    if registry is None:
+        return 1
+    if args.action == "start":
+        if args.version is None:
+            print("rollout start needs a VERSION")
+            return 2
+        print(rollout_commands.start(registry, args.family, args.version))
+    elif args.action == "status":
+        print(rollout_commands.status(registry, args.family))
+    else:
+        print(rollout_commands.command(registry, args.family, args.action))
+    return 0
+
+
+def _rollback(settings: Settings, args: argparse.Namespace) -> int:
+    registry = _registry(settings)
+    if registry is None:
+        return 1
+    print(rollout_commands.rollback(registry, args.family))
     return 0
 
 
@@ -87,6 +118,16 @@ def _parser() -> argparse.ArgumentParser:
         ("models", _models, "list model versions and their aliases"),
     ):
         commands.add_parser(name, help=text).set_defaults(handler=handler)
+    rollout = commands.add_parser("rollout", help="start, watch and steer canary rollouts")
+    rollout.add_argument(
+        "action", choices=("start", "status", "pause", "resume", "abort", "promote")
+    )
+    rollout.add_argument("family", choices=sorted(FAMILIES))
+    rollout.add_argument("version", nargs="?", help="with start: the version to roll out")
+    rollout.set_defaults(handler=_rollout)
+    rollback = commands.add_parser("rollback", help="make the previous champion serve again")
+    rollback.add_argument("family", choices=sorted(FAMILIES))
+    rollback.set_defaults(handler=_rollback)
     return parser
 
 

@@ -21,6 +21,7 @@ from models.errors import GameserveError
 from pipelines.bootstrap import ChampionStatus, ensure_champions
 from pipelines.registry import ModelRegistry, connect
 from pipelines.registry_source import registry_source_spec
+from pipelines.rollout.controller import RolloutController
 from pipelines.settings import Settings
 from pipelines.tracking_server import EmbeddedTrackingServer, is_healthy, port_in_use
 from serving.gateway import ServeGateway
@@ -58,6 +59,7 @@ class LocalStack:
         self._exit = ExitStack()
         self.registry: ModelRegistry | None = None
         self.gateway: ServeGateway | None = None
+        self.controller: RolloutController | None = None
         self.champions: list[ChampionStatus] = []
         self.tracking_uri = ""
         self.dashboard_url = ""
@@ -89,6 +91,9 @@ class LocalStack:
             self.dashboard_url,
         )
         self.gateway.deploy({c.resolved.family: c.resolved.version for c in self.champions})
+        self.controller = RolloutController(self.registry, self.gateway, settings.rollout)
+        self.controller.start()
+        self._exit.callback(self.controller.stop)
         state = StackState(
             pid=os.getpid(),
             api_url=self.gateway.url,

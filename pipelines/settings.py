@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.training import TrainSettings
+from pipelines.rollout.settings import RolloutSettings
 from serving.settings import ServingSettings
 
 
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @property
     def exports_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 from dataclasses import dataclass
@@ -43,37 +44,59 @@ def train_and_register(
 
 
 def register_build(result: ModelBuild, registry: ModelRegistry) -> RegisteredVersion:
-    """Log a build as one MLflow run and register its ONNX model.
+    """Log a build as one MLflow run and register its ONNX model."""
+    settings = result.trained.settings
+    return register_onnx(
+        result.family,
+        result.onnx_model,
+        registry,
+        metrics=result.metrics,
+        params=settings.model_dump(),
+        seed=settings.seed,
+        loss_history=result.trained.loss_history,
+    )
+
+
+def register_onnx(
+    family: ModelFamily,
+    onnx_model: bytes,
+    registry: ModelRegistry,
+    *,
+    metrics: dict[str, float],
+    params: dict[str, object],
+    seed: int,
+    loss_history: list[float] | None = None,
+) -> RegisteredVersion:
+    """Log an ONNX model of ``family`` as one MLflow run and register it.
 
     The checksum and contract tags are attached in the same call that creates
     the version, so no reader ever sees a version it cannot verify.
     """
-    family, settings = result.family, result.trained.settings
     contract = family.contract
+    sha256 = hashlib.sha256(onnx_model).hexdigest()
     tags = {
         TAG_FAMILY: family.name,
-        TAG_SHA256: result.sha256,
+        TAG_SHA256: sha256,
         TAG_CONTRACT: contract.fingerprint(),
-        "gameserve.data_seed": str(settings.seed),
+        "gameserve.data_seed": str(seed),
         "gameserve.code_revision": code_revision(),
         "gameserve.opset": str(contract.opset),
     }
     mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=f"{family.name}-seed{settings.seed}") as run:
+    with mlflow.start_run(run_name=f"{family.name}-seed{seed}") as run:
         mlflow.set_tags(tags)
-        mlflow.log_params({**settings.model_dump(), "opset": contract.opset})
-        mlflow.log_metrics(result.metrics)
-        for epoch, loss in enumerate(result.trained.loss_history):
+        mlflow.log_params({**params, "opset": contract.opset})
+        mlflow.log_metrics(metrics)
+        for epoch, loss in enumerate(loss_history or []):
             mlflow.log_metric("train_loss", loss, step=epoch)
-        example = family.example_inputs(rows=2, seed=settings.seed)
         info = mlflow.onnx.log_model(
-            onnx_model=onnx.load_model_from_string(result.onnx_model),
+            onnx_model=onnx.load_model_from_string(onnx_model),
             name="model",
             signature=ModelSignature(
                 inputs=Schema([_mlflow_spec(s) for s in contract.inputs]),
                 outputs=Schema([_mlflow_spec(s) for s in contract.outputs]),
             ),
-            input_example=example,
+            input_example=family.example_inputs(rows=2, seed=seed),
             # One self-contained file: the registry fetches and hashes exactly it.
             save_as_external_data=False,
             onnx_execution_providers=choose_providers(),
@@ -83,8 +106,8 @@ def register_build(result: ModelBuild, registry: ModelRegistry) -> RegisteredVer
         family=family.name,
         version=str(version.version),
         run_id=run.info.run_id,
-        sha256=result.sha256,
-        metrics=result.metrics,
+        sha256=sha256,
+        metrics=metrics,
     )
     # The round trip proves the stored artifact is byte-identical to what was built.
     registry.resolve_version(family.name, registered.version)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import ray
 from ray import serve
 from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
@@ -144,7 +145,7 @@ class ServeGateway:
 
     def rollout_metrics(self, family: str, reset: bool = False) -> dict[str, dict[str, Any]]:
         """Champion and challenger figures since the last reset, from every ingress."""
-        summary: dict[str, dict[str, Any]] = collector().read.remote(family, reset).result()
+        summary: dict[str, dict[str, Any]] = ray.get(collector().read.remote(family, reset))
         return summary
 
     def replica_stats(self, family: str) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,3 +17,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = item.path.relative_to(root).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray per session, with its dashboard (it carries Serve's deploy API).
+
+    Serve's HTTP options are fixed once it starts, so every tier that deploys the
+    application shares ``serve_port``.
+    """
+    import ray
+    from ray import serve
+
+    from pipelines.tracking_server import free_port
+
+    context = ray.init(
+        num_cpus=4,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        logging_level=logging.WARNING,
+    )
+    try:
+        yield f"http://{context.dashboard_url}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_port() -> int:
+    from pipelines.tracking_server import free_port
+
+    return free_port()

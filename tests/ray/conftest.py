@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
-import ray
 
 from models import FAMILIES
 from models.training import TrainSettings
-from pipelines.tracking_server import free_port
 from serving.application import SourceSpec
 from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
@@ -35,27 +32,10 @@ def model_source(
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
-    """A local Ray with its dashboard, which carries Serve's deploy API."""
-    context = ray.init(
-        num_cpus=4,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        logging_level=logging.WARNING,
-    )
-    try:
-        yield f"http://{context.dashboard_url}"
-    finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def gateway(ray_cluster: str, model_source: DirectoryModelSource) -> Iterator[ServeGateway]:
-    settings = ServingSettings(port=free_port(), max_rows_per_request=256)
+def gateway(
+    ray_cluster: str, serve_port: int, model_source: DirectoryModelSource
+) -> Iterator[ServeGateway]:
+    settings = ServingSettings(port=serve_port, max_rows_per_request=256)
     source = SourceSpec(
         import_path="serving.model_source:DirectoryModelSource",
         arguments={"root": str(model_source.root)},

@@ -1,0 +1,1 @@
+"""Canary rollouts: pre-flight gates, staged traffic, measured decisions."""

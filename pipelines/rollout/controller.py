@@ -1,0 +1,200 @@
+"""The rollout controller: watches MLflow, runs each rollout, decides, carries it out.
+
+It lives in the pipeline process that owns the registry client and the serving
+gateway (``gameserve up``), not in a Ray actor: MLflow is its state of record
+(aliases, commands as tags, one run per rollout), it drives serving only
+through ``ServeGateway``, and replicas stay free of MLflow writes. If the
+process stops mid-rollout, the challenger's traffic is withdrawn and its alias
+kept, so the next start runs the rollout again from the beginning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from models import FAMILIES
+from models.errors import GameserveError
+from pipelines.registry import CHALLENGER, CHAMPION, ModelRegistry
+from pipelines.rollout.policy import judge
+from pipelines.rollout.preflight import preflight
+from pipelines.rollout.record import RolloutRecord
+from pipelines.rollout.settings import RolloutSettings, RolloutStep, Thresholds
+from serving.gateway import ServeGateway
+
+logger = logging.getLogger(__name__)
+
+COMMAND_TAG = "gameserve.rollout.command"
+STATE_TAG = "gameserve.rollout.state"
+OUTCOME_TAG = "gameserve.rollout.outcome"
+COMMANDS = ("pause", "resume", "abort", "promote")
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    family: str
+    champion: str
+    challenger: str
+    decision: str  # promoted, rolled_back, interrupted
+    reason: str
+    run_id: str
+
+
+class RolloutController:
+    def __init__(
+        self, registry: ModelRegistry, gateway: ServeGateway, settings: RolloutSettings
+    ) -> None:
+        self.registry = registry
+        self.gateway = gateway
+        self.settings = settings
+        self.history: list[RolloutResult] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="rollout-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except GameserveError as exc:
+                logger.warning("rollout controller: %s", exc.message)
+            except Exception:
+                logger.exception("rollout controller pass failed")
+            self._stop.wait(self.settings.poll_interval_s)
+
+    def run_once(self) -> None:
+        """One pass: serve each champion alias, run any pending challenger."""
+        for family in FAMILIES:
+            if self._stop.is_set():
+                return
+            try:
+                aliases = self.registry.aliases(family)
+            except GameserveError as exc:  # one family's trouble must not stall the others
+                logger.debug("%s: %s", family, exc.message)
+                continue
+            champion = aliases.get(CHAMPION)
+            if champion is not None and self.gateway.versions.get(family) != champion:
+                logger.info("%s: champion alias is v%s; serving it", family, champion)
+                self.gateway.set_version(family, champion)
+            challenger = aliases.get(CHALLENGER)
+            if champion is not None and challenger is not None and challenger != champion:
+                self.history.append(self.run_rollout(family, champion, challenger))
+
+    def run_rollout(self, family: str, champion: str, challenger: str) -> RolloutResult:
+        plan = self.settings.family(family)
+        record = RolloutRecord(self.registry.client, family, champion, challenger)
+        record.params(
+            {
+                "steps": json.dumps([s.model_dump() for s in plan.steps]),
+                "thresholds": plan.thresholds.model_dump_json(),
+                "preflight": plan.preflight.model_dump_json(),
+            }
+        )
+        self._clear_command(family)
+        logger.info("%s: rollout v%s -> v%s (run %s)", family, champion, challenger, record.run_id)
+        if plan.preflight.enabled:
+            self._publish(family, challenger, "preflight")
+            report = preflight(self.registry, family, champion, challenger, plan.preflight)
+            record.metrics(report.metrics)
+            record.event("preflight", checks=report.checks)
+            if not report.passed:
+                return self._roll_back(
+                    family, champion, challenger, record, "pre-flight: " + report.reason
+                )
+        self.gateway.start_challenger(family, challenger)
+        record.event("challenger_started")
+        for index, step in enumerate(plan.steps):
+            self.gateway.set_traffic(family, step.weight, step.shadow, salt=record.run_id)
+            self.gateway.rollout_metrics(family, reset=True)
+            self._publish(family, challenger, step.name)
+            record.event("step_started", index=index, name=step.name)
+            outcome, reason, window = self._bake(family, challenger, step, plan.thresholds)
+            record.step(index, step.name, window, outcome)
+            if outcome == "pass":
+                continue
+            if outcome == "promote":
+                break
+            if outcome == "interrupted":
+                self.gateway.stop_challenger(family, promote=False)
+                record.finish("interrupted", reason)
+                return RolloutResult(
+                    family, champion, challenger, "interrupted", reason, record.run_id
+                )
+            return self._roll_back(family, champion, challenger, record, f"{step.name}: {reason}")
+        return self._promote(family, champion, challenger, record)
+
+    def _bake(
+        self, family: str, challenger: str, step: RolloutStep, limits: Thresholds
+    ) -> tuple[str, str, dict[str, dict[str, Any]]]:
+        """Run one step until it passes its bake, fails, or an operator intervenes."""
+        started, paused = time.monotonic(), False
+        window = self.gateway.rollout_metrics(family)
+        while not self._stop.wait(self.settings.decision_interval_s):
+            command = self._take_command(family)
+            if command == "abort":
+                return "abort", "aborted by an operator", window
+            if command == "promote":
+                return "promote", "promoted by an operator", window
+            if command in ("pause", "resume"):
+                paused = command == "pause"
+                self._publish(family, challenger, f"{step.name}{' (paused)' if paused else ''}")
+            window = self.gateway.rollout_metrics(family)
+            verdict = judge(window["champion"], window["challenger"], limits)
+            if verdict.action == "fail":  # even while paused: safety does not wait
+                return "fail", verdict.reason, window
+            baked = time.monotonic() - started >= step.bake_s
+            if verdict.action == "pass" and baked and not paused:
+                return "pass", verdict.reason, window
+        return "interrupted", "the controller stopped", window
+
+    def _promote(
+        self, family: str, champion: str, challenger: str, record: RolloutRecord
+    ) -> RolloutResult:
+        # Registry first: if serving then fails, the next pass reconciles to the alias.
+        self.registry.promote(family, challenger)
+        self.gateway.stop_challenger(family, promote=True)
+        self._publish(family, challenger, "promoted")
+        record.finish("promoted", "passed every step")
+        logger.info("%s: v%s promoted", family, challenger)
+        return RolloutResult(
+            family, champion, challenger, "promoted", "passed every step", record.run_id
+        )
+
+    def _roll_back(
+        self, family: str, champion: str, challenger: str, record: RolloutRecord, reason: str
+    ) -> RolloutResult:
+        self.gateway.stop_challenger(family, promote=False)
+        self.registry.record_event(family, challenger, "rolled_back", {"reason": reason})
+        self.registry.client.set_model_version_tag(family, challenger, OUTCOME_TAG, reason)
+        self.registry.delete_alias(family, CHALLENGER)
+        self._publish(family, challenger, "rolled back")
+        record.finish("rolled_back", reason)
+        logger.warning("%s: v%s rolled back: %s", family, challenger, reason)
+        return RolloutResult(family, champion, challenger, "rolled_back", reason, record.run_id)
+
+    def _publish(self, family: str, challenger: str, phase: str) -> None:
+        state = json.dumps({"challenger": challenger, "phase": phase, "at": time.time()})
+        self.registry.client.set_registered_model_tag(family, STATE_TAG, state)
+
+    def _take_command(self, family: str) -> str | None:
+        command = self.registry.client.get_registered_model(family).tags.get(COMMAND_TAG)
+        if command is None:
+            return None
+        self._clear_command(family)
+        return command if command in COMMANDS else None
+
+    def _clear_command(self, family: str) -> None:
+        if COMMAND_TAG in self.registry.client.get_registered_model(family).tags:
+            self.registry.client.delete_registered_model_tag(family, COMMAND_TAG)

@@ -1,0 +1,64 @@
+"""The canary decision: a pure function of what was measured in a step's window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pipelines.rollout.settings import Thresholds
+
+Action = Literal["pass", "fail", "wait"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reason: str
+
+
+def judge(champion: dict[str, Any], challenger: dict[str, Any], limits: Thresholds) -> Verdict:
+    """Compare the challenger with the champion over the same window.
+
+    Invalid outputs fail at once, whatever the sample size: one NaN is proof.
+    Errors and behaviour wait for ``min_requests`` samples; latency, judged last,
+    for ``min_latency_samples``, since a p99 over a few samples is their maximum.
+    """
+    seen = int(challenger["requests"])
+    if seen == 0:
+        return Verdict("wait", "no challenger traffic yet")
+    if challenger["invalid_rate"] > limits.max_invalid_rate:
+        return Verdict(
+            "fail",
+            f"invalid outputs: {challenger['invalid_rate']:.1%} of {seen} requests "
+            f"(limit {limits.max_invalid_rate:.1%})",
+        )
+    if seen < limits.min_requests:
+        return Verdict("wait", f"{seen} of {limits.min_requests} challenger requests")
+    error_limit = champion["error_rate"] + limits.max_error_rate_increase
+    if challenger["error_rate"] > error_limit:
+        return Verdict(
+            "fail",
+            f"error rate {challenger['error_rate']:.1%} above {error_limit:.1%} "
+            f"(champion {champion['error_rate']:.1%})",
+        )
+    if challenger["compared"] < limits.min_requests:
+        return Verdict("wait", f"{challenger['compared']} behaviour comparisons so far")
+    if challenger["divergence"] > limits.max_divergence:
+        return Verdict(
+            "fail",
+            f"behaviour diverges from the champion: {challenger['divergence']:.3f} "
+            f"above {limits.max_divergence:.3f}",
+        )
+    latency_samples = min(int(champion["requests"]), seen)
+    if latency_samples < limits.min_latency_samples:
+        return Verdict("wait", f"{latency_samples} of {limits.min_latency_samples} latency samples")
+    latency_limit = max(
+        champion["p99_ms"] * limits.max_p99_ratio, champion["p99_ms"] + limits.p99_slack_ms
+    )
+    if challenger["p99_ms"] > latency_limit:
+        return Verdict(
+            "fail",
+            f"latency: p99 {challenger['p99_ms']:.1f} ms above {latency_limit:.1f} ms "
+            f"(champion {champion['p99_ms']:.1f} ms)",
+        )
+    return Verdict("pass", "within every threshold")

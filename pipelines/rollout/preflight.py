@@ -1,0 +1,77 @@
+"""Offline gates: does the challenger fit the champion's slot before it sees traffic?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from models import get_family
+from models.errors import GameserveError
+from models.export import PARITY_TOLERANCE
+from models.runtime import OnnxModel
+from pipelines.registry import TAG_CONTRACT, ModelRegistry
+from pipelines.rollout.settings import Preflight
+
+
+@dataclass
+class PreflightReport:
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok, _ in self.checks)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{name}: {detail}" for name, ok, detail in self.checks if not ok)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append((name, ok, detail))
+
+
+def preflight(
+    registry: ModelRegistry, family_name: str, champion: str, challenger: str, gates: Preflight
+) -> PreflightReport:
+    """Contract, artifact and parity, and quality on the family's evaluation set."""
+    family = get_family(family_name)
+    report = PreflightReport()
+    client = registry.client
+    versions = {v: client.get_model_version(family_name, v) for v in (champion, challenger)}
+    contracts = {v: mv.tags.get(TAG_CONTRACT) for v, mv in versions.items()}
+    report.add(
+        "contract",
+        contracts[champion] == contracts[challenger] == family.contract.fingerprint(),
+        f"champion {contracts[champion]}, challenger {contracts[challenger]}",
+    )
+    try:
+        paths = {v: registry.resolve_version(family_name, v).path for v in (champion, challenger)}
+    except GameserveError as exc:
+        report.add("artifact", False, exc.message)
+        return report
+    run_id = versions[challenger].run_id
+    recorded = client.get_run(run_id).data.metrics if run_id else {}
+    parity = recorded.get("parity_max_abs_diff")
+    report.add(
+        "parity",
+        parity is not None and parity <= PARITY_TOLERANCE,
+        f"max |torch - onnx| {parity} (limit {PARITY_TOLERANCE})",
+    )
+    headline = family.headline_metric
+    scores = {}
+    for role, version in (("champion", champion), ("challenger", challenger)):
+        model = OnnxModel(paths[version], family.contract, prefer_gpu=False)
+        invalid = family.invalid_rows(model.predict(family.example_inputs(256, gates.eval_seed)))
+        if role == "challenger" and invalid.any():
+            report.add("outputs", False, f"{int(invalid.sum())} of 256 rows invalid")
+            return report
+        metrics = family.evaluate(model.predict, gates.eval_samples, gates.eval_seed)
+        scores[role] = metrics[headline]
+        report.metrics[f"preflight_{role}_{headline}"] = metrics[headline]
+    floor = scores["champion"] - gates.quality_tolerance
+    report.add(
+        "quality",
+        scores["challenger"] >= floor,
+        f"{headline} {scores['challenger']:.4f} vs champion {scores['champion']:.4f} "
+        f"(floor {floor:.4f})",
+    )
+    return report

@@ -1,0 +1,70 @@
+"""How a rollout proceeds and what it tolerates, per family."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class RolloutStep(BaseModel):
+    """One stage: a traffic weight, an optional shadow share, and how long it bakes."""
+
+    name: str
+    weight: float = Field(ge=0, le=1, description="Share of players served by the challenger")
+    shadow: float = Field(default=0.0, ge=0, le=1, description="Share mirrored, answers unseen")
+    bake_s: float = Field(gt=0, description="Least time the step runs before it can pass")
+
+
+class Thresholds(BaseModel):
+    """What a challenger may not exceed, measured against the champion in the same window."""
+
+    min_requests: int = Field(default=50, ge=1, description="Samples before a step can pass")
+    max_error_rate_increase: float = Field(default=0.01, ge=0)
+    max_invalid_rate: float = Field(default=0.0, ge=0, description="NaN, ranges, sums")
+    min_latency_samples: int = Field(
+        default=200, ge=1, description="A p99 over fewer samples is just the slowest one"
+    )
+    max_p99_ratio: float = Field(default=2.0, ge=1, description="Challenger p99 / champion p99")
+    p99_slack_ms: float = Field(default=5.0, ge=0, description="Ignored differences, in ms")
+    max_divergence: float = Field(default=0.25, ge=0, le=1, description="Mean, on same inputs")
+
+
+class Preflight(BaseModel):
+    """Offline gates, before the challenger sees any traffic."""
+
+    enabled: bool = True
+    quality_tolerance: float = Field(
+        default=0.02, ge=0, description="How far below the champion's headline metric is allowed"
+    )
+    eval_samples: int = Field(default=5_000, ge=100)
+    eval_seed: int = 12_345
+
+
+def default_steps() -> list[RolloutStep]:
+    return [
+        RolloutStep(name="shadow", weight=0.0, shadow=1.0, bake_s=30),
+        RolloutStep(name="5%", weight=0.05, bake_s=30),
+        RolloutStep(name="25%", weight=0.25, bake_s=30),
+        RolloutStep(name="50%", weight=0.5, bake_s=30),
+        RolloutStep(name="100%", weight=1.0, bake_s=30),
+    ]
+
+
+class FamilyRollout(BaseModel):
+    steps: list[RolloutStep] = Field(default_factory=default_steps, min_length=1)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    preflight: Preflight = Field(default_factory=Preflight)
+
+
+class RolloutSettings(BaseModel):
+    poll_interval_s: float = Field(default=2.0, gt=0, description="How often MLflow is read")
+    decision_interval_s: float = Field(default=0.5, gt=0)
+    families: dict[str, FamilyRollout] = Field(
+        default_factory=lambda: {
+            "npc-behavior": FamilyRollout(thresholds=Thresholds(max_divergence=0.2)),
+            "difficulty-tuning": FamilyRollout(thresholds=Thresholds(max_divergence=0.15)),
+            "personalization": FamilyRollout(thresholds=Thresholds(max_divergence=0.5)),
+        }
+    )
+
+    def family(self, name: str) -> FamilyRollout:
+        return self.families.get(name, FamilyRollout())

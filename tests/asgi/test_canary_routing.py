@@ -1,0 +1,90 @@
+"""Rollout routing in the data plane, in-process: stickiness, fallback, shadow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from models import FAMILIES
+from serving.app import create_app
+from serving.data_plane import DataPlane
+from serving.routing import Route
+from tests.asgi.conftest import FAST, backend
+from tests.payloads import npc_tick
+
+NPC = "npc-behavior"
+
+
+@pytest.fixture(scope="module")
+def second_version() -> bytes:
+    return FAMILIES[NPC].train(FAST.model_copy(update={"seed": 99})).export()
+
+
+def _plane(onnx_models: dict[str, bytes], challenger: bytes, route: Route) -> DataPlane:
+    plane = DataPlane(
+        {name: backend(name, model) for name, model in onnx_models.items()},
+        max_rows_per_request=64,
+        challengers={NPC: backend(NPC, challenger, version=route.challenger_version)},
+    )
+    plane.set_routes({NPC: route})
+    return plane
+
+
+@pytest.fixture
+def canary(
+    onnx_models: dict[str, bytes], second_version: bytes
+) -> Iterator[tuple[TestClient, DataPlane]]:
+    plane = _plane(onnx_models, second_version, Route(challenger_version="2", weight=0.5, salt="t"))
+    with TestClient(create_app(plane)) as client:
+        yield client, plane
+
+
+def test_each_session_stays_on_one_version(canary: tuple[TestClient, DataPlane]) -> None:
+    client, plane = canary
+    seen: dict[str, set[str]] = {}
+    for round_ in range(5):
+        for session in range(40):
+            response = client.post(
+                "/v1/npc/act", json=npc_tick(2), headers={"X-Session-Id": f"match-{session}"}
+            )
+            assert response.status_code == 200, (round_, response.text)
+            seen.setdefault(f"match-{session}", set()).add(response.json()["model"]["version"])
+    assert all(len(versions) == 1 for versions in seen.values())
+    assert {v for versions in seen.values() for v in versions} == {"1", "2"}
+    window = plane.metrics.family(NPC).summary()
+    assert window["challenger"]["requests"] > 0
+    assert window["challenger"]["compared"] == window["challenger"]["requests"]
+
+
+def test_an_invalid_challenger_answer_is_replaced_by_the_champions(
+    onnx_models: dict[str, bytes], nan_npc_model: bytes
+) -> None:
+    plane = _plane(onnx_models, nan_npc_model, Route(challenger_version="bad", weight=1.0))
+    with TestClient(create_app(plane)) as client:
+        for i in range(20):
+            response = client.post("/v1/npc/act", json=npc_tick(3), headers={"X-Player-Id": str(i)})
+            assert response.status_code == 200
+            assert response.json()["model"]["version"] == "1"
+    challenger = plane.metrics.family(NPC).summary()["challenger"]
+    assert (challenger["requests"], challenger["invalid_rate"]) == (20, 1.0)
+
+
+def test_shadow_compares_without_changing_answers(
+    onnx_models: dict[str, bytes], second_version: bytes
+) -> None:
+    plane = _plane(onnx_models, second_version, Route(challenger_version="2", shadow=1.0))
+    with TestClient(create_app(plane)) as client:
+        versions = {
+            client.post("/v1/npc/act", json=npc_tick(2)).json()["model"]["version"]
+            for _ in range(15)
+        }
+        deadline = time.monotonic() + 5
+        while plane.metrics.family(NPC).challenger.requests < 15 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert versions == {"1"}
+    challenger = plane.metrics.family(NPC).summary()["challenger"]
+    assert challenger["requests"] == 15
+    assert 0 <= challenger["divergence"] < 1

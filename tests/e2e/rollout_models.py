@@ -1,0 +1,55 @@
+"""Challengers that go wrong in the ways a rollout must catch: real ONNX models."""
+
+from __future__ import annotations
+
+import torch
+
+from models import FAMILIES
+from models.export import export_onnx
+
+NPC = FAMILIES["npc-behavior"]
+ATTACK = 4
+
+
+class NanForWoundedNpcs(torch.nn.Module):
+    """The champion's behaviour, but NaN whenever an NPC's health is below 0.3."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        probs = self.policy(observation)
+        wounded = observation[:, :1] < 0.3
+        return torch.where(wounded, torch.full_like(probs, float("nan")), probs)
+
+
+class Slow(torch.nn.Module):
+    """The champion's behaviour after a fixed, large amount of useless arithmetic."""
+
+    def __init__(self, policy: torch.nn.Module, width: int = 2048, layers: int = 6) -> None:
+        super().__init__()
+        self.policy = policy
+        self.weight = torch.nn.Parameter(torch.randn(width, width) / width**0.5)
+        self.width, self.layers = width, layers
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        # Depends on the input, so no exporter can fold it away.
+        hidden = torch.ones(64, self.width) * (observation.sum() * 0.0 + 1.0)
+        for _ in range(self.layers):
+            hidden = torch.tanh(hidden @ self.weight)
+        return self.policy(observation) + 0.0 * hidden.mean()
+
+
+class AlwaysAttack(torch.nn.Module):
+    """Valid probabilities, all on "attack": sound outputs, broken behaviour."""
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros_like(observation[:, :10])
+        logits[:, ATTACK] = 20.0
+        return torch.softmax(logits, dim=-1)
+
+
+def export(module: torch.nn.Module) -> bytes:
+    module.eval()
+    return export_onnx(module, NPC.contract, NPC.example_inputs(rows=4))
