@@ -115,22 +115,27 @@ class ModelRegistry:
         except MlflowException as exc:
             if _is_not_found(exc):
                 raise ModelNotFoundError(f"{family}: version {version} does not exist") from exc
-            meta = self.cache.meta(family, version)
-            path = self.cache.get(family, version, meta["sha256"]) if meta else None
-            if path is None:
+            cached = self._cached(family, version)
+            if cached is None:
                 raise _unavailable(exc) from exc
             logger.warning("MLflow unreachable (%s); using cached %s v%s", exc, family, version)
-            return ResolvedModel(family, version, path, meta["sha256"] if meta else "", "cache")
+            return cached
         return self._fetch(family, model_version)
+
+    def _cached(self, family: str, version: str) -> ResolvedModel | None:
+        meta = self.cache.meta(family, version)
+        path = self.cache.get(family, version, str(meta["sha256"])) if meta else None
+        if meta is None or path is None:
+            return None
+        return ResolvedModel(family, version, path, str(meta["sha256"]), "cache")
 
     def _resolve_from_cache(self, family: str, alias: str, exc: MlflowException) -> ResolvedModel:
         remembered = self.cache.alias(family, alias)
         if remembered is None:
             raise _unavailable(exc) from exc
         version, resolved_at = remembered
-        meta = self.cache.meta(family, version)
-        path = self.cache.get(family, version, meta["sha256"]) if meta else None
-        if meta is None or path is None:
+        cached = self._cached(family, version)
+        if cached is None:
             raise _unavailable(exc) from exc
         logger.warning(
             "MLflow at %s unreachable; serving cached %s v%s (%s as of %s)",
@@ -140,7 +145,7 @@ class ModelRegistry:
             alias,
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(resolved_at)),
         )
-        return ResolvedModel(family, version, path, str(meta["sha256"]), "cache")
+        return cached
 
     def _fetch(self, family: str, version: ModelVersion) -> ResolvedModel:
         number = str(version.version)

@@ -13,6 +13,7 @@ from types import FrameType
 
 import requests
 
+from models import get_family
 from pipelines.local_stack import LocalStack, StackState
 from pipelines.report import table
 from pipelines.settings import Settings
@@ -48,7 +49,7 @@ def up(settings: Settings, *, exit_after_start: bool) -> int:
                 c.resolved.family,
                 c.resolved.version,
                 "trained now" if c.trained_now else "existing",
-                _headline(c.metrics),
+                _headline(c.resolved.family, c.metrics),
             )
             for c in stack.champions
         ]
@@ -146,6 +147,6 @@ def _alive(pid: int) -> bool:
     return finished == 0
 
 
-def _headline(metrics: dict[str, float]) -> str:
-    keys = ("teacher_agreement", "quit_auc", "recall_at_10")
-    return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
+def _headline(family: str, metrics: dict[str, float]) -> str:
+    key = get_family(family).headline_metric
+    return f"{key}={metrics[key]:.3f}" if key in metrics else ""

@@ -177,8 +177,8 @@ class DataPlane:
         champion = asyncio.create_task(self._timed_champion(family, tensors))
         challenger = await self._try_challenger(family, tensors)
         reference = await champion
-        self._record_challenger(family, challenger, reference)
-        if challenger is not None and not family.invalid_rows(challenger[0].outputs).any():
+        sound = self._record_challenger(family, challenger, reference)
+        if challenger is not None and sound:
             return challenger[0]
         return reference
 
@@ -204,19 +204,21 @@ class DataPlane:
         family: ModelFamily,
         challenger: tuple[Prediction, float] | None,
         reference: Prediction,
-    ) -> None:
+    ) -> bool:
+        """Record one challenger outcome; True when its answer may be served."""
         window: VersionWindow = self.metrics.family(family.name).challenger
         route = self.routes.get(family.name)
         version = route.challenger_version if route else ""
         if challenger is None:
             window.record(version, None, error=True)
-            return
+            return False
         prediction, latency_ms = challenger
         invalid = bool(family.invalid_rows(prediction.outputs).any())
         divergence = None
         if not invalid:
             divergence = float(np.mean(family.divergence(reference.outputs, prediction.outputs)))
         window.record(prediction.version, latency_ms, invalid=invalid, divergence=divergence)
+        return not invalid
 
     async def _explicit_challenger(
         self, family: ModelFamily, tensors: dict[str, np.ndarray]

@@ -50,3 +50,19 @@ def serve_port() -> int:
     from pipelines.tracking_server import free_port
 
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def nan_npc_model() -> bytes:
+    """A real ONNX model with the NPC contract whose every output is NaN."""
+    import torch
+
+    from models import FAMILIES
+    from models.export import export_onnx
+
+    class NanPolicy(torch.nn.Module):
+        def forward(self, observation: torch.Tensor) -> torch.Tensor:
+            return torch.log(observation[:, :10] * 0.0 - 1.0)
+
+    family = FAMILIES["npc-behavior"]
+    return export_onnx(NanPolicy(), family.contract, family.example_inputs())

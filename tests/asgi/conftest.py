@@ -36,18 +36,3 @@ def client(backends: dict[str, LocalBackend]) -> Iterator[TestClient]:
     app = create_app(DataPlane(backends, max_rows_per_request=MAX_ROWS))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
-
-
-@pytest.fixture(scope="session")
-def nan_npc_model() -> bytes:
-    """A real ONNX model with the NPC contract whose every output is NaN."""
-    import torch
-
-    from models.export import export_onnx
-
-    class NanPolicy(torch.nn.Module):
-        def forward(self, observation: torch.Tensor) -> torch.Tensor:
-            return torch.log(observation[:, :10] * 0.0 - 1.0)
-
-    family = FAMILIES["npc-behavior"]
-    return export_onnx(NanPolicy(), family.contract, family.example_inputs())

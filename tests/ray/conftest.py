@@ -12,10 +12,8 @@ from serving.application import SourceSpec
 from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
 from serving.settings import ServingSettings
-from tests.asgi.conftest import nan_npc_model as _nan_npc_model
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)
-nan_npc_model = _nan_npc_model
 
 
 @pytest.fixture(scope="session")
