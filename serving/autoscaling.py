@@ -1,0 +1,139 @@
+"""Queue-depth autoscaling: replicas follow the work waiting, within a latency budget.
+
+``decide`` is a pure function of what Ray Serve reports each tick, so it is
+tested on synthetic contexts; ``QueueDepthPolicy`` adapts it to Ray Serve's
+custom autoscaling policy API (named by import path in the deployment config).
+A replica may hold ``latency_budget_ms / service_time_ms`` requests and still
+answer inside the budget; that is the per-replica target.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+POLICY_PATH = "serving.autoscaling:QueueDepthPolicy"
+# Prefixed so they never collide with the keys Serve keeps in the same state.
+_LAST_UP, _LAST_DOWN, _CALM_SINCE = "gameserve_last_up", "gameserve_last_down", "gameserve_calm"
+
+
+class CalendarEvent(BaseModel):
+    """A known spike (a tournament final): replicas are raised ahead of it."""
+
+    name: str
+    start_s: float = Field(description="Unix time the event starts")
+    end_s: float = Field(description="Unix time it ends")
+    min_replicas: int = Field(ge=0, description="Replicas to hold during the event")
+    lead_s: float = Field(default=300.0, ge=0, description="How long before start to scale")
+
+    def active(self, now: float) -> bool:
+        return self.start_s - self.lead_s <= now <= self.end_s
+
+
+class QueueDepthSettings(BaseModel):
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=4, ge=1)
+    latency_budget_ms: float = Field(default=20.0, gt=0, description="One server tick at 50 Hz")
+    service_time_ms: float = Field(default=2.0, gt=0, description="Replica time per request")
+    scale_up_cooldown_s: float = Field(default=0.0, ge=0)
+    scale_down_cooldown_s: float = Field(
+        default=30.0, ge=0, description="Load must stay low this long before replicas go"
+    )
+    scale_down_hysteresis: float = Field(
+        default=0.3, ge=0, lt=1, description="Scale down only below (1 - h) of the target"
+    )
+    max_scale_up_step: int | None = Field(default=None, ge=1, description="None: jump at once")
+    max_scale_down_step: int = Field(default=1, ge=1)
+    calendar: list[CalendarEvent] = Field(default_factory=list)
+
+    @property
+    def target_per_replica(self) -> float:
+        return max(self.latency_budget_ms / self.service_time_ms, 1.0)
+
+    def floor(self, now: float) -> int:
+        events = [e.min_replicas for e in self.calendar if e.active(now)]
+        return min(max([self.min_replicas, *events]), self.max_replicas)
+
+
+def aggressive(**overrides: Any) -> QueueDepthSettings:
+    """Scale up at once, down after 30 s of calm: NPCs must never miss a tick."""
+    return QueueDepthSettings(**overrides)
+
+
+def conservative(**overrides: Any) -> QueueDepthSettings:
+    """Scale up in steps of two, down only after two calm minutes, one at a time."""
+    defaults: dict[str, Any] = {
+        "max_scale_up_step": 2,
+        "scale_up_cooldown_s": 5.0,
+        "scale_down_cooldown_s": 120.0,
+        "scale_down_hysteresis": 0.5,
+    }
+    return QueueDepthSettings(**{**defaults, **overrides})
+
+
+def decide(
+    settings: QueueDepthSettings, current: int, load: float, now: float, state: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """Replicas for ``load`` requests in the system (ongoing plus queued)."""
+    state = dict(state)
+    floor = settings.floor(now)
+    target = settings.target_per_replica
+    wanted = min(max(math.ceil(load / target), floor), settings.max_replicas)
+    if wanted > current:
+        state.pop(_CALM_SINCE, None)
+        if now - state.get(_LAST_UP, -math.inf) < settings.scale_up_cooldown_s:
+            return current, state
+        step = wanted - current
+        if settings.max_scale_up_step is not None:
+            step = min(step, settings.max_scale_up_step)
+        state[_LAST_UP] = now
+        return current + step, state
+    # Going down needs load well under the target (hysteresis), held for a while.
+    enough = max(math.ceil(load / (target * (1 - settings.scale_down_hysteresis))), floor)
+    if current < floor:
+        return floor, state
+    if enough >= current:
+        state.pop(_CALM_SINCE, None)
+        return current, state
+    calm_since = state.setdefault(_CALM_SINCE, now)
+    if now - calm_since < settings.scale_down_cooldown_s:
+        return current, state
+    state[_LAST_DOWN] = now
+    state[_CALM_SINCE] = now  # each further step waits its own cooldown
+    return max(enough, current - settings.max_scale_down_step), state
+
+
+class QueueDepthPolicy:
+    """Ray Serve's class-callable policy: built once per deployment with its kwargs."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.settings = QueueDepthSettings.model_validate(kwargs)
+
+    def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
+        now = ctx.current_time or time.time()
+        return decide(
+            self.settings,
+            int(ctx.current_num_replicas),
+            float(ctx.total_num_requests),
+            float(now),
+            dict(ctx.policy_state or {}),
+        )
+
+
+def autoscaling_config(settings: QueueDepthSettings, initial: int | None = None) -> dict[str, Any]:
+    """The deployment's ``autoscaling_config``: our policy decides, Serve only bounds."""
+    return {
+        "min_replicas": settings.min_replicas,
+        "max_replicas": settings.max_replicas,
+        "initial_replicas": initial if initial is not None else max(settings.min_replicas, 1),
+        # The policy keeps its own cooldowns; Serve's delays would stack on them.
+        "upscale_delay_s": 0.0,
+        "downscale_delay_s": 0.0,
+        "policy": {
+            "policy_function": POLICY_PATH,
+            "policy_kwargs": settings.model_dump(mode="json"),
+        },
+    }
