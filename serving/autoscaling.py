@@ -16,6 +16,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 POLICY_PATH = "serving.autoscaling:QueueDepthPolicy"
+# Ray pushes queue metrics every 10 s by default: far too slow to follow a spike.
+METRIC_PUSH_INTERVAL_S = 0.5
+RUNTIME_ENV_VARS = {
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRIC_PUSH_INTERVAL_S),
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRIC_PUSH_INTERVAL_S),
+}
 # Prefixed so they never collide with the keys Serve keeps in the same state.
 _LAST_UP, _LAST_DOWN, _CALM_SINCE = "gameserve_last_up", "gameserve_last_down", "gameserve_calm"
 
@@ -132,6 +138,9 @@ def autoscaling_config(settings: QueueDepthSettings, initial: int | None = None)
         # The policy keeps its own cooldowns; Serve's delays would stack on them.
         "upscale_delay_s": 0.0,
         "downscale_delay_s": 0.0,
+        # Averaged over this window; it must exceed the metric push interval.
+        "look_back_period_s": 3.0,
+        "metrics_interval_s": METRIC_PUSH_INTERVAL_S,
         "policy": {
             "policy_function": POLICY_PATH,
             "policy_kwargs": settings.model_dump(mode="json"),

@@ -21,6 +21,7 @@ from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from models import FAMILIES
 from models.errors import GameserveError
 from serving.application import AppArgs, SourceSpec
+from serving.autoscaling import RUNTIME_ENV_VARS
 from serving.collector import collector
 from serving.gateway_app import challenger_scale
 from serving.ingress import CHALLENGER_SUFFIX, IngressConfig
@@ -67,13 +68,13 @@ class ServeGateway:
             family = self.settings.family(name)
             challenger = self._challengers.get(name)
             for role, version, scale in (
-                ("", self._versions.get(name), {"num_replicas": family.num_replicas}),
+                ("", self._versions.get(name), family.replicas_config()),
                 (
                     CHALLENGER_SUFFIX,
                     challenger,
                     {
                         "autoscaling_config": challenger_scale(
-                            family.num_replicas if challenger else 0
+                            family.baseline_replicas if challenger else 0
                         )
                     },
                 ),
@@ -95,6 +96,7 @@ class ServeGateway:
                     "name": self.settings.app_name,
                     "route_prefix": "/",
                     "import_path": APP_BUILDER,
+                    "runtime_env": {"env_vars": RUNTIME_ENV_VARS},
                     "args": args.model_dump(mode="json"),
                     "deployments": deployments,
                 }

@@ -40,9 +40,9 @@ def build_application(
             "ray_actor_options": {"num_cpus": family.num_cpus, "num_gpus": family.num_gpus},
             "user_config": config.model_dump(),
         }
-        models[name] = FamilyModel.options(
-            name=name, num_replicas=family.num_replicas, **common
-        ).bind(name, source, family.intra_op_threads)
+        models[name] = FamilyModel.options(name=name, **family.replicas_config(), **common).bind(
+            name, source, family.intra_op_threads
+        )
         # Always declared, scaled to zero between rollouts: adding a deployment
         # later would change the app's code version and restart everything.
         challengers[name] = FamilyModel.options(

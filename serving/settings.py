@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+from serving.autoscaling import QueueDepthSettings, autoscaling_config
 
 
 class FamilyServing(BaseModel):
@@ -28,6 +32,22 @@ class FamilyServing(BaseModel):
         default=1024, ge=-1, description="Per caller; beyond it requests get 503 at once."
     )
     intra_op_threads: int = Field(default=1, ge=1)
+    autoscaling: QueueDepthSettings | None = Field(
+        default=None, description="Queue-depth autoscaling; None keeps num_replicas fixed."
+    )
+
+    def replicas_config(self) -> dict[str, Any]:
+        """The deployment options that set its replica count."""
+        if self.autoscaling is None:
+            return {"num_replicas": self.num_replicas}
+        return {"autoscaling_config": autoscaling_config(self.autoscaling)}
+
+    @property
+    def baseline_replicas(self) -> int:
+        """Replicas a challenger runs with: what the champion has when quiet."""
+        if self.autoscaling is None:
+            return self.num_replicas
+        return max(self.autoscaling.min_replicas, 1)
 
 
 class ServingSettings(BaseModel):

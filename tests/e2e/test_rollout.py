@@ -29,7 +29,7 @@ from pipelines.tracking_server import EmbeddedTrackingServer
 from pipelines.training import register_build, register_onnx, train_and_register
 from serving.gateway import ServeGateway
 from serving.settings import ServingSettings
-from tests.e2e import rollout_models
+from tests import bad_models as rollout_models
 from tests.e2e.load import Load
 
 NPC = FAMILIES["npc-behavior"]

@@ -1,0 +1,112 @@
+"""Replicas follow the queue, and a full queue answers 503 at once: on a real Ray."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from ray import serve
+
+from models import FAMILIES
+from serving.application import SourceSpec
+from serving.autoscaling import aggressive
+from serving.gateway import ServeGateway
+from serving.model_source import DirectoryModelSource
+from serving.settings import FamilyServing
+from tests import bad_models
+from tests.e2e.load import Load
+from tests.ray.conftest import FAST
+
+NPC = "npc-behavior"
+
+
+def _replicas(app: str, deployment: str) -> int:
+    status = serve.status().applications[app].deployments[deployment]
+    return sum(n for state, n in status.replica_states.items() if str(state).endswith("RUNNING"))
+
+
+@pytest.fixture(scope="module")
+def slow_version(model_source: DirectoryModelSource) -> str:
+    policy = FAMILIES[NPC].train(FAST).module
+    model_source.add(NPC, "slow", bad_models.export(bad_models.Slow(policy)))
+    return "slow"
+
+
+def _variant(
+    gateway: ServeGateway, ray_cluster: str, npc: FamilyServing, version: str
+) -> ServeGateway:
+    """The session app redeployed with other NPC serving settings."""
+    families = {**gateway.settings.families, NPC: npc}
+    settings = gateway.settings.model_copy(update={"families": families})
+    variant = ServeGateway(
+        settings, SourceSpec.model_validate(gateway.source.model_dump()), ray_cluster
+    )
+    variant.deploy({**gateway.versions, NPC: version})
+    return variant
+
+
+@pytest.fixture
+def elastic(gateway: ServeGateway, ray_cluster: str) -> Iterator[ServeGateway]:
+    # One request in flight per replica is the target, so modest load needs three.
+    policy = aggressive(
+        min_replicas=1,
+        max_replicas=3,
+        latency_budget_ms=2.0,
+        service_time_ms=2.0,
+        scale_down_cooldown_s=2.0,
+    )
+    variant = _variant(gateway, ray_cluster, FamilyServing(autoscaling=policy), "1")
+    try:
+        yield variant
+    finally:
+        gateway.deploy(gateway.versions)  # the session app, as it was
+
+
+def test_queued_load_adds_replicas_and_idleness_removes_them(elastic: ServeGateway) -> None:
+    app = elastic.settings.app_name
+    assert _replicas(app, NPC) == 1
+    seen = 1
+    with Load(elastic.url, workers=16, players=200, max_s=90) as load:
+        deadline = time.monotonic() + 60
+        while seen < 3 and time.monotonic() < deadline:
+            seen = max(seen, _replicas(app, NPC))
+            time.sleep(0.5)
+        time.sleep(2.0)  # the new replicas serve a while before the load stops
+    assert seen >= 2, "the queue never raised the replica count"
+    assert load.failures == []  # nothing lost while replicas were added
+
+    deadline = time.monotonic() + 90
+    while _replicas(app, NPC) > 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _replicas(app, NPC) == 1
+
+
+@pytest.fixture
+def tiny_queue(
+    gateway: ServeGateway, ray_cluster: str, slow_version: str
+) -> Iterator[ServeGateway]:
+    npc = FamilyServing(max_ongoing_requests=1, max_queued_requests=2, max_batch_rows=8)
+    variant = _variant(gateway, ray_cluster, npc, slow_version)
+    try:
+        yield variant
+    finally:
+        gateway.deploy(gateway.versions)
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_queue: ServeGateway) -> None:
+    def call(i: int) -> requests.Response:
+        body = {"npcs": [{"npc_id": f"n{i}", "health": 1, "ammo": 1, "threat": 0}]}
+        return requests.post(f"{tiny_queue.url}/v1/npc/act", json=body, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        responses = list(pool.map(call, range(24)))
+    statuses = sorted(r.status_code for r in responses)
+    shed = [r for r in responses if r.status_code == 503]
+    assert set(statuses) == {200, 503}, statuses
+    for response in shed:
+        assert response.headers["Retry-After"] == "1"
+        assert response.json()["error"]["code"] == "overloaded"
+        assert "npc-behavior" in response.json()["error"]["message"]
