@@ -8,15 +8,19 @@ from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "asgi", "ray", "mlflow", "e2e")
+TIERS = ("unit", "asgi", "ray", "mlflow", "e2e", "cluster")
+
+
+def _tier(item: pytest.Item) -> str:
+    return item.path.relative_to(Path(__file__).parent).parts[0]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    root = Path(__file__).parent
     for item in items:
-        tier = item.path.relative_to(root).parts[0]
-        if tier in TIERS:
-            item.add_marker(getattr(pytest.mark, tier))
+        if _tier(item) in TIERS:
+            item.add_marker(getattr(pytest.mark, _tier(item)))
+    # The cluster tier stops every Ray on the machine, so it runs last.
+    items.sort(key=lambda item: _tier(item) == "cluster")
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +45,9 @@ def ray_cluster() -> Iterator[str]:
     try:
         yield f"http://{context.dashboard_url}"
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():  # the cluster tier may have stopped it already
+            serve.shutdown()
+            ray.shutdown()
 
 
 @pytest.fixture(scope="session")
