@@ -88,7 +88,13 @@ class ServeGateway:
                     {"name": name + role, **scale, "user_config": user_config.model_dump()}
                 )
         ingress = IngressConfig(routes=self._routes)
-        deployments.append({"name": "ingress", "user_config": ingress.model_dump()})
+        deployments.append(
+            {
+                "name": "ingress",
+                **self.settings.ingress_replicas_config(),
+                "user_config": ingress.model_dump(),
+            }
+        )
         return {
             "http_options": {"host": self.settings.host, "port": self.settings.port},
             "applications": [

@@ -50,7 +50,7 @@ def build_application(
         ).bind(name, source, family.intra_op_threads)
     return Ingress.options(
         name="ingress",
-        num_replicas=settings.ingress_replicas,
+        **settings.ingress_replicas_config(),
         max_ongoing_requests=max(f.max_ongoing_requests for f in settings.families.values()),
         ray_actor_options={"num_cpus": settings.ingress_num_cpus},
         user_config={"routes": {}},

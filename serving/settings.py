@@ -62,6 +62,16 @@ class ServingSettings(BaseModel):
     retry_after_s: float = Field(default=1.0, gt=0, description="Sent with 503 when overloaded.")
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_num_cpus: float = Field(default=0.25, ge=0)
+    ingress_autoscaling: QueueDepthSettings | None = Field(
+        default=None,
+        description="Under HTTP load the ingress is where requests queue; None keeps it fixed.",
+    )
+
+    def ingress_replicas_config(self) -> dict[str, Any]:
+        if self.ingress_autoscaling is None:
+            return {"num_replicas": self.ingress_replicas}
+        return {"autoscaling_config": autoscaling_config(self.ingress_autoscaling)}
+
     families: dict[str, FamilyServing] = Field(
         default_factory=lambda: {
             "npc-behavior": FamilyServing(),

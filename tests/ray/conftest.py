@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import ray
 
 from models import FAMILIES
 from models.training import TrainSettings
@@ -43,7 +44,8 @@ def gateway(
     try:
         yield serving
     finally:
-        serving.stop()
+        if ray.is_initialized():  # the cluster tier, which runs last, stops Ray itself
+            serving.stop()
 
 
 @pytest.fixture
