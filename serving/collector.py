@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 COLLECTOR_NAME = "gameserve-rollout-metrics"
 NAMESPACE = "gameserve"
 FLUSH_INTERVAL_S = 0.25
+HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
 class _Collector:
@@ -33,7 +34,11 @@ class _Collector:
 
 def collector() -> Any:
     """The cluster's collector actor, created by whoever asks first."""
-    actor_class = cast(Any, ray.remote(num_cpus=0)(_Collector))
+    # Pinned to the head node: a detached actor on an elastic GPU worker would
+    # keep that node busy, and the autoscaler would never give it back.
+    actor_class = cast(
+        Any, ray.remote(num_cpus=0, resources={HEAD_NODE_RESOURCE: 0.001})(_Collector)
+    )
     return actor_class.options(
         name=COLLECTOR_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote()

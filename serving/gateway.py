@@ -97,6 +97,7 @@ class ServeGateway:
         )
         return {
             "http_options": {"host": self.settings.host, "port": self.settings.port},
+            "proxy_location": self.settings.proxy_location,
             "applications": [
                 {
                     "name": self.settings.app_name,

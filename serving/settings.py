@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -60,6 +60,11 @@ class ServingSettings(BaseModel):
         default=1024, ge=1, description="Largest NPC tick or player batch one request may carry."
     )
     retry_after_s: float = Field(default=1.0, gt=0, description="Sent with 503 when overloaded.")
+    proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
+        default="HeadOnly",
+        description="Where Serve runs HTTP proxies. HeadOnly keeps GPU workers free of "
+        "proxies, so an idle one leaves the cluster as soon as its replicas do.",
+    )
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_num_cpus: float = Field(default=0.25, ge=0)
     ingress_autoscaling: QueueDepthSettings | None = Field(

@@ -105,6 +105,16 @@ def _gpu_nodes() -> int:
     return sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0)
 
 
+def _busy_reasons() -> dict[str, list[str]]:
+    """Why the autoscaler keeps each live node (empty lists once all are idle)."""
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    status = get_cluster_status(ray.get_runtime_context().gcs_address)
+    return {
+        n.ray_node_type_name or n.node_id: list(n.node_activity or []) for n in status.active_nodes
+    }
+
+
 def _npc_states() -> dict[str, int]:
     app = serve.status().applications.get("gameserve")
     if app is None or NPC not in app.deployments:
@@ -130,11 +140,14 @@ def main(out: Path) -> None:
         fast = TrainSettings(train_samples=3_000, epochs=1)
         source.add(NPC, "1", FAMILIES[NPC].train(fast).export())
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         families = {name: FamilyServing(num_cpus=0.25) for name in FAMILIES if name != NPC} | {
             NPC: FamilyServing(num_replicas=2, num_cpus=0.5, num_gpus=GPU_PER_REPLICA)
         }
         settings = ServingSettings(port=port, families=families, ingress_num_cpus=0.25)
+        serve.start(
+            http_options={"host": "127.0.0.1", "port": port},
+            proxy_location=settings.proxy_location,
+        )
         app = build_application(settings, {NPC: "1"}, source)
         deploy = threading.Thread(target=serve.run, args=(app,), kwargs={"name": "gameserve"})
         deploy.start()
@@ -156,7 +169,7 @@ def main(out: Path) -> None:
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline and _gpu_nodes() > 0:
             time.sleep(1.0)
-        record("scaled_in", gpu_nodes=_gpu_nodes())
+        record("scaled_in", gpu_nodes=_gpu_nodes(), busy=_busy_reasons())
     finally:
         out.write_text(json.dumps(timeline, indent=2))
         serve.shutdown()

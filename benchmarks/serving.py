@@ -1,0 +1,261 @@
+"""The serving path side by side, on the same ONNX model and request mix, in one run.
+
+    .venv/bin/python -m benchmarks.serving [--duration 8]
+
+Measures, in this order: ONNX Runtime in-process (the limit), a plain FastAPI
+process calling ONNX Runtime (the baseline), then gameserve on a local Ray with
+its default (fast) settings: single-NPC JSON, a 128-NPC tick as JSON, and the
+same tick as a binary v2 tensor. Load comes from wrk on loopback. Prints
+req/s, NPC decisions/s, p50 and p99 and each figure's ratio to the baseline (or,
+for tick batches, to ONNX Runtime's rows/s at that batch size), and writes the
+table to benchmarks/results/. Peers (KServe, MLServer, PyTriton) are left to
+their own harness: each needs its own environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import requests
+import tritonclient.http as triton
+from ray import serve
+
+from benchmarks import wrk
+from models import FAMILIES
+from models.runtime import OnnxModel
+from models.training import TrainSettings
+from pipelines.tracking_server import free_port
+from serving.application import SourceSpec
+from serving.gateway import ServeGateway
+from serving.model_source import DirectoryModelSource
+from serving.settings import ServingSettings
+from tests.payloads import npc_tick
+
+NPC = "npc-behavior"
+TICK = 128
+RESULTS = Path(__file__).parent / "results"
+JSON = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Row:
+    target: str
+    load: str
+    connections: int
+    requests_per_s: float
+    decisions_per_s: float
+    p50_ms: float
+    p99_ms: float
+    bad: int
+    baseline: float  # what the ratio is taken against, in the same unit
+
+    @property
+    def ratio(self) -> float:
+        value = self.decisions_per_s if "tick" in self.load else self.requests_per_s
+        return value / self.baseline if self.baseline else float("nan")
+
+
+def train(root: Path) -> DirectoryModelSource:
+    source = DirectoryModelSource(root)
+    for name, family in FAMILIES.items():
+        source.add(name, "1", family.train(TrainSettings(train_samples=20_000, epochs=3)).export())
+    return source
+
+
+def raw_onnx(model: bytes, seconds: float) -> dict[int, float]:
+    """Rows/s of one ONNX Runtime session, one thread, called in a loop."""
+    family = FAMILIES[NPC]
+    session = OnnxModel(model, family.contract, prefer_gpu=False)
+    rates = {}
+    for batch in (1, TICK):
+        feeds = family.example_inputs(rows=batch)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session.run_validated(feeds)
+            calls += 1
+        rates[batch] = calls * batch / (time.perf_counter() - started)
+    return rates
+
+
+def v2_body(rows: int) -> tuple[bytes, dict[str, str]]:
+    observation = FAMILIES[NPC].example_inputs(rows=rows)["observation"]
+    tensor = triton.InferInput("observation", list(observation.shape), "FP32")
+    tensor.set_data_from_numpy(observation, binary_data=True)
+    outputs = [triton.InferRequestedOutput("action_probs", binary_data=True)]
+    body, header_length = triton.InferenceServerClient.generate_request_body(
+        [tensor], outputs=outputs
+    )
+    headers = {"Content-Type": "application/octet-stream"}
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = str(header_length)
+    return body, headers
+
+
+def loads(v2: bool) -> dict[str, list[wrk.Load]]:
+    single = json.dumps(npc_tick(1)).encode()
+    tick = json.dumps(npc_tick(TICK)).encode()
+    mix = {
+        "single JSON": [wrk.Load("/v1/npc/act", single, JSON, c) for c in (1, 8, 16, 64)],
+        f"tick {TICK} JSON": [wrk.Load("/v1/npc/act", tick, JSON, 8, TICK)],
+    }
+    if v2:
+        body, headers = v2_body(TICK)
+        path = f"/v2/models/{NPC}/infer"
+        mix[f"tick {TICK} v2 binary"] = [wrk.Load(path, body, headers, 8, TICK)]
+    return mix
+
+
+def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            if requests.post(url + "/v1/npc/act", json=npc_tick(1), timeout=2).ok:
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def plain_fastapi(model: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.plain_fastapi",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+        ]
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def gameserve(root: Path) -> Iterator[str]:
+    context = ray.init(
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    try:
+        settings = ServingSettings(port=free_port())
+        spec = SourceSpec(
+            import_path="serving.model_source:DirectoryModelSource",
+            arguments={"root": str(root)},
+        )
+        gateway = ServeGateway(settings, spec, f"http://{context.dashboard_url}")
+        gateway.deploy(dict.fromkeys(FAMILIES, "1"))
+        wait_ready(gateway.url)
+        yield gateway.url
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+
+
+def measure(
+    target: str,
+    url: str,
+    mix: dict[str, list[wrk.Load]],
+    duration_s: float,
+    baselines: dict[tuple[str, int], float],
+) -> list[Row]:
+    rows = []
+    for name, points in mix.items():
+        for load in points:
+            wrk.run(url, load, duration_s=2)  # warm-up: connections, batches, caches
+            result = wrk.run(url, load, duration_s)
+            decisions = result.requests_per_s * load.rows_per_request
+            row = Row(
+                target,
+                name,
+                load.connections,
+                result.requests_per_s,
+                decisions,
+                result.p50_ms,
+                result.p99_ms,
+                result.bad,
+                baselines.get((name, load.connections), 0.0),
+            )
+            print(format_row(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+HEADER = (
+    f"{'target':<28}{'load':<22}{'c':>4}{'req/s':>10}{'NPC/s':>11}"
+    f"{'p50 ms':>9}{'p99 ms':>9}{'bad':>6}{'ratio':>8}"
+)
+
+
+def format_row(row: Row) -> str:
+    return (
+        f"{row.target:<28}{row.load:<22}{row.connections:>4}{row.requests_per_s:>10.0f}"
+        f"{row.decisions_per_s:>11.0f}{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}{row.bad:>6}"
+        f"{row.ratio:>8.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per load point")
+    args = parser.parse_args()
+    wrk.wrk_binary()
+    root = Path(tempfile.mkdtemp(prefix="gameserve-bench-"))
+    source = train(root)
+    model_path = source.fetch(NPC, "1")
+
+    raw = raw_onnx(model_path.read_bytes(), seconds=3)
+    print(
+        f"ONNX Runtime in-process, one thread: {raw[1]:,.0f} calls/s at batch 1, "
+        f"{raw[TICK]:,.0f} rows/s at batch {TICK}"
+    )
+    print(HEADER)
+    with plain_fastapi(model_path) as url:
+        baseline = measure("plain FastAPI + ORT", url, loads(v2=False), args.duration, {})
+    reference = {(r.load, r.connections): r.requests_per_s for r in baseline}
+    # Tick batches are judged against ONNX Runtime's own rows/s at that batch size.
+    reference |= {(name, 8): raw[TICK] for name in loads(v2=True) if "tick" in name}
+    with gameserve(root) as url:
+        ours = measure("gameserve", url, loads(v2=True), args.duration, reference)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / time.strftime("serving-%Y%m%d-%H%M%S.txt")
+    lines = [
+        f"ONNX Runtime in-process: {raw[1]:.0f} calls/s (batch 1), "
+        f"{raw[TICK]:.0f} rows/s (batch {TICK})",
+        HEADER,
+        *(format_row(r) for r in [*baseline, *ours]),
+    ]
+    out.write_text("\n".join(lines) + "\n")
+    single = {r.connections: r for r in ours if r.load == "single JSON"}
+    print(
+        f"single NPC at c=16: {single[16].ratio:.2f}x plain FastAPI, "
+        f"p99 {single[16].p99_ms:.1f} ms; "
+        f"c=64 vs c=8: {single[64].requests_per_s / max(single[8].requests_per_s, 1):.2f}x"
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
