@@ -4,7 +4,8 @@
 
 Measures, in this order: ONNX Runtime in-process (the limit), a plain FastAPI
 process calling ONNX Runtime (the baseline), then gameserve on a local Ray with
-its default (fast) settings: single-NPC JSON, a 128-NPC tick as JSON, and the
+three substrates (Serve's proxy; Ray's throughput-optimized mode; HAProxy
+ingress, see serving/substrate.py): single-NPC JSON, a 128-NPC tick as JSON, and the
 same tick as a binary v2 tensor. Load comes from wrk on loopback. Prints
 req/s, NPC decisions/s, p50 and p99 and each figure's ratio to the baseline (or,
 for tick batches, to ONNX Runtime's rows/s at that batch size), and writes the
@@ -18,6 +19,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,7 @@ from serving.application import SourceSpec
 from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
 from serving.settings import ServingSettings
+from serving.substrate import ServeRuntime
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
@@ -149,8 +152,17 @@ def plain_fastapi(model: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+GAMESERVE = {
+    "gameserve, Serve proxy": ServeRuntime(),
+    "gameserve, throughput-opt": ServeRuntime(throughput_optimized=True),
+    "gameserve, HAProxy ingress": ServeRuntime(haproxy_ingress=True),
+}
+
+
 @contextlib.contextmanager
-def gameserve(root: Path) -> Iterator[str]:
+def gameserve(root: Path, runtime: ServeRuntime) -> Iterator[str]:
+    env = runtime.env_vars()
+    os.environ.update(env)  # as the local stack does, for the processes Ray starts
     context = ray.init(
         include_dashboard=True,
         dashboard_host="127.0.0.1",
@@ -171,6 +183,8 @@ def gameserve(root: Path) -> Iterator[str]:
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
+        for name in env:
+            os.environ.pop(name, None)
 
 
 def measure(
@@ -218,7 +232,7 @@ def format_row(row: Row) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per load point")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per load point")
     args = parser.parse_args()
     wrk.wrk_binary()
     root = Path(tempfile.mkdtemp(prefix="gameserve-bench-"))
@@ -236,8 +250,10 @@ def main() -> None:
     reference = {(r.load, r.connections): r.requests_per_s for r in baseline}
     # Tick batches are judged against ONNX Runtime's own rows/s at that batch size.
     reference |= {(name, 8): raw[TICK] for name in loads(v2=True) if "tick" in name}
-    with gameserve(root) as url:
-        ours = measure("gameserve", url, loads(v2=True), args.duration, reference)
+    ours: list[Row] = []
+    for target, runtime in GAMESERVE.items():
+        with gameserve(root, runtime) as url:
+            ours += measure(target, url, loads(v2=True), args.duration, reference)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / time.strftime("serving-%Y%m%d-%H%M%S.txt")
@@ -248,12 +264,15 @@ def main() -> None:
         *(format_row(r) for r in [*baseline, *ours]),
     ]
     out.write_text("\n".join(lines) + "\n")
-    single = {r.connections: r for r in ours if r.load == "single JSON"}
-    print(
-        f"single NPC at c=16: {single[16].ratio:.2f}x plain FastAPI, "
-        f"p99 {single[16].p99_ms:.1f} ms; "
-        f"c=64 vs c=8: {single[64].requests_per_s / max(single[8].requests_per_s, 1):.2f}x"
-    )
+    for target in GAMESERVE:
+        single = {r.connections: r for r in ours if r.target == target and r.load == "single JSON"}
+        tick = [r for r in ours if r.target == target and "tick" in r.load]
+        print(
+            f"{target}: single NPC at c=16 {single[16].ratio:.2f}x plain FastAPI, "
+            f"p99 {single[16].p99_ms:.1f} ms; c=64 vs c=8 "
+            f"{single[64].requests_per_s / max(single[8].requests_per_s, 1):.2f}x; "
+            + ", ".join(f"{r.load} {r.ratio:.2f}x ORT rows/s" for r in tick)
+        )
     print(f"wrote {out}")
 
 

@@ -1,6 +1,6 @@
 """An e-sports spike: baseline → 10x → baseline, against the real stack on loopback.
 
-    .venv/bin/python -m benchmarks.spike [--baseline-rps 20] [--multiplier 10]
+    .venv/bin/python -m benchmarks.spike [--baseline-rps 10] [--multiplier 10] [--haproxy]
 
 Starts a local Ray, deploys gameserve with queue-depth autoscaling on the NPC
 family, and plays an open-loop load (arrivals do not wait for answers, as game
@@ -17,6 +17,7 @@ import asyncio
 import csv
 import itertools
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from serving.autoscaling import aggressive
 from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
 from serving.settings import FamilyServing, ServingSettings
+from serving.substrate import ServeRuntime
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
@@ -264,12 +266,17 @@ def main() -> None:
     parser.add_argument("--baseline-s", type=float, default=20.0)
     parser.add_argument("--spike-s", type=float, default=40.0)
     parser.add_argument("--after-s", type=float, default=50.0)
+    parser.add_argument(
+        "--haproxy", action="store_true", help="HAProxy ingress (serving/substrate.py)"
+    )
     args = parser.parse_args()
     phases = [
         ("baseline", args.baseline_s, args.baseline_rps),
         ("10x spike", args.spike_s, args.baseline_rps * args.multiplier),
         ("baseline", args.after_s, args.baseline_rps),
     ]
+    runtime = ServeRuntime(haproxy_ingress=args.haproxy)
+    os.environ.update(runtime.env_vars())  # as the local stack does
     context = ray.init(
         include_dashboard=True,
         dashboard_host="127.0.0.1",

@@ -124,6 +124,9 @@ class LocalStack:
     def _start_ray(self) -> None:
         options = self.settings.ray
         if options.address is None:
+            # Serve's processes read these when Ray starts them; a cluster sets
+            # them in its own `ray start` commands.
+            os.environ.update(self.settings.serving.runtime.env_vars())
             context = ray.init(
                 num_cpus=options.num_cpus,
                 include_dashboard=True,

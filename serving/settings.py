@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from serving.autoscaling import QueueDepthSettings, autoscaling_config
+from serving.substrate import ServeRuntime
 
 
 class FamilyServing(BaseModel):
@@ -60,6 +61,7 @@ class ServingSettings(BaseModel):
         default=1024, ge=1, description="Largest NPC tick or player batch one request may carry."
     )
     retry_after_s: float = Field(default=1.0, gt=0, description="Sent with 503 when overloaded.")
+    runtime: ServeRuntime = Field(default_factory=ServeRuntime)
     proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
         default="HeadOnly",
         description="Where Serve runs HTTP proxies. HeadOnly keeps GPU workers free of "
