@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,19 +26,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import ray
 import requests
 import tritonclient.http as triton
-from ray import serve
 
 from benchmarks import wrk
+from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
 from models.runtime import OnnxModel
-from models.training import TrainSettings
 from pipelines.tracking_server import free_port
 from serving.application import SourceSpec
 from serving.gateway import ServeGateway
-from serving.model_source import DirectoryModelSource
 from serving.settings import ServingSettings
 from serving.substrate import ServeRuntime
 from tests.payloads import npc_tick
@@ -67,13 +62,6 @@ class Row:
     def ratio(self) -> float:
         value = self.decisions_per_s if "tick" in self.load else self.requests_per_s
         return value / self.baseline if self.baseline else float("nan")
-
-
-def train(root: Path) -> DirectoryModelSource:
-    source = DirectoryModelSource(root)
-    for name, family in FAMILIES.items():
-        source.add(name, "1", family.train(TrainSettings(train_samples=20_000, epochs=3)).export())
-    return source
 
 
 def raw_onnx(model: bytes, seconds: float) -> dict[int, float]:
@@ -161,30 +149,16 @@ GAMESERVE = {
 
 @contextlib.contextmanager
 def gameserve(root: Path, runtime: ServeRuntime) -> Iterator[str]:
-    env = runtime.env_vars()
-    os.environ.update(env)  # as the local stack does, for the processes Ray starts
-    context = ray.init(
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    try:
+    with local_ray(runtime) as dashboard:
         settings = ServingSettings(port=free_port())
         spec = SourceSpec(
             import_path="serving.model_source:DirectoryModelSource",
             arguments={"root": str(root)},
         )
-        gateway = ServeGateway(settings, spec, f"http://{context.dashboard_url}")
+        gateway = ServeGateway(settings, spec, dashboard)
         gateway.deploy(dict.fromkeys(FAMILIES, "1"))
         wait_ready(gateway.url)
         yield gateway.url
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
-        for name in env:
-            os.environ.pop(name, None)
 
 
 def measure(
@@ -236,7 +210,7 @@ def main() -> None:
     args = parser.parse_args()
     wrk.wrk_binary()
     root = Path(tempfile.mkdtemp(prefix="gameserve-bench-"))
-    source = train(root)
+    source = train_models(root)
     model_path = source.fetch(NPC, "1")
 
     raw = raw_onnx(model_path.read_bytes(), seconds=3)

@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import csv
 import itertools
-import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,13 +26,12 @@ import numpy as np
 import ray
 from ray import serve
 
+from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
-from models.training import TrainSettings
 from pipelines.tracking_server import free_port
 from serving.application import SourceSpec
 from serving.autoscaling import aggressive
 from serving.gateway import ServeGateway
-from serving.model_source import DirectoryModelSource
 from serving.settings import FamilyServing, ServingSettings
 from serving.substrate import ServeRuntime
 from tests.payloads import npc_tick
@@ -59,9 +56,7 @@ class Second:
 
 def deploy(dashboard: str, port: int) -> ServeGateway:
     root = Path(tempfile.mkdtemp(prefix="gameserve-spike-"))
-    source = DirectoryModelSource(root)
-    for name, family in FAMILIES.items():
-        source.add(name, "1", family.train(TrainSettings(train_samples=20_000, epochs=3)).export())
+    train_models(root)
     npc = FamilyServing(
         autoscaling=aggressive(
             min_replicas=1,
@@ -275,22 +270,10 @@ def main() -> None:
         ("10x spike", args.spike_s, args.baseline_rps * args.multiplier),
         ("baseline", args.after_s, args.baseline_rps),
     ]
-    runtime = ServeRuntime(haproxy_ingress=args.haproxy)
-    os.environ.update(runtime.env_vars())  # as the local stack does
-    context = ray.init(
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    try:
-        gateway = deploy(f"http://{context.dashboard_url}", free_port())
+    with local_ray(ServeRuntime(haproxy_ingress=args.haproxy)) as dashboard:
+        gateway = deploy(dashboard, free_port())
         seconds = asyncio.run(play(gateway.url, gateway.settings.app_name, phases))
         report(seconds, phases, RESULTS / time.strftime("spike-%Y%m%d-%H%M%S"))
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""What every benchmark needs first: the three models on disk and a local Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import ray
+from ray import serve
+
+from models import FAMILIES
+from models.training import TrainSettings
+from pipelines.tracking_server import free_port
+from serving.model_source import DirectoryModelSource
+from serving.substrate import ServeRuntime
+
+
+def train_models(root: Path) -> DirectoryModelSource:
+    """Version "1" of every family, trained as the stack would on first start."""
+    source = DirectoryModelSource(root)
+    for name, family in FAMILIES.items():
+        source.add(name, "1", family.train(TrainSettings(train_samples=20_000, epochs=3)).export())
+    return source
+
+
+@contextlib.contextmanager
+def local_ray(runtime: ServeRuntime) -> Iterator[str]:
+    """A local Ray on this substrate; yields the dashboard URL (Serve's deploy API)."""
+    env = runtime.env_vars()
+    os.environ.update(env)  # as the local stack does, for the processes Ray starts
+    context = ray.init(
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    try:
+        yield f"http://{context.dashboard_url}"
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+        for name in env:
+            os.environ.pop(name, None)
