@@ -151,10 +151,10 @@ class RolloutController:
                 paused = command == "pause"
                 self._publish(family, challenger, f"{step.name}{' (paused)' if paused else ''}")
             window = self.gateway.rollout_metrics(family)
-            verdict = judge(window["champion"], window["challenger"], limits)
+            baked = time.monotonic() - started >= step.bake_s
+            verdict = judge(window["champion"], window["challenger"], limits, baked=baked)
             if verdict.action == "fail":  # even while paused: safety does not wait
                 return "fail", verdict.reason, window
-            baked = time.monotonic() - started >= step.bake_s
             if verdict.action == "pass" and baked and not paused:
                 return "pass", verdict.reason, window
         return "interrupted", "the controller stopped", window

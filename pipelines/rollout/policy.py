@@ -16,12 +16,21 @@ class Verdict:
     reason: str
 
 
-def judge(champion: dict[str, Any], challenger: dict[str, Any], limits: Thresholds) -> Verdict:
+def judge(
+    champion: dict[str, Any],
+    challenger: dict[str, Any],
+    limits: Thresholds,
+    *,
+    baked: bool = True,
+) -> Verdict:
     """Compare the challenger with the champion over the same window.
 
     Invalid outputs fail at once, whatever the sample size: one NaN is proof.
     Errors and behaviour wait for ``min_requests`` samples; latency, judged last,
     for ``min_latency_samples``, since a p99 over a few samples is their maximum.
+    A latency breach only fails once the step has ``baked``: a p99 taken early in
+    a window is one scheduling hiccup on a busy host, and the full window is what
+    a player would feel.
     """
     seen = int(challenger["requests"])
     if seen == 0:
@@ -57,7 +66,7 @@ def judge(champion: dict[str, Any], challenger: dict[str, Any], limits: Threshol
     )
     if challenger["p99_ms"] > latency_limit:
         return Verdict(
-            "fail",
+            "fail" if baked else "wait",
             f"latency: p99 {challenger['p99_ms']:.1f} ms above {latency_limit:.1f} ms "
             f"(champion {champion['p99_ms']:.1f} ms)",
         )

@@ -64,3 +64,11 @@ def test_champion_errors_raise_the_bar_fairly() -> None:
     noisy_champion = window(error_rate=0.03)
     assert judge(noisy_champion, window(error_rate=0.035), LIMITS).action == "pass"
     assert judge(noisy_champion, window(error_rate=0.05), LIMITS).action == "fail"
+
+
+def test_a_latency_breach_waits_for_the_whole_window() -> None:
+    early = judge(window(version="1"), window(p99_ms=50.0), LIMITS, baked=False)
+    assert (early.action, early.reason.split(":")[0]) == ("wait", "latency")
+    assert judge(window(version="1"), window(p99_ms=50.0), LIMITS, baked=True).action == "fail"
+    nan = judge(window(version="1"), window(invalid_rate=0.1), LIMITS, baked=False)
+    assert nan.action == "fail"
