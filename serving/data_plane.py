@@ -26,6 +26,7 @@ from models.errors import (
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
+    OverloadedError,
 )
 from models.family import ModelFamily
 from models.runtime import OnnxModel
@@ -185,15 +186,23 @@ class DataPlane:
     async def _shadow(
         self, family: ModelFamily, tensors: dict[str, np.ndarray], reference: Prediction
     ) -> None:
-        challenger = await self._try_challenger(family, tensors)
+        try:
+            challenger = await self._try_challenger(family, tensors, shadow=True)
+        except OverloadedError:
+            return  # mirroring is best effort: a busy challenger skips a copy, nobody waits
         self._record_challenger(family, challenger, reference)
 
     async def _try_challenger(
-        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+        self, family: ModelFamily, tensors: dict[str, np.ndarray], shadow: bool = False
     ) -> tuple[Prediction, float] | None:
         started = time.perf_counter()
         try:
             prediction = await self.challengers[family.name].predict(tensors)
+        except OverloadedError:
+            if shadow:
+                raise
+            logger.warning("%s challenger is saturated", family.name)
+            return None
         except Exception as exc:  # any failure counts against the challenger, never the client
             logger.warning("%s challenger failed: %s", family.name, exc)
             return None

@@ -24,7 +24,7 @@ from serving.application import AppArgs, SourceSpec
 from serving.autoscaling import RUNTIME_ENV_VARS
 from serving.collector import collector
 from serving.gateway_app import challenger_scale
-from serving.ingress import CHALLENGER_SUFFIX, IngressConfig
+from serving.ingress import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
 from serving.replica import ReplicaConfig
 from serving.routing import Route
 from serving.settings import ServingSettings
@@ -64,9 +64,15 @@ class ServeGateway:
         """The declarative Serve config of the current state."""
         args = AppArgs(serving=self.settings, source=self.source)
         deployments: list[dict[str, Any]] = []
+        ingress = IngressConfig(routes=self._routes)
         for name in FAMILIES:
             family = self.settings.family(name)
             challenger = self._challengers.get(name)
+            if family.colocated:
+                ingress.champions[name] = self._versions.get(name)
+                if challenger is not None:
+                    ingress.challengers[name] = challenger
+                continue
             for role, version, scale in (
                 ("", self._versions.get(name), family.replicas_config()),
                 (
@@ -87,10 +93,9 @@ class ServeGateway:
                 deployments.append(
                     {"name": name + role, **scale, "user_config": user_config.model_dump()}
                 )
-        ingress = IngressConfig(routes=self._routes)
         deployments.append(
             {
-                "name": "ingress",
+                "name": INGRESS_NAME,
                 **self.settings.ingress_replicas_config(),
                 "user_config": ingress.model_dump(),
             }
@@ -104,6 +109,7 @@ class ServeGateway:
                     "route_prefix": "/",
                     "import_path": APP_BUILDER,
                     "runtime_env": {"env_vars": RUNTIME_ENV_VARS},
+                    "logging_config": {"enable_access_log": self.settings.access_log},
                     "args": args.model_dump(mode="json"),
                     "deployments": deployments,
                 }
@@ -157,10 +163,16 @@ class ServeGateway:
         summary: dict[str, dict[str, Any]] = ray.get(collector().read.remote(family, reset))
         return summary
 
-    def replica_stats(self, family: str) -> dict[str, Any]:
-        """Counters of one replica of ``family``."""
-        handle = serve.get_deployment_handle(family, app_name=self.settings.app_name)
-        stats: dict[str, Any] = handle.stats.remote().result()
+    def replica_stats(self, deployment: str) -> dict[str, Any]:
+        """Counters of one replica serving ``deployment`` (a family, or its challenger)."""
+        app = self.settings.app_name
+        family = self.settings.family(deployment.removesuffix(CHALLENGER_SUFFIX))
+        if family.colocated:
+            ingress = serve.get_deployment_handle(INGRESS_NAME, app_name=app)
+            stats: dict[str, Any] = ingress.stats.remote(deployment).result()
+        else:
+            handle = serve.get_deployment_handle(deployment, app_name=app)
+            stats = handle.stats.remote().result()
         return stats
 
     def stop(self) -> None:

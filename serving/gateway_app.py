@@ -1,4 +1,4 @@
-"""The Ray Serve application graph: one deployment per family behind one ingress."""
+"""The Ray Serve application graph: the ingress, and a deployment per family not served in it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from models import FAMILIES
-from serving.ingress import CHALLENGER_SUFFIX, Ingress
+from serving.ingress import CHALLENGER_SUFFIX, INGRESS_NAME, Ingress, IngressConfig
 from serving.model_source import ModelSource
 from serving.replica import FamilyModel, ReplicaConfig
 from serving.settings import ServingSettings
@@ -24,11 +24,15 @@ def challenger_scale(replicas: int) -> dict[str, int]:
 def build_application(
     settings: ServingSettings, versions: Mapping[str, str | None], source: ModelSource
 ) -> Any:
-    """The Ray Serve application: one deployment per family behind one ingress."""
+    """The Ray Serve application: the ingress, and a deployment per family not in it."""
     models: dict[str, Any] = {}
     challengers: dict[str, Any] = {}
+    champions: dict[str, str | None] = {}
     for name in FAMILIES:
         family = settings.family(name)
+        if family.colocated:
+            champions[name] = versions.get(name)
+            continue
         config = ReplicaConfig(
             version=versions.get(name),
             max_batch_rows=family.max_batch_rows,
@@ -49,9 +53,9 @@ def build_application(
             name=name + CHALLENGER_SUFFIX, autoscaling_config=challenger_scale(0), **common
         ).bind(name, source, family.intra_op_threads)
     return Ingress.options(
-        name="ingress",
+        name=INGRESS_NAME,
         **settings.ingress_replicas_config(),
         max_ongoing_requests=max(f.max_ongoing_requests for f in settings.families.values()),
         ray_actor_options={"num_cpus": settings.ingress_num_cpus},
-        user_config={"routes": {}},
-    ).bind(settings.model_dump(), models, challengers)
+        user_config=IngressConfig(champions=champions).model_dump(),
+    ).bind(settings.model_dump(), models, challengers, source)

@@ -1,8 +1,13 @@
-"""The HTTP ingress deployment: the FastAPI app over Ray-backed families."""
+"""The HTTP ingress deployment: the FastAPI app over the families' backends.
+
+A family runs either here, in this replica's process (``serving/colocated.py``),
+or in its own deployment reached through a Ray handle (``serving/ray_backend.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any, cast
 
 from pydantic import BaseModel, Field
@@ -10,20 +15,31 @@ from ray import serve
 from ray.serve import Deployment
 from ray.serve.handle import DeploymentHandle
 
+from models import FAMILIES, get_family
 from serving.app import create_app
 from serving.collector import flush_forever
-from serving.data_plane import DataPlane
-from serving.ray_backend import RayBackend
+from serving.colocated import ColocatedBackend
+from serving.data_plane import Backend, DataPlane
+from serving.model_slot import ModelSlot
+from serving.model_source import ModelSource
+from serving.ray_backend import RayBackend, running_replicas
 from serving.routing import Route
 from serving.settings import ServingSettings
 
 CHALLENGER_SUFFIX = "-challenger"
+INGRESS_NAME = "ingress"
+# Calls an in-process challenger may have in flight: a sound model finishes each
+# in well under a millisecond, so more only ever means a slow one's backlog.
+CHALLENGER_IN_FLIGHT = 4
 
 
 class IngressConfig(BaseModel):
-    """The ingress ``user_config``: rollout routes, applied in place."""
+    """The ingress ``user_config``, applied in place: rollout routes, and the
+    versions of the families served in this process."""
 
     routes: dict[str, Route] = Field(default_factory=dict)
+    champions: dict[str, str | None] = Field(default_factory=dict)
+    challengers: dict[str, str] = Field(default_factory=dict)
 
 
 class IngressReplica:
@@ -34,27 +50,76 @@ class IngressReplica:
         settings: dict[str, Any],
         models: dict[str, DeploymentHandle[Any]],
         challengers: dict[str, DeploymentHandle[Any]],
+        source: ModelSource,
     ) -> None:
         serving = ServingSettings.model_validate(settings)
+        self.colocated: dict[str, tuple[ColocatedBackend, ColocatedBackend]] = {}
+        champion_backends: dict[str, Backend] = {}
+        challenger_backends: dict[str, Backend] = {}
+        for name, handle in models.items():
+            champion_backends[name] = RayBackend(
+                name, handle, serving.app_name, serving.retry_after_s
+            )
+        for name, handle in challengers.items():
+            challenger_backends[name] = RayBackend(
+                name + CHALLENGER_SUFFIX, handle, serving.app_name, serving.retry_after_s
+            )
+        for name in FAMILIES:
+            family = serving.family(name)
+            if not family.colocated:
+                continue
 
-        def backends(handles: dict[str, DeploymentHandle[Any]]) -> dict[str, RayBackend]:
-            return {
-                name: RayBackend(name, handle, serving.app_name, serving.retry_after_s)
-                for name, handle in handles.items()
-            }
-
-        self.plane = DataPlane(
-            backends(models), serving.max_rows_per_request, backends(challengers)
-        )
+            champion, challenger = _colocated(name, family.intra_op_threads, source, serving)
+            self.colocated[name] = (champion, challenger)
+            champion_backends[name], challenger_backends[name] = champion, challenger
+        self.plane = DataPlane(champion_backends, serving.max_rows_per_request, challenger_backends)
         self._flusher: asyncio.Task[None] | None = None
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        self.plane.set_routes(IngressConfig.model_validate(config).routes)
+        parsed = IngressConfig.model_validate(config)
+        loads: list[Coroutine[Any, Any, None]] = []
+        unloads: list[Coroutine[Any, Any, None]] = []
+        for name, (champion, challenger) in self.colocated.items():
+            if parsed.champions.get(name) is not None:
+                loads.append(champion.slot.load(parsed.champions[name]))
+            wanted = parsed.challengers.get(name)
+            (loads if wanted else unloads).append(challenger.slot.load(wanted))
+        # Loads before the routes that use them; unloads after the routes that
+        # used them are gone, so no request meets an empty challenger.
+        await asyncio.gather(*loads)
+        for name, (champion, _) in self.colocated.items():
+            champion.inline = name not in parsed.routes  # see serving/colocated.py
+        self.plane.set_routes(parsed.routes)
+        await asyncio.gather(*unloads)
         if self._flusher is None:
             self._flusher = asyncio.create_task(flush_forever(self.plane.metrics))
 
+    def stats(self, deployment: str) -> dict[str, Any]:
+        """Counters of a family served here, named as its deployment would be."""
+        family = deployment.removesuffix(CHALLENGER_SUFFIX)
+        champion, challenger = self.colocated[family]
+        backend = challenger if deployment.endswith(CHALLENGER_SUFFIX) else champion
+        return backend.stats()
+
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self.plane)
+
+
+def _colocated(
+    name: str, threads: int, source: ModelSource, serving: ServingSettings
+) -> tuple[ColocatedBackend, ColocatedBackend]:
+    """(champion, challenger) of a family served in this process."""
+
+    def backend(inline: bool, max_in_flight: int | None) -> ColocatedBackend:
+        return ColocatedBackend(
+            ModelSlot(get_family(name), source, threads),
+            lambda: running_replicas(serving.app_name, INGRESS_NAME),
+            inline=inline,
+            max_in_flight=max_in_flight,
+        )
+
+    # A challenger always runs off the loop, and is refused rather than queued.
+    return backend(True, None), backend(False, CHALLENGER_IN_FLIGHT)
 
 
 # Ray's overloads type a decorated class as the decorator factory; it is a Deployment.

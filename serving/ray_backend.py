@@ -52,7 +52,7 @@ class RayBackend:
             family=self.family,
             version=stats["version"],
             ready=stats["version"] is not None,
-            replicas=self._running_replicas(),
+            replicas=running_replicas(self.app_name, self.family),
             device=stats["device"],
         )
 
@@ -60,9 +60,11 @@ class RayBackend:
         result: dict[str, Any] = await self.handle.stats.remote()
         return result
 
-    def _running_replicas(self) -> int:
-        app = serve.status().applications.get(self.app_name)
-        if app is None or self.family not in app.deployments:
-            return 0
-        states = app.deployments[self.family].replica_states
-        return sum(count for state, count in states.items() if str(state).endswith("RUNNING"))
+
+def running_replicas(app_name: str, deployment: str) -> int:
+    """Replicas of ``deployment`` that Serve reports RUNNING."""
+    app = serve.status().applications.get(app_name)
+    if app is None or deployment not in app.deployments:
+        return 0
+    states = app.deployments[deployment].replica_states
+    return sum(count for state, count in states.items() if str(state).endswith("RUNNING"))

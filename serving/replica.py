@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any, cast
 
 import numpy as np
@@ -12,13 +10,10 @@ from ray import serve
 from ray.serve import Deployment
 
 from models import get_family
-from models.errors import GameserveError, ModelNotReadyError
-from models.runtime import OnnxModel
 from serving.batching import run_batched, total_rows
 from serving.data_plane import Prediction
+from serving.model_slot import ModelSlot
 from serving.model_source import ModelSource
-
-logger = logging.getLogger(__name__)
 
 
 class ReplicaConfig(BaseModel):
@@ -33,11 +28,7 @@ class FamilyReplica:
     """One replica: an ONNX Runtime session of the version in ``user_config``."""
 
     def __init__(self, family: str, source: ModelSource, intra_op_threads: int = 1) -> None:
-        self._family = get_family(family)
-        self._source = source
-        self._threads = intra_op_threads
-        self._model: OnnxModel | None = None
-        self._version: str | None = None
+        self._slot = ModelSlot(get_family(family), source, intra_op_threads)
         self._requests = 0
         self._model_calls = 0
 
@@ -46,37 +37,13 @@ class FamilyReplica:
         settings = ReplicaConfig.model_validate(config)
         self.predict.set_max_batch_size(settings.max_batch_rows)  # type: ignore[attr-defined]
         self.predict.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)  # type: ignore[attr-defined]
-        if settings.version is None or settings.version == self._version:
-            return
-        try:
-            # Loading off the event loop keeps this replica answering meanwhile.
-            model = await asyncio.to_thread(self._load, settings.version)
-        except GameserveError as exc:
-            if self._model is None:
-                raise
-            logger.error(
-                "%s: keeping v%s, v%s failed to load: %s",
-                self._family.name,
-                self._version,
-                settings.version,
-                exc.message,
-            )
-            return
-        self._model, self._version = model, settings.version
-        logger.info("%s: now serving v%s on %s", self._family.name, self._version, model.device)
-
-    def _load(self, version: str) -> OnnxModel:
-        path = self._source.fetch(self._family.name, version)
-        model = OnnxModel(path, self._family.contract, intra_op_threads=self._threads)
-        model.predict(self._family.example_inputs(rows=2))  # first run allocates; not on a request
-        return model
+        if settings.version is not None:
+            await self._slot.load(settings.version)
 
     @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.002, batch_size_fn=total_rows)
     async def predict(self, requests: list[dict[str, np.ndarray]]) -> list[Prediction]:
         # Read once: a swap during this batch must not mix versions within it.
-        model, version = self._model, self._version
-        if model is None or version is None:
-            raise ModelNotReadyError(f"model {self._family.name!r} has no version loaded yet")
+        model, version = self._slot.current()
         outputs, calls = run_batched(requests, model.run_validated)
         self._requests += len(requests)
         self._model_calls += calls
@@ -85,9 +52,9 @@ class FamilyReplica:
     def stats(self) -> dict[str, Any]:
         """This replica's version, device and counters."""
         return {
-            "version": self._version,
-            "device": self._model.device if self._model else "none",
-            "providers": self._model.providers if self._model else [],
+            "version": self._slot.version,
+            "device": self._slot.device,
+            "providers": self._slot.providers,
             "requests": self._requests,
             "model_calls": self._model_calls,
         }

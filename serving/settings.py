@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from serving.autoscaling import QueueDepthSettings, autoscaling_config
 from serving.substrate import ServeRuntime
@@ -36,6 +36,30 @@ class FamilyServing(BaseModel):
     autoscaling: QueueDepthSettings | None = Field(
         default=None, description="Queue-depth autoscaling; None keeps num_replicas fixed."
     )
+    placement: Literal["auto", "ingress", "deployment"] = Field(
+        default="auto",
+        description="Where the model runs. 'ingress': in the ingress replica's process, no "
+        "Ray hop per request (serving/colocated.py). 'deployment': its own Ray Serve "
+        "deployment, for GPUs, cross-request batching and its own autoscaling. 'auto': "
+        "'deployment' when num_gpus or autoscaling is set, 'ingress' otherwise.",
+    )
+
+    @model_validator(mode="after")
+    def _placement_fits(self) -> FamilyServing:
+        if self.placement == "ingress" and (self.num_gpus > 0 or self.autoscaling is not None):
+            field = "num_gpus" if self.num_gpus > 0 else "autoscaling"
+            raise ValueError(
+                f"placement: 'ingress' runs on the ingress's CPU and scales with it; "
+                f"{field} needs placement 'deployment' (or 'auto')"
+            )
+        return self
+
+    @property
+    def colocated(self) -> bool:
+        """True when the model runs inside the ingress replica."""
+        if self.placement == "auto":
+            return self.num_gpus == 0 and self.autoscaling is None
+        return self.placement == "ingress"
 
     def replicas_config(self) -> dict[str, Any]:
         """The deployment options that set its replica count."""
@@ -66,6 +90,12 @@ class ServingSettings(BaseModel):
         default="HeadOnly",
         description="Where Serve runs HTTP proxies. HeadOnly keeps GPU workers free of "
         "proxies, so an idle one leaves the cluster as soon as its replicas do.",
+    )
+    access_log: bool = Field(
+        default=False,
+        description="Ray Serve's per-request log line in every replica. Off by default: "
+        "at game-server rates it is ~5% of an ingress replica's CPU, and the load "
+        "balancer in front logs requests anyway; errors are logged either way.",
     )
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_num_cpus: float = Field(default=0.25, ge=0)

@@ -12,7 +12,7 @@ from models.training import TrainSettings
 from serving.application import SourceSpec
 from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
-from serving.settings import ServingSettings
+from serving.settings import FamilyServing, ServingSettings
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)
 
@@ -34,7 +34,13 @@ def model_source(
 def gateway(
     ray_cluster: str, serve_port: int, model_source: DirectoryModelSource
 ) -> Iterator[ServeGateway]:
-    settings = ServingSettings(port=serve_port, max_rows_per_request=256)
+    # NPC decisions are served in the ingress (the default for a CPU family);
+    # difficulty keeps its own deployment, so both placements run in this tier.
+    families = {
+        **ServingSettings().families,
+        "difficulty-tuning": FamilyServing(placement="deployment"),
+    }
+    settings = ServingSettings(port=serve_port, max_rows_per_request=256, families=families)
     source = SourceSpec(
         import_path="serving.model_source:DirectoryModelSource",
         arguments={"root": str(model_source.root)},

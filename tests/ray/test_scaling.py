@@ -88,7 +88,9 @@ def test_queued_load_adds_replicas_and_idleness_removes_them(elastic: ServeGatew
 def tiny_queue(
     gateway: ServeGateway, ray_cluster: str, slow_version: str
 ) -> Iterator[ServeGateway]:
-    npc = FamilyServing(max_ongoing_requests=1, max_queued_requests=2, max_batch_rows=8)
+    npc = FamilyServing(
+        placement="deployment", max_ongoing_requests=1, max_queued_requests=2, max_batch_rows=8
+    )
     variant = _variant(gateway, ray_cluster, npc, slow_version)
     try:
         yield variant

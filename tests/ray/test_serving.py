@@ -19,6 +19,7 @@ from serving.model_source import DirectoryModelSource
 from tests.payloads import difficulty_request, npc, npc_tick, rank_request
 
 NPC = FAMILIES["npc-behavior"]
+DIFFICULTY = "difficulty-tuning"
 
 
 def test_game_api_answers_through_ray(served: ServeGateway) -> None:
@@ -83,17 +84,22 @@ def test_tritonclient_speaks_v2_to_the_stack(
     client.close()
 
 
-def test_concurrent_requests_share_model_calls(served: ServeGateway) -> None:
-    before = served.replica_stats("npc-behavior")
+def test_concurrent_requests_to_a_family_deployment_share_model_calls(
+    served: ServeGateway,
+) -> None:
+    assert not served.settings.family(DIFFICULTY).colocated
+    before = served.replica_stats(DIFFICULTY)
     requests_sent = 96
 
     def call(i: int) -> int:
-        body = {"npcs": [npc(f"solo-{i}")]}
-        return requests.post(f"{served.url}/v1/npc/act", json=body, timeout=30).status_code
+        body = difficulty_request(1)
+        return requests.post(
+            f"{served.url}/v1/difficulty/recommend", json=body, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(max_workers=48) as pool:
         statuses = list(pool.map(call, range(requests_sent)))
-    after = served.replica_stats("npc-behavior")
+    after = served.replica_stats(DIFFICULTY)
     assert statuses == [200] * requests_sent
     served_requests = after["requests"] - before["requests"]
     model_calls = after["model_calls"] - before["model_calls"]
@@ -138,7 +144,9 @@ def test_version_swap_under_load_loses_no_request(served: ServeGateway) -> None:
         for worker in workers:
             worker.join(timeout=30)
     assert failures == []
-    # In place: the same replica process, its counters intact, now on version 2.
+    # In place: the same process (here the ingress, where NPC decisions are
+    # served), its counters intact, now on version 2.
+    assert served.settings.family("npc-behavior").colocated
     assert after_swap["version"] == "2"
     assert after_swap["requests"] >= before_swap["requests"] > 0
     assert len(versions) > 50
