@@ -5,15 +5,19 @@ proxies, replicas) when they start, so they must be in place before Ray starts:
 the local stack exports them just before ``ray.init``; on a cluster they belong
 in the ``ray start`` commands of ``ray-cluster.yaml``.
 
-Measured on a 2-core machine, one NPC request per call, wrk on loopback
-(``benchmarks/serving.py`` has the current figures):
+Measured on a 2-core machine, CPU families served in the ingress replica,
+wrk on loopback (``benchmarks/reference/serving.txt``; plain FastAPI + ONNX
+Runtime in one process is ~3,600 req/s at c=16):
 
-- Serve's default proxy: ~60 req/s at c=1, ~160 req/s at c=16 and c=64.
+- Serve's default proxy: ~140 req/s at c=1, ~240 req/s at c=16; the proxy
+  itself tops out near 500 req/s on a route that does nothing.
 - ``throughput_optimized`` (gRPC between deployments, user code on the
   replica's own event loop, no per-request logging to stderr, GC frozen after
-  start): ~1.4x.
-- plus ``haproxy_ingress`` (HAProxy in front of the ingress replicas' own HTTP
-  servers, no Serve proxy hop): ~4x, and no collapse at c=64.
+  start): ~1.15x that.
+- ``haproxy_ingress`` (HAProxy in front of the ingress replicas' own HTTP
+  servers, no Serve proxy hop): ~1,900 req/s at c=16 with p99 ~15 ms, 0.53x
+  the plain process; the rest is Ray Serve's per-request wrapper in the
+  replica (the same app under bare uvicorn does ~3,000 req/s).
 """
 
 from __future__ import annotations
