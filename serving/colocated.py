@@ -82,9 +82,7 @@ class ColocatedBackend:
     def stats(self) -> dict[str, object]:
         """The same counters a family replica reports; one model call per request."""
         return {
-            "version": self.slot.version,
-            "device": self.slot.device,
-            "providers": self.slot.providers,
+            **self.slot.describe(),
             "requests": self.requests,
             "model_calls": self.requests,
             "rows": self.rows,

@@ -176,7 +176,11 @@ class DataPlane:
         fallback and the reference the challenger's behaviour is judged by.
         """
         champion = asyncio.create_task(self._timed_champion(family, tensors))
-        challenger = await self._try_challenger(family, tensors)
+        try:
+            challenger = await self._try_challenger(family, tensors)
+        except OverloadedError:
+            logger.warning("%s challenger is saturated", family.name)
+            challenger = None
         reference = await champion
         sound = self._record_challenger(family, challenger, reference)
         if challenger is not None and sound:
@@ -187,22 +191,21 @@ class DataPlane:
         self, family: ModelFamily, tensors: dict[str, np.ndarray], reference: Prediction
     ) -> None:
         try:
-            challenger = await self._try_challenger(family, tensors, shadow=True)
+            challenger = await self._try_challenger(family, tensors)
         except OverloadedError:
             return  # mirroring is best effort: a busy challenger skips a copy, nobody waits
         self._record_challenger(family, challenger, reference)
 
     async def _try_challenger(
-        self, family: ModelFamily, tensors: dict[str, np.ndarray], shadow: bool = False
+        self, family: ModelFamily, tensors: dict[str, np.ndarray]
     ) -> tuple[Prediction, float] | None:
+        """The challenger's answer and latency; None if it failed. A busy
+        challenger's refusal (OverloadedError) is the caller's to weigh."""
         started = time.perf_counter()
         try:
             prediction = await self.challengers[family.name].predict(tensors)
         except OverloadedError:
-            if shadow:
-                raise
-            logger.warning("%s challenger is saturated", family.name)
-            return None
+            raise
         except Exception as exc:  # any failure counts against the challenger, never the client
             logger.warning("%s challenger failed: %s", family.name, exc)
             return None

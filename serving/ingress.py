@@ -54,21 +54,18 @@ class IngressReplica:
     ) -> None:
         serving = ServingSettings.model_validate(settings)
         self.colocated: dict[str, tuple[ColocatedBackend, ColocatedBackend]] = {}
-        champion_backends: dict[str, Backend] = {}
-        challenger_backends: dict[str, Backend] = {}
-        for name, handle in models.items():
-            champion_backends[name] = RayBackend(
-                name, handle, serving.app_name, serving.retry_after_s
-            )
-        for name, handle in challengers.items():
-            challenger_backends[name] = RayBackend(
-                name + CHALLENGER_SUFFIX, handle, serving.app_name, serving.retry_after_s
-            )
+
+        def backends(handles: dict[str, DeploymentHandle[Any]]) -> dict[str, Backend]:
+            return {
+                name: RayBackend(name, handle, serving.app_name, serving.retry_after_s)
+                for name, handle in handles.items()
+            }
+
+        champion_backends, challenger_backends = backends(models), backends(challengers)
         for name in FAMILIES:
             family = serving.family(name)
             if not family.colocated:
                 continue
-
             champion, challenger = _colocated(name, family.intra_op_threads, source, serving)
             self.colocated[name] = (champion, challenger)
             champion_backends[name], challenger_backends[name] = champion, challenger

@@ -34,9 +34,14 @@ class ModelSlot:
     def device(self) -> str:
         return self._loaded[0].device if self._loaded else "none"
 
-    @property
-    def providers(self) -> list[str]:
-        return self._loaded[0].providers if self._loaded else []
+    def describe(self) -> dict[str, object]:
+        """Version, device and providers: the head of every replica's stats."""
+        model = self._loaded[0] if self._loaded else None
+        return {
+            "version": self.version,
+            "device": self.device,
+            "providers": model.providers if model else [],
+        }
 
     def current(self) -> tuple[OnnxModel, str]:
         loaded = self._loaded

@@ -52,9 +52,7 @@ class FamilyReplica:
     def stats(self) -> dict[str, Any]:
         """This replica's version, device and counters."""
         return {
-            "version": self._slot.version,
-            "device": self._slot.device,
-            "providers": self._slot.providers,
+            **self._slot.describe(),
             "requests": self._requests,
             "model_calls": self._model_calls,
         }
