@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,19 +28,16 @@ def train_models(root: Path) -> DirectoryModelSource:
 @contextlib.contextmanager
 def local_ray(runtime: ServeRuntime) -> Iterator[str]:
     """A local Ray on this substrate; yields the dashboard URL (Serve's deploy API)."""
-    env = runtime.env_vars()
-    os.environ.update(env)  # as the local stack does, for the processes Ray starts
-    context = ray.init(
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    with runtime.applied():
+        context = ray.init(
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=free_port(),
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
     try:
         yield f"http://{context.dashboard_url}"
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
-        for name in env:
-            os.environ.pop(name, None)

