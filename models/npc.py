@@ -320,13 +320,14 @@ class NpcBehavior(ModelFamily):
         }
 
     def invalid_rows(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        bad = super().invalid_rows(outputs)
         probs = outputs.get("action_probs")
-        if probs is None or bad.all():
-            return bad
+        if probs is None or probs.ndim != 2 or probs.shape[1] != len(ACTIONS):
+            return np.ones_like(super().invalid_rows(outputs))  # every row: it is misshapen
+        # Checked on every answer, so in two reductions: a NaN or an infinity in a
+        # row makes its sum fail the test as well, without a finiteness pass.
         with np.errstate(invalid="ignore"):
-            off = (np.abs(probs.sum(axis=1) - 1.0) > 1e-3) | (probs < 0).any(axis=1)
-        return np.asarray(bad | off)
+            sound = (np.abs(probs.sum(axis=1) - 1.0) <= 1e-3) & (probs.min(axis=1) >= 0)
+        return np.asarray(~sound)
 
     def divergence(
         self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]

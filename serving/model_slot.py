@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from models.errors import GameserveError, ModelNotReadyError
 from models.family import ModelFamily
@@ -35,9 +36,10 @@ class ModelSlot:
         return self._loaded[0].device if self._loaded else "none"
 
     def describe(self) -> dict[str, object]:
-        """Version, device and providers: the head of every replica's stats."""
+        """Process, version, device and providers: the head of every replica's stats."""
         model = self._loaded[0] if self._loaded else None
         return {
+            "pid": os.getpid(),
             "version": self.version,
             "device": self.device,
             "providers": model.providers if model else [],

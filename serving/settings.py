@@ -97,7 +97,14 @@ class ServingSettings(BaseModel):
         "at game-server rates it is ~5% of an ingress replica's CPU, and the load "
         "balancer in front logs requests anyway; errors are logged either way.",
     )
-    ingress_replicas: int = Field(default=1, ge=1)
+    ingress_replicas: int = Field(
+        default=2,
+        ge=1,
+        description="Ingress replicas when not autoscaled. Two by default: a replica is one "
+        "event loop on one core, HAProxy balances across them (single-NPC req/s at c=16 "
+        "~2,000 with one, ~3,000 with two on 2 cores), and a crashed or restarting one "
+        "leaves the other serving.",
+    )
     ingress_num_cpus: float = Field(default=0.25, ge=0)
     ingress_autoscaling: QueueDepthSettings | None = Field(
         default=None,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from models.difficulty import DifficultyRequest, DifficultyResponse
 from models.npc import NpcActRequest, NpcActResponse
 from models.personalization import RankRequest, RankResponse
 from serving.data_plane import DataPlane
+from serving.http.direct import Endpoint
+from serving.http.json_body import body_schema, parse, respond
 
 
 class ModelRef(BaseModel):
@@ -53,34 +57,51 @@ def routing_key(request: Request, fallback: str | None = None) -> str | None:
     return fallback
 
 
+# Request models the game routes parse themselves (serving/http/json_body.py);
+# the app adds them to its OpenAPI document.
+REQUEST_MODELS: list[type[BaseModel]] = [NpcActRequest, DifficultyRequest, RankRequest]
+
+
 def game_router(plane: DataPlane) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    @router.post("/npc/act", tags=["game"])
-    async def npc_act(request: NpcActRequest, http: Request) -> NpcActResult:
+    def game_route(
+        path: str, request_model: type[BaseModel], result: type[BaseModel]
+    ) -> Callable[[Endpoint], Endpoint]:
+        """A per-tick route: it parses its own body (json_body.py), so it is served directly."""
+        return router.post(
+            path, tags=["game"], response_model=result, openapi_extra=body_schema(request_model)
+        )
+
+    async def answer(
+        name: str, request: BaseModel, key: str | None, result: type[BaseModel]
+    ) -> Response:
+        response, version = await plane.infer_domain(name, request, key)
+        model = ModelRef(name=name, version=version)
+        return respond(result(model=model, **dict(response)))
+
+    @game_route("/npc/act", NpcActRequest, NpcActResult)
+    async def npc_act(http: Request) -> Response:
         """Decide the next action of every NPC in one server tick.
 
         Send ``X-Session-Id`` (the match) so a match stays on one model version.
         """
-        name = "npc-behavior"
-        response, version = await plane.infer_domain(name, request, routing_key(http))
-        return NpcActResult(model=ModelRef(name=name, version=version), **dict(response))
+        request = parse(NpcActRequest, await http.body())
+        return await answer("npc-behavior", request, routing_key(http), NpcActResult)
 
-    @router.post("/difficulty/recommend", tags=["game"])
-    async def difficulty_recommend(request: DifficultyRequest, http: Request) -> DifficultyResult:
+    @game_route("/difficulty/recommend", DifficultyRequest, DifficultyResult)
+    async def difficulty_recommend(http: Request) -> Response:
         """Quit risk and a difficulty adjustment for each player."""
-        name = "difficulty-tuning"
+        request = parse(DifficultyRequest, await http.body())
         key = routing_key(http, request.players[0].player_id)
-        response, version = await plane.infer_domain(name, request, key)
-        return DifficultyResult(model=ModelRef(name=name, version=version), **dict(response))
+        return await answer("difficulty-tuning", request, key, DifficultyResult)
 
-    @router.post("/personalization/rank", tags=["game"])
-    async def personalization_rank(request: RankRequest, http: Request) -> RankResult:
+    @game_route("/personalization/rank", RankRequest, RankResult)
+    async def personalization_rank(http: Request) -> Response:
         """Top-k of the candidate items supplied, best first."""
-        name = "personalization"
+        request = parse(RankRequest, await http.body())
         key = routing_key(http, request.player_id)
-        response, version = await plane.infer_domain(name, request, key)
-        return RankResult(model=ModelRef(name=name, version=version), **dict(response))
+        return await answer("personalization", request, key, RankResult)
 
     @router.get("/models", tags=["operations"])
     async def list_models() -> ModelList:

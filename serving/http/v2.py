@@ -14,16 +14,26 @@ from serving.data_plane import DataPlane
 from serving.http.game_api import routing_key
 from serving.http.v2_codec import HEADER_LENGTH, datatype_of, encode_response, parse_request
 
-# The body of an infer request is JSON, or JSON followed by raw tensor bytes.
-_INFER_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _infer_doc(*path_parameters: str) -> dict[str, Any]:
+    """The infer route's OpenAPI: it reads its path and body itself (serving/http/direct.py).
+
+    The body is JSON, or JSON followed by raw tensor bytes.
+    """
+    return {
+        "parameters": [_path_parameter(name) for name in path_parameters],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
         },
     }
-}
 
 
 def _server_version() -> str:
@@ -91,11 +101,14 @@ def v2_router(plane: DataPlane) -> APIRouter:
             raise ModelNotReadyError(f"model {model_name!r} is not ready")
         return {"name": model_name, "ready": True}
 
-    @router.post("/models/{model_name}/infer", openapi_extra=_INFER_BODY)
-    @router.post("/models/{model_name}/versions/{model_version}/infer", openapi_extra=_INFER_BODY)
-    async def infer(
-        request: Request, model_name: str, model_version: str | None = None
-    ) -> Response:
+    @router.post("/models/{model_name}/infer", openapi_extra=_infer_doc("model_name"))
+    @router.post(
+        "/models/{model_name}/versions/{model_version}/infer",
+        openapi_extra=_infer_doc("model_name", "model_version"),
+    )
+    async def infer(request: Request) -> Response:
+        model_name: str = request.path_params["model_name"]
+        model_version: str | None = request.path_params.get("model_version")
         # The raw body: tritonclient sends binary tensors without a Content-Type.
         parsed = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
         prediction = await plane.infer(

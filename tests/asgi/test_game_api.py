@@ -54,6 +54,12 @@ def test_models_lists_each_family_with_version_and_replicas(client: TestClient) 
 def test_openapi_document_describes_the_api(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert {"/v1/npc/act", "/v1/models", "/v2/models/{model_name}/infer"} <= set(document["paths"])
+    # The game routes parse their bodies themselves; the document still describes them.
+    body = document["paths"]["/v1/npc/act"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/NpcActRequest"}
+    schemas = document["components"]["schemas"]
+    assert {"health", "enemies"} <= set(schemas["NpcObservation"]["properties"])
+    assert "NpcActResult" in schemas
     assert client.get("/docs").status_code == 200
 
 

@@ -88,7 +88,8 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
 
         status = _gameserve(stack_env, "status")
         for name, version in state["champions"].items():
-            assert re.search(rf"{name}\s+{version}\s+1\s+cpu\s+True", status), status
+            # CPU families run in each of the ingress replicas (two by default).
+            assert re.search(rf"{name}\s+{version}\s+2\s+cpu\s+True", status), status
         registry = MlflowClient(tracking_uri=state["tracking_uri"])
         for name in FAMILIES:
             assert registry.get_model_version_by_alias(name, "champion").version
