@@ -5,12 +5,16 @@
 Measures, in this order: ONNX Runtime in-process (the limit), a plain FastAPI
 process calling ONNX Runtime (the baseline), then gameserve on a local Ray with
 three substrates (Serve's proxy; Ray's throughput-optimized mode; HAProxy
-ingress, see serving/substrate.py): single-NPC JSON, a 128-NPC tick as JSON, and the
+ingress, see serving/substrate.py) and, on HAProxy, with one ingress replica
+and with the default two: single-NPC JSON, a 128-NPC tick as JSON, and the
 same tick as a binary v2 tensor. Load comes from wrk on loopback. Prints
 req/s, NPC decisions/s, p50 and p99 and each figure's ratio to the baseline (or,
 for tick batches, to ONNX Runtime's rows/s at that batch size), and writes the
-table to benchmarks/results/. Peers (KServe, MLServer, PyTriton) are left to
-their own harness: each needs its own environment.
+table to benchmarks/results/. Then the peers (KServe's ModelServer, MLServer,
+PyTriton; benchmarks/peers/, each in its own venv, installed on first use) on
+the same model and the same v2 loads: single-NPC v2 JSON, the tick as v2 JSON,
+and as binary v2 where the peer speaks it. gameserve answers the same v2 loads,
+so every peer figure has a gameserve figure beside it. ``--no-peers`` skips them.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 import tritonclient.http as triton
 
-from benchmarks import wrk
+from benchmarks import peers, wrk
 from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
 from models.runtime import OnnxModel
@@ -93,17 +98,34 @@ def v2_body(rows: int) -> tuple[bytes, dict[str, str]]:
     return body, headers
 
 
-def loads(v2: bool) -> dict[str, list[wrk.Load]]:
-    single = json.dumps(npc_tick(1)).encode()
-    tick = json.dumps(npc_tick(TICK)).encode()
-    mix = {
-        "single JSON": [wrk.Load("/v1/npc/act", single, JSON, c) for c in (1, 8, 16, 64)],
-        f"tick {TICK} JSON": [wrk.Load("/v1/npc/act", tick, JSON, 8, TICK)],
+def v2_json(rows: int) -> bytes:
+    observation = FAMILIES[NPC].example_inputs(rows=rows)["observation"]
+    tensor = {
+        "name": "observation",
+        "shape": list(observation.shape),
+        "datatype": "FP32",
+        "data": observation.ravel().tolist(),
     }
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+SINGLE = (1, 8, 16, 64)
+V2_PATH = f"/v2/models/{NPC}/infer"
+
+
+def loads(game_api: bool = True, v2: bool = True, binary: bool = True) -> dict[str, list[wrk.Load]]:
+    """The request mix; each target gets the parts of it that it speaks."""
+    mix: dict[str, list[wrk.Load]] = {}
+    if game_api:
+        single, tick = (json.dumps(npc_tick(n)).encode() for n in (1, TICK))
+        mix["single JSON"] = [wrk.Load("/v1/npc/act", single, JSON, c) for c in SINGLE]
+        mix[f"tick {TICK} JSON"] = [wrk.Load("/v1/npc/act", tick, JSON, 8, TICK)]
     if v2:
+        mix["single v2 JSON"] = [wrk.Load(V2_PATH, v2_json(1), JSON, c) for c in SINGLE]
+        mix[f"tick {TICK} v2 JSON"] = [wrk.Load(V2_PATH, v2_json(TICK), JSON, 8, TICK)]
+    if binary:
         body, headers = v2_body(TICK)
-        path = f"/v2/models/{NPC}/infer"
-        mix[f"tick {TICK} v2 binary"] = [wrk.Load(path, body, headers, 8, TICK)]
+        mix[f"tick {TICK} v2 binary"] = [wrk.Load(V2_PATH, body, headers, 8, TICK)]
     return mix
 
 
@@ -140,17 +162,26 @@ def plain_fastapi(model: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-GAMESERVE = {
-    "gameserve, Serve proxy": ServeRuntime(),
-    "gameserve, throughput-opt": ServeRuntime(throughput_optimized=True),
-    "gameserve, HAProxy ingress": ServeRuntime(haproxy_ingress=True),
+FAST = "gameserve (defaults: HAProxy, 2 ingress)"
+# Each gameserve target: the serving settings it changes from the defaults.
+GAMESERVE: dict[str, dict[str, Any]] = {
+    "gameserve, Serve proxy": {"runtime": ServeRuntime(haproxy_ingress=False)},
+    "gameserve, throughput-opt": {
+        "runtime": ServeRuntime(haproxy_ingress=False, throughput_optimized=True)
+    },
+    # One ingress replica: what one replica's event loop carries, next to two.
+    "gameserve, HAProxy, 1 ingress": {
+        "runtime": ServeRuntime(haproxy_ingress=True),
+        "ingress_replicas": 1,
+    },
+    FAST: {"runtime": ServeRuntime(haproxy_ingress=True)},
 }
 
 
 @contextlib.contextmanager
-def gameserve(root: Path, runtime: ServeRuntime) -> Iterator[str]:
-    with local_ray(runtime) as dashboard:
-        settings = ServingSettings(port=free_port())
+def gameserve(root: Path, overrides: dict[str, Any]) -> Iterator[str]:
+    settings = ServingSettings(port=free_port(), **overrides)
+    with local_ray(settings.runtime) as dashboard:
         spec = SourceSpec(
             import_path="serving.model_source:DirectoryModelSource",
             arguments={"root": str(root)},
@@ -191,24 +222,52 @@ def measure(
 
 
 HEADER = (
-    f"{'target':<28}{'load':<22}{'c':>4}{'req/s':>10}{'NPC/s':>11}"
+    f"{'target':<42}{'load':<22}{'c':>4}{'req/s':>10}{'NPC/s':>11}"
     f"{'p50 ms':>9}{'p99 ms':>9}{'bad':>6}{'ratio':>8}"
 )
 
 
 def format_row(row: Row) -> str:
     return (
-        f"{row.target:<28}{row.load:<22}{row.connections:>4}{row.requests_per_s:>10.0f}"
+        f"{row.target:<42}{row.load:<22}{row.connections:>4}{row.requests_per_s:>10.0f}"
         f"{row.decisions_per_s:>11.0f}{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}{row.bad:>6}"
         f"{row.ratio:>8.2f}"
     )
 
 
+def summary(ours: list[Row], theirs: list[Row]) -> list[str]:
+    """The issue's targets, then gameserve's fast path against each peer on the same load."""
+    lines = []
+    for target in GAMESERVE:
+        single = {r.connections: r for r in ours if r.target == target and r.load == "single JSON"}
+        tick = [r for r in ours if r.target == target and "tick" in r.load]
+        lines.append(
+            f"{target}: single NPC at c=16 {single[16].ratio:.2f}x plain FastAPI, "
+            f"p99 {single[16].p99_ms:.1f} ms; c=64 vs c=8 "
+            f"{single[64].requests_per_s / max(single[8].requests_per_s, 1):.2f}x; "
+            + ", ".join(f"{r.load} {r.ratio:.2f}x ORT rows/s" for r in tick)
+        )
+    fast = {(r.load, r.connections): r for r in ours if r.target == FAST}
+    for key in dict.fromkeys((r.load, r.connections) for r in theirs):
+        mine = fast[key]
+        against = ", ".join(
+            f"{r.target} {r.requests_per_s:.0f} ({mine.requests_per_s / r.requests_per_s:.2f}x)"
+            for r in theirs
+            if (r.load, r.connections) == key and r.requests_per_s > 0
+        )
+        lines.append(f"{key[0]} c={key[1]}: {FAST} {mine.requests_per_s:.0f} req/s vs {against}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per load point")
+    parser.add_argument("--no-peers", action="store_true", help="skip KServe, MLServer, PyTriton")
     args = parser.parse_args()
     wrk.wrk_binary()
+    contenders = () if args.no_peers else peers.PEERS
+    for peer in contenders:  # installs up front, so a failed install costs no measurement
+        peers.ensure_venv(peer)
     root = Path(tempfile.mkdtemp(prefix="gameserve-bench-"))
     source = train_models(root)
     model_path = source.fetch(NPC, "1")
@@ -220,33 +279,41 @@ def main() -> None:
     )
     print(HEADER)
     with plain_fastapi(model_path) as url:
-        baseline = measure("plain FastAPI + ORT", url, loads(v2=False), args.duration, {})
+        mix = loads(v2=False, binary=False)
+        baseline = measure("plain FastAPI + ORT", url, mix, args.duration, {})
     reference = {(r.load, r.connections): r.requests_per_s for r in baseline}
-    # Tick batches are judged against ONNX Runtime's own rows/s at that batch size.
-    reference |= {(name, 8): raw[TICK] for name in loads(v2=True) if "tick" in name}
+    # A single decision over v2 is judged against the same baseline as over the game API;
+    # tick batches against ONNX Runtime's own rows/s at that batch size.
+    reference |= {("single v2 JSON", c): reference[("single JSON", c)] for c in SINGLE}
+    reference |= {(name, 8): raw[TICK] for name in loads() if "tick" in name}
     ours: list[Row] = []
-    for target, runtime in GAMESERVE.items():
-        with gameserve(root, runtime) as url:
-            ours += measure(target, url, loads(v2=True), args.duration, reference)
+    for target, overrides in GAMESERVE.items():
+        with gameserve(root, overrides) as url:
+            ours += measure(target, url, loads(), args.duration, reference)
+    theirs: list[Row] = []
+    for peer in contenders:
+        with peers.serve(peer, model_path, free_port()) as url:
+            mix = loads(game_api=False, binary=peer.binary_v2)
+            theirs += measure(peer.name, url, mix, args.duration, reference)
 
+    lines = summary(ours, theirs)
+    print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / time.strftime("serving-%Y%m%d-%H%M%S.txt")
-    lines = [
-        f"ONNX Runtime in-process: {raw[1]:.0f} calls/s (batch 1), "
-        f"{raw[TICK]:.0f} rows/s (batch {TICK})",
-        HEADER,
-        *(format_row(r) for r in [*baseline, *ours]),
-    ]
-    out.write_text("\n".join(lines) + "\n")
-    for target in GAMESERVE:
-        single = {r.connections: r for r in ours if r.target == target and r.load == "single JSON"}
-        tick = [r for r in ours if r.target == target and "tick" in r.load]
-        print(
-            f"{target}: single NPC at c=16 {single[16].ratio:.2f}x plain FastAPI, "
-            f"p99 {single[16].p99_ms:.1f} ms; c=64 vs c=8 "
-            f"{single[64].requests_per_s / max(single[8].requests_per_s, 1):.2f}x; "
-            + ", ".join(f"{r.load} {r.ratio:.2f}x ORT rows/s" for r in tick)
+    table = [format_row(r) for r in [*baseline, *ours, *theirs]]
+    out.write_text(
+        "\n".join(
+            [
+                f"ONNX Runtime in-process: {raw[1]:.0f} calls/s (batch 1), "
+                f"{raw[TICK]:.0f} rows/s (batch {TICK})",
+                HEADER,
+                *table,
+                "",
+                *lines,
+            ]
         )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 
