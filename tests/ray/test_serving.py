@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from models.errors import ModelArtifactError
 from models.runtime import OnnxModel
 from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
+from serving.substrate import ServeRuntime
 from tests.payloads import difficulty_request, npc, npc_tick, rank_request
 
 NPC = FAMILIES["npc-behavior"]
@@ -53,6 +55,29 @@ def test_errors_keep_their_status_across_ray(served: ServeGateway) -> None:
     too_many = requests.post(f"{served.url}/v1/npc/act", json=npc_tick(257), timeout=10)
     assert too_many.status_code == 422
     assert too_many.json()["error"]["message"].startswith("npcs:")
+
+
+def _haproxy_configs() -> list[str]:
+    """The configuration of every HAProxy running on this machine (Linux /proc)."""
+    configs = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if args[0].endswith(b"/haproxy") and b"-f" in args:
+            configs.append(Path(args[args.index(b"-f") + 1].decode()).read_text())
+    return configs
+
+
+@pytest.mark.skipif(not ServeRuntime().haproxy_ingress, reason="HAProxy is not installed")
+def test_every_haproxy_listener_is_on_loopback(served: ServeGateway) -> None:
+    configs = _haproxy_configs()
+    assert configs, "no HAProxy runs"
+    lines = [line.split() for config in configs for line in config.splitlines()]
+    binds = [words[1] for words in lines if words[:1] == ["bind"]]
+    assert binds, configs
+    assert all(bind.startswith("127.0.0.1:") for bind in binds), binds
 
 
 @pytest.mark.parametrize("binary", [True, False])
