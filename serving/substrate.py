@@ -43,6 +43,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from serving.haproxy_listeners import BINARY_VARIABLE, HOST_VARIABLE
+
 # The console script of serving/haproxy_listeners.py, beside this Python.
 HAPROXY_WRAPPER = "gameserve-haproxy"
 
@@ -99,8 +101,8 @@ class ServeRuntime(BaseModel):
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
             wrapper = Path(sys.executable).with_name(HAPROXY_WRAPPER)
             if self.listener_host != "*" and wrapper.exists():
-                env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
-                env["GAMESERVE_HAPROXY_HOST"] = self.listener_host
+                env[BINARY_VARIABLE] = str(wrapper)
+                env[HOST_VARIABLE] = self.listener_host
         return env
 
     @contextlib.contextmanager
