@@ -13,10 +13,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from models.errors import InvalidInputError
 
 BATCH_AXIS = "batch"
+
+
+class RequestModel(BaseModel):
+    """A JSON request of the game API: unknown fields and coerced types are errors.
+
+    A misspelt field (``armour``) would otherwise be dropped silently and its
+    default used, and ``"health": "0.5"`` would pass as a number.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,9 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | None, ...]
     description: str = ""
+    # Inputs beyond it are refused: far outside anything a model was trained on,
+    # they overflow float32 inside it and come out as NaN. Not in the fingerprint.
+    max_abs: float = 1e6
 
     def __post_init__(self) -> None:
         if not self.shape or self.shape[0] is not None:
@@ -54,8 +68,13 @@ class TensorSpec:
         if array.dtype.kind not in "fiub":
             raise InvalidInputError(f"{self.name}: expected numbers, got dtype {array.dtype}")
         converted = array.astype(self.numpy_dtype, copy=False)
-        if converted.dtype.kind == "f" and not np.isfinite(converted).all():
-            raise InvalidInputError(f"{self.name}: contains NaN or infinite values")
+        if converted.dtype.kind == "f":
+            if not np.isfinite(converted).all():
+                raise InvalidInputError(f"{self.name}: contains NaN or infinite values")
+            if converted.size and float(np.abs(converted).max()) > self.max_abs:
+                raise InvalidInputError(
+                    f"{self.name}: values beyond ±{self.max_abs:g} are outside the model's domain"
+                )
         return converted
 
     def shape_text(self) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from models.contract import FamilyContract, TensorSpec
+from models.contract import FamilyContract, RequestModel, TensorSpec
 from models.family import ModelFamily
 from models.metrics import roc_auc
 from models.runtime import Predictor
@@ -42,7 +42,7 @@ MAX_DURATION_S = 600.0
 MAX_SESSION_MIN = 120.0
 
 
-class Encounter(BaseModel):
+class Encounter(RequestModel):
     """One finished encounter (fight, level, round) of the player."""
 
     won: bool
@@ -54,7 +54,7 @@ class Encounter(BaseModel):
     difficulty: float = Field(ge=-1, le=1, allow_inf_nan=False)
 
 
-class PlayerTelemetry(BaseModel):
+class PlayerTelemetry(RequestModel):
     player_id: str = Field(min_length=1, max_length=128)
     session_minutes: float = Field(ge=0, allow_inf_nan=False)
     current_difficulty: float = Field(ge=-1, le=1, allow_inf_nan=False)
@@ -63,7 +63,7 @@ class PlayerTelemetry(BaseModel):
     )
 
 
-class DifficultyRequest(BaseModel):
+class DifficultyRequest(RequestModel):
     players: list[PlayerTelemetry] = Field(min_length=1)
 
 

@@ -82,6 +82,34 @@ class OverloadedError(GameserveError):
         return (type(self), (self.message, self.retry_after_s))
 
 
+class RateLimitedError(OverloadedError):
+    """This client has spent its request budget; retry after ``retry_after_s``."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+
+class UnauthorizedError(GameserveError):
+    """No API key, or one that is unknown, revoked or expired."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    code = "unauthorized"
+
+
+class ForbiddenError(GameserveError):
+    """A valid API key without the scope the route needs."""
+
+    status = HTTPStatus.FORBIDDEN
+    code = "forbidden"
+
+
+class PayloadTooLargeError(GameserveError):
+    """The request body is larger than the configured limit."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+
+
 class InferenceError(GameserveError):
     """The model ran but failed or produced an invalid output."""
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from models.contract import FamilyContract, TensorSpec
+from models.contract import FamilyContract, RequestModel, TensorSpec
 from models.family import ModelFamily
 from models.runtime import Predictor
 from models.training import Dataset
@@ -53,7 +53,7 @@ TEACHER_TEMPERATURE = 0.3
 LABEL_NOISE = 0.05
 
 
-class Contact(BaseModel):
+class Contact(RequestModel):
     """Something the NPC perceives: an enemy, an ally or a piece of cover."""
 
     distance_m: float = Field(ge=0, le=10_000, allow_inf_nan=False)
@@ -61,7 +61,7 @@ class Contact(BaseModel):
     visible: bool = True
 
 
-class NpcObservation(BaseModel):
+class NpcObservation(RequestModel):
     """What one NPC knows this tick."""
 
     npc_id: str = Field(min_length=1, max_length=128)
@@ -84,7 +84,7 @@ class NpcObservation(BaseModel):
     morale: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
 
 
-class NpcActRequest(BaseModel):
+class NpcActRequest(RequestModel):
     """All NPCs of one server tick, decided in one call."""
 
     npcs: list[NpcObservation] = Field(min_length=1)

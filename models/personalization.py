@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from models.contract import FamilyContract, TensorSpec
+from models.contract import FamilyContract, RequestModel, TensorSpec
 from models.family import ModelFamily
 from models.metrics import ndcg_at_k, recall_at_k
 from models.runtime import Predictor
@@ -37,17 +37,18 @@ TOP_K = 10
 # whatever the training seed, so models trained on different seeds compare.
 WORLD_SEED = 20_261_124
 MAX_CANDIDATES = 4096
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Bounded: far beyond any trained range, a value overflows float32 inside the model.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
 
 
-class Candidate(BaseModel):
+class Candidate(RequestModel):
     item_id: str = Field(min_length=1, max_length=128)
     features: list[FiniteFloat] = Field(
         min_length=len(ITEM_FEATURES), max_length=len(ITEM_FEATURES), description="ITEM_FEATURES"
     )
 
 
-class RankRequest(BaseModel):
+class RankRequest(RequestModel):
     player_id: str = Field(min_length=1, max_length=128)
     player_features: list[FiniteFloat] = Field(
         min_length=len(PLAYER_FEATURES),

@@ -122,11 +122,11 @@ class LocalStack:
         self.tracking_uri = server.url
 
     def _start_ray(self) -> None:
-        options = self.settings.ray
+        options, serving = self.settings.ray, self.settings.serving
         if options.address is None:
             # Serve's processes read these when Ray starts them; a cluster sets
             # them in its own `ray start` commands.
-            with self.settings.serving.runtime.applied():
+            with serving.runtime.applied(serving.limits.max_body_bytes):
                 context = ray.init(
                     num_cpus=options.num_cpus,
                     include_dashboard=True,

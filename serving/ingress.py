@@ -71,6 +71,7 @@ class IngressReplica:
             champion_backends[name], challenger_backends[name] = champion, challenger
         self.plane = DataPlane(champion_backends, serving.max_rows_per_request, challenger_backends)
         self._flusher: asyncio.Task[None] | None = None
+        self.settings = serving
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         parsed = IngressConfig.model_validate(config)
@@ -99,7 +100,7 @@ class IngressReplica:
         return backend.stats()
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.plane)
+        return create_app(self.plane, self.settings)
 
 
 def _colocated(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -75,6 +77,53 @@ class FamilyServing(BaseModel):
         return max(self.autoscaling.min_replicas, 1)
 
 
+class AuthSettings(BaseModel):
+    """API keys (``serving/keys.py``) and their default rate limits."""
+
+    mode: Literal["on", "off"] = Field(
+        default="on",
+        description="'off' is for loopback-only development: every route opens, and the "
+        "stack refuses to start unless serving.host is a loopback address.",
+    )
+    keys_file: Path | None = Field(
+        default=None, description="The key file; the local stack uses <data_dir>/keys.json."
+    )
+    reload_interval_s: float = Field(default=1.0, gt=0, description="How often replicas look.")
+    default_rate_per_s: float | None = Field(
+        default=None, gt=0, description="Requests/s of a key that sets none; None: unlimited."
+    )
+    default_burst: int = Field(default=100, ge=1)
+
+
+class LimitSettings(BaseModel):
+    """What one request may cost an ingress replica, enforced before any model work."""
+
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="413 beyond it, from HAProxy's Content-Length check and the replica's "
+        "count of the bytes read. A 1,024-NPC tick as JSON is ~140 kB.",
+    )
+    max_in_flight: int = Field(
+        default=256,
+        ge=1,
+        description="Requests one ingress replica works on at once; beyond it 503 with "
+        "Retry-After at once, instead of a queue whose wait grows to seconds.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed by CORS; none by default."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ServingSettings(BaseModel):
     """The HTTP surface and the families it serves."""
 
@@ -86,6 +135,8 @@ class ServingSettings(BaseModel):
     )
     retry_after_s: float = Field(default=1.0, gt=0, description="Sent with 503 when overloaded.")
     runtime: ServeRuntime = Field(default_factory=ServeRuntime)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
         default="HeadOnly",
         description="Where Serve runs HTTP proxies. HeadOnly keeps GPU workers free of "
@@ -110,6 +161,14 @@ class ServingSettings(BaseModel):
         default=None,
         description="Under HTTP load the ingress is where requests queue; None keeps it fixed.",
     )
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> ServingSettings:
+        if self.auth.mode == "off" and not is_loopback(self.host):
+            raise ValueError(
+                f"auth.mode: 'off' is for loopback only; serving.host is {self.host!r}"
+            )
+        return self
 
     def ingress_replicas_config(self) -> dict[str, Any]:
         if self.ingress_autoscaling is None:

@@ -43,7 +43,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from serving.haproxy_listeners import BINARY_VARIABLE, HOST_VARIABLE
+from serving.haproxy_listeners import (
+    BINARY_VARIABLE,
+    HOST_VARIABLE,
+    HTTP_REQUEST_TIMEOUT_VARIABLE,
+    MAX_BODY_VARIABLE,
+)
 
 # The console script of serving/haproxy_listeners.py, beside this Python.
 HAPROXY_WRAPPER = "gameserve-haproxy"
@@ -84,9 +89,28 @@ class ServeRuntime(BaseModel):
     haproxy_threads: int = Field(
         default=1, ge=1, description="HAProxy's worker threads (Ray's default is 4)."
     )
+    haproxy_timeout_client_s: int = Field(
+        default=30,
+        ge=1,
+        description="An idle client connection is closed after it (Ray's default: 3600 s, "
+        "which let a few thousand idle sockets hold every connection slot).",
+    )
+    haproxy_timeout_http_request_s: int = Field(
+        default=5,
+        ge=1,
+        description="A request's headers and body must arrive within it (Ray sets none: a "
+        "client sending one byte a second held its connection).",
+    )
+    haproxy_retries: int = Field(
+        default=1,
+        ge=0,
+        description="HAProxy resends a request once to another replica when its replica "
+        "refused the connection or closed it without answering (killed mid-request). "
+        "Every inference request is idempotent.",
+    )
 
-    def env_vars(self) -> dict[str, str]:
-        """For the processes Ray starts."""
+    def env_vars(self, max_body_bytes: int | None = None) -> dict[str, str]:
+        """For the processes Ray starts; ``max_body_bytes`` is enforced at HAProxy too."""
         env: dict[str, str] = {}
         if self.throughput_optimized or self.haproxy_ingress:
             env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
@@ -99,20 +123,27 @@ class ServeRuntime(BaseModel):
             env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(self.haproxy_threads)
             env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
             env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
+            env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(self.haproxy_timeout_client_s)
+            env["RAY_SERVE_HAPROXY_RETRY_ON"] = "conn-failure empty-response"
+            env["RAY_SERVE_HAPROXY_RETRIES"] = str(self.haproxy_retries)
             wrapper = Path(sys.executable).with_name(HAPROXY_WRAPPER)
-            if self.listener_host != "*" and wrapper.exists():
+            if wrapper.exists():
                 env[BINARY_VARIABLE] = str(wrapper)
-                env[HOST_VARIABLE] = self.listener_host
+                env[HTTP_REQUEST_TIMEOUT_VARIABLE] = str(self.haproxy_timeout_http_request_s)
+                if max_body_bytes is not None:
+                    env[MAX_BODY_VARIABLE] = str(max_body_bytes)
+                if self.listener_host != "*":
+                    env[HOST_VARIABLE] = self.listener_host
         return env
 
     @contextlib.contextmanager
-    def applied(self) -> Iterator[dict[str, str]]:
+    def applied(self, max_body_bytes: int | None = None) -> Iterator[dict[str, str]]:
         """The knobs in this process's environment while Ray starts, and only then.
 
         The driver must not keep them: Ray Serve reads some at import, and a driver
         under RAY_SERVE_THROUGHPUT_OPTIMIZED cannot call handles from a thread.
         """
-        env = self.env_vars()
+        env = self.env_vars(max_body_bytes)
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         try:

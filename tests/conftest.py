@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+
+from tests.auth import TestKeys
 
 TIERS = ("unit", "asgi", "ray", "mlflow", "e2e", "cluster")
 
@@ -37,7 +40,8 @@ def ray_cluster() -> Iterator[str]:
     from serving.settings import ServingSettings
 
     # The substrate the stack runs by default (HAProxy ingress where installed).
-    with ServingSettings().runtime.applied():
+    defaults = ServingSettings()
+    with defaults.runtime.applied(defaults.limits.max_body_bytes):
         context = ray.init(
             num_cpus=4,
             include_dashboard=True,
@@ -51,6 +55,19 @@ def ray_cluster() -> Iterator[str]:
         if ray.is_initialized():  # the cluster tier may have stopped it already
             serve.shutdown()
             ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def test_keys(tmp_path_factory: pytest.TempPathFactory) -> TestKeys:
+    """The key file every app served in this session reads, and its admin key."""
+    return TestKeys.create(tmp_path_factory.mktemp("api-keys") / "keys.json")
+
+
+@pytest.fixture(scope="session")
+def api(test_keys: TestKeys) -> Iterator[requests.Session]:
+    """HTTP with the session's admin key."""
+    with test_keys.session() as session:
+        yield session
 
 
 @pytest.fixture(scope="session")

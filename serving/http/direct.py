@@ -70,7 +70,7 @@ class DirectRoutes:
         try:
             response = await endpoint(Request(scope, receive))
         except Exception as exc:  # every error becomes the one error body, as in the app
-            response = response_for(exc)
+            response = response_for(exc, scope["path"])
         await response(scope, receive, send)
 
 

@@ -1,48 +1,80 @@
-"""One handler turns every error into ``{"error": {"code", "message"}}``."""
+"""One handler turns every error into the error body of the protocol the route speaks.
+
+The game API answers ``{"error": {"code", "message"}}``. The Open Inference
+Protocol routes (``/v2``) answer Triton's ``{"error": "<message>"}``: that is
+the body tritonclient parses (it calls ``str`` on what it finds there, and
+crashes on an object).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from models.errors import GameserveError, InvalidInputError, OverloadedError
+from models.errors import (
+    GameserveError,
+    InvalidInputError,
+    ModelNotReadyError,
+    OverloadedError,
+    UnauthorizedError,
+)
 from serving.http.json_body import describe
 
 logger = logging.getLogger(__name__)
 
+V2_PREFIX = "/v2"
 
-def error_response(error: GameserveError) -> JSONResponse:
-    headers = None
+
+def speaks_v2(path: str) -> bool:
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def error_response(error: GameserveError, path: str = "") -> JSONResponse:
+    headers: dict[str, str] = {}
     if isinstance(error, OverloadedError):
-        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after_s)))}
-    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if isinstance(error, UnauthorizedError):
+        headers["WWW-Authenticate"] = "Bearer"
+    body: dict[str, Any] = {"error": error.message} if speaks_v2(path) else error.to_dict()
+    return JSONResponse(body, status_code=error.status, headers=headers or None)
 
 
-def response_for(exc: Exception) -> JSONResponse:
-    """The error body and status for any exception a route raises."""
+def response_for(exc: Exception, path: str = "") -> JSONResponse:
+    """The error body and status for any exception a route raises at ``path``."""
     if isinstance(exc, GameserveError):
-        if exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            logger.warning("%s: %s", exc.code, exc.message)
-        return error_response(exc)
+        if isinstance(exc, ModelNotReadyError):
+            logger.warning("%s %s: %s", path, exc.code, exc.message)
+        elif exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
+            exc, OverloadedError
+        ):
+            # With its traceback: a 5xx is a bug or a broken model until shown otherwise.
+            # Shed requests (503 overloaded) are deliberate answers, not logged one by one,
+            # and not-ready is a state a probe asks about, logged without a traceback.
+            logger.error("%s %s: %s", path, exc.code, exc.message, exc_info=exc)
+        return error_response(exc, path)
     if isinstance(exc, RequestValidationError):
-        return error_response(InvalidInputError(describe(list(exc.errors()))))
+        return error_response(InvalidInputError(describe(list(exc.errors()))), path)
     if isinstance(exc, HTTPException):
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-        body = {"error": {"code": code, "message": str(exc.detail)}}
+        message = str(exc.detail)
+        body: dict[str, Any] = (
+            {"error": message} if speaks_v2(path) else {"error": {"code": code, "message": message}}
+        )
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-    logger.exception("unhandled error", exc_info=exc)
-    return error_response(GameserveError("internal error; see the server log"))
+    logger.error("%s: unhandled error", path, exc_info=exc)
+    return error_response(GameserveError("internal error; see the server log"), path)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return response_for(exc)
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc, request.url.path)
 
     for kind in (GameserveError, RequestValidationError, HTTPException, Exception):
         app.add_exception_handler(kind, handler)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +11,8 @@ from models.runtime import OnnxModel
 from models.training import TrainSettings
 from serving.app import create_app
 from serving.data_plane import DataPlane, LocalBackend
+from serving.keys import KeyStore
+from serving.settings import AuthSettings, ServingSettings
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)
 MAX_ROWS = 64
@@ -26,13 +29,41 @@ def backend(name: str, model: bytes | None, version: str | None = "1") -> LocalB
     return LocalBackend(name, session, version)
 
 
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys") / "keys.json"
+
+
+@pytest.fixture(scope="session")
+def api_keys(key_file: Path) -> dict[str, str]:
+    """One real key per scope, plus ``ops`` with infer and read."""
+    store = KeyStore(key_file)
+    keys = {scope: store.create(f"{scope}-key", [scope]) for scope in ("infer", "read", "admin")}
+    keys["ops"] = store.create("ops-key", ["infer", "read"])
+    return keys
+
+
+def settings_with_keys(key_file: Path, **changes: object) -> ServingSettings:
+    return ServingSettings(auth=AuthSettings(keys_file=key_file), **changes)  # type: ignore[arg-type]
+
+
+def open_client(plane: DataPlane, key_file: Path, key: str) -> TestClient:
+    """A TestClient over the guarded app that sends ``key`` with every request."""
+    app = create_app(plane, settings_with_keys(key_file))
+    return TestClient(
+        app, raise_server_exceptions=False, headers={"Authorization": f"Bearer {key}"}
+    )
+
+
 @pytest.fixture
 def backends(onnx_models: dict[str, bytes]) -> dict[str, LocalBackend]:
     return {name: backend(name, model) for name, model in onnx_models.items()}
 
 
 @pytest.fixture
-def client(backends: dict[str, LocalBackend]) -> Iterator[TestClient]:
-    app = create_app(DataPlane(backends, max_rows_per_request=MAX_ROWS))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+def client(
+    backends: dict[str, LocalBackend], key_file: Path, api_keys: dict[str, str]
+) -> Iterator[TestClient]:
+    plane = DataPlane(backends, max_rows_per_request=MAX_ROWS)
+    with open_client(plane, key_file, api_keys["ops"]) as test_client:
         yield test_client

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from models import FAMILIES
-from serving.app import create_app
 from serving.data_plane import DataPlane
 from serving.routing import Route
-from tests.asgi.conftest import FAST, backend
+from tests.asgi.conftest import FAST, backend, open_client
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
@@ -35,10 +35,10 @@ def _plane(onnx_models: dict[str, bytes], challenger: bytes, route: Route) -> Da
 
 @pytest.fixture
 def canary(
-    onnx_models: dict[str, bytes], second_version: bytes
+    onnx_models: dict[str, bytes], second_version: bytes, key_file: Path, api_keys: dict[str, str]
 ) -> Iterator[tuple[TestClient, DataPlane]]:
     plane = _plane(onnx_models, second_version, Route(challenger_version="2", weight=0.5, salt="t"))
-    with TestClient(create_app(plane)) as client:
+    with open_client(plane, key_file, api_keys["infer"]) as client:
         yield client, plane
 
 
@@ -60,10 +60,10 @@ def test_each_session_stays_on_one_version(canary: tuple[TestClient, DataPlane])
 
 
 def test_an_invalid_challenger_answer_is_replaced_by_the_champions(
-    onnx_models: dict[str, bytes], nan_npc_model: bytes
+    onnx_models: dict[str, bytes], nan_npc_model: bytes, key_file: Path, api_keys: dict[str, str]
 ) -> None:
     plane = _plane(onnx_models, nan_npc_model, Route(challenger_version="bad", weight=1.0))
-    with TestClient(create_app(plane)) as client:
+    with open_client(plane, key_file, api_keys["infer"]) as client:
         for i in range(20):
             response = client.post("/v1/npc/act", json=npc_tick(3), headers={"X-Player-Id": str(i)})
             assert response.status_code == 200
@@ -73,10 +73,10 @@ def test_an_invalid_challenger_answer_is_replaced_by_the_champions(
 
 
 def test_shadow_compares_without_changing_answers(
-    onnx_models: dict[str, bytes], second_version: bytes
+    onnx_models: dict[str, bytes], second_version: bytes, key_file: Path, api_keys: dict[str, str]
 ) -> None:
     plane = _plane(onnx_models, second_version, Route(challenger_version="2", shadow=1.0))
-    with TestClient(create_app(plane)) as client:
+    with open_client(plane, key_file, api_keys["infer"]) as client:
         versions = {
             client.post("/v1/npc/act", json=npc_tick(2)).json()["model"]["version"]
             for _ in range(15)

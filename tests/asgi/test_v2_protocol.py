@@ -16,9 +16,15 @@ HEADER = "Inference-Header-Content-Length"
 
 
 def _error(response, status: int, code: str) -> str:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code
-    message: str = response.json()["error"]["message"]
+    """Triton's error body, ``{"error": "<message>"}``: what tritonclient prints.
+
+    ``code`` is the game API's name for the same error; v2 carries the status alone.
+    """
+    assert response.status_code == status, (code, response.text)
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"], str), body
+    message: str = body["error"]
     return message
 
 

@@ -28,7 +28,7 @@ from models.training import TrainSettings
 from pipelines.tracking_server import free_port
 from serving.gateway_app import build_application
 from serving.model_source import DirectoryModelSource
-from serving.settings import FamilyServing, ServingSettings
+from serving.settings import AuthSettings, FamilyServing, ServingSettings
 
 NPC = "npc-behavior"
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "ray-cluster.yaml"
@@ -143,7 +143,10 @@ def main(out: Path) -> None:
         families = {name: FamilyServing(num_cpus=0.25) for name in FAMILIES if name != NPC} | {
             NPC: FamilyServing(num_replicas=2, num_cpus=0.5, num_gpus=GPU_PER_REPLICA)
         }
-        settings = ServingSettings(port=port, families=families, ingress_num_cpus=0.25)
+        # A fake cluster on loopback, about GPU nodes coming and going: no keys needed.
+        settings = ServingSettings(
+            port=port, families=families, ingress_num_cpus=0.25, auth=AuthSettings(mode="off")
+        )
         serve.start(
             http_options={"host": "127.0.0.1", "port": port},
             proxy_location=settings.proxy_location,

@@ -28,6 +28,7 @@ class Load:
     workers: int = 4
     max_requests: int = 50_000
     max_s: float = 240.0
+    headers: dict[str, str] = field(default_factory=dict)  # the API key
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -48,6 +49,7 @@ class Load:
 
     def _run(self, worker: int, deadline: float) -> None:
         session = requests.Session()
+        session.headers.update(self.headers)
         rng = random.Random(worker)
         while not self._stop.is_set() and time.monotonic() < deadline:
             with self._lock:

@@ -30,6 +30,7 @@ from pipelines.training import register_build, register_onnx, train_and_register
 from serving.gateway import ServeGateway
 from serving.settings import ServingSettings
 from tests import bad_models as rollout_models
+from tests.auth import TestKeys
 from tests.e2e.load import Load
 
 NPC = FAMILIES["npc-behavior"]
@@ -88,12 +89,15 @@ def gateway(
     registry: ModelRegistry,
     champion: object,
     tmp_path_factory: pytest.TempPathFactory,
+    test_keys: TestKeys,
 ) -> Iterator[ServeGateway]:
     tracking = TrackingSettings(request_max_retries=1, request_timeout_s=10)
     source = registry_source_spec(
         registry.tracking_uri, tracking, tmp_path_factory.mktemp("replica-cache")
     )
-    serving = ServeGateway(ServingSettings(port=serve_port), source, ray_cluster)
+    serving = ServeGateway(
+        ServingSettings(port=serve_port, auth=test_keys.auth), source, ray_cluster
+    )
     serving.deploy({NPC.name: registry.aliases(NPC.name)[CHAMPION]})
     try:
         yield serving

@@ -13,6 +13,7 @@ from serving.application import SourceSpec
 from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
 from serving.settings import FamilyServing, ServingSettings
+from tests.auth import TestKeys
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)
 
@@ -32,7 +33,7 @@ def model_source(
 
 @pytest.fixture(scope="session")
 def gateway(
-    ray_cluster: str, serve_port: int, model_source: DirectoryModelSource
+    ray_cluster: str, serve_port: int, model_source: DirectoryModelSource, test_keys: TestKeys
 ) -> Iterator[ServeGateway]:
     # NPC decisions are served in the ingress (the default for a CPU family);
     # difficulty keeps its own deployment, so both placements run in this tier.
@@ -40,7 +41,9 @@ def gateway(
         **ServingSettings().families,
         "difficulty-tuning": FamilyServing(placement="deployment"),
     }
-    settings = ServingSettings(port=serve_port, max_rows_per_request=256, families=families)
+    settings = ServingSettings(
+        port=serve_port, max_rows_per_request=256, families=families, auth=test_keys.auth
+    )
     source = SourceSpec(
         import_path="serving.model_source:DirectoryModelSource",
         arguments={"root": str(model_source.root)},

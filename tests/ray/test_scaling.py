@@ -17,6 +17,7 @@ from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
 from serving.settings import FamilyServing
 from tests import bad_models
+from tests.auth import TestKeys
 from tests.e2e.load import Load
 from tests.ray.conftest import FAST
 
@@ -65,11 +66,13 @@ def elastic(gateway: ServeGateway, ray_cluster: str) -> Iterator[ServeGateway]:
         gateway.deploy(gateway.versions)  # the session app, as it was
 
 
-def test_queued_load_adds_replicas_and_idleness_removes_them(elastic: ServeGateway) -> None:
+def test_queued_load_adds_replicas_and_idleness_removes_them(
+    elastic: ServeGateway, test_keys: TestKeys
+) -> None:
     app = elastic.settings.app_name
     assert _replicas(app, NPC) == 1
     seen = 1
-    with Load(elastic.url, workers=16, players=200, max_s=90) as load:
+    with Load(elastic.url, workers=16, players=200, max_s=90, headers=test_keys.headers) as load:
         deadline = time.monotonic() + 60
         while seen < 3 and time.monotonic() < deadline:
             seen = max(seen, _replicas(app, NPC))
@@ -98,10 +101,12 @@ def tiny_queue(
         gateway.deploy(gateway.versions)
 
 
-def test_a_full_queue_answers_503_with_retry_after(tiny_queue: ServeGateway) -> None:
+def test_a_full_queue_answers_503_with_retry_after(
+    tiny_queue: ServeGateway, api: requests.Session
+) -> None:
     def call(i: int) -> requests.Response:
         body = {"npcs": [{"npc_id": f"n{i}", "health": 1, "ammo": 1, "threat": 0}]}
-        return requests.post(f"{tiny_queue.url}/v1/npc/act", json=body, timeout=60)
+        return api.post(f"{tiny_queue.url}/v1/npc/act", json=body, timeout=60)
 
     with ThreadPoolExecutor(max_workers=24) as pool:
         responses = list(pool.map(call, range(24)))

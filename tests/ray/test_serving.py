@@ -19,25 +19,24 @@ from models.runtime import OnnxModel
 from serving.gateway import ServeGateway
 from serving.model_source import DirectoryModelSource
 from serving.substrate import ServeRuntime
+from tests.auth import TestKeys
 from tests.payloads import difficulty_request, npc, npc_tick, rank_request
 
 NPC = FAMILIES["npc-behavior"]
 DIFFICULTY = "difficulty-tuning"
 
 
-def test_game_api_answers_through_ray(served: ServeGateway) -> None:
+def test_game_api_answers_through_ray(served: ServeGateway, api: requests.Session) -> None:
     url = served.url
-    act = requests.post(f"{url}/v1/npc/act", json=npc_tick(16), timeout=10)
+    act = api.post(f"{url}/v1/npc/act", json=npc_tick(16), timeout=10)
     assert act.status_code == 200, act.text
     assert act.json()["model"] == {"name": "npc-behavior", "version": "1"}
     assert len(act.json()["decisions"]) == 16
-    recommend = requests.post(
-        f"{url}/v1/difficulty/recommend", json=difficulty_request(2), timeout=10
-    )
+    recommend = api.post(f"{url}/v1/difficulty/recommend", json=difficulty_request(2), timeout=10)
     assert len(recommend.json()["recommendations"]) == 2
-    rank = requests.post(f"{url}/v1/personalization/rank", json=rank_request(30), timeout=10)
+    rank = api.post(f"{url}/v1/personalization/rank", json=rank_request(30), timeout=10)
     assert rank.json()["model"]["version"] == "1"
-    models = requests.get(f"{url}/v1/models", timeout=10).json()["models"]
+    models = api.get(f"{url}/v1/models", timeout=10).json()["models"]
     # A family served in the ingress runs in each ingress replica; difficulty has its own.
     ingress = served.settings.ingress_replicas
     replicas = {name: 1 if name == "difficulty-tuning" else ingress for name in FAMILIES}
@@ -46,13 +45,13 @@ def test_game_api_answers_through_ray(served: ServeGateway) -> None:
     }
 
 
-def test_errors_keep_their_status_across_ray(served: ServeGateway) -> None:
-    bad = requests.post(f"{served.url}/v1/npc/act", json={"npcs": [npc("a", ammo=-1)]}, timeout=10)
+def test_errors_keep_their_status_across_ray(served: ServeGateway, api: requests.Session) -> None:
+    bad = api.post(f"{served.url}/v1/npc/act", json={"npcs": [npc("a", ammo=-1)]}, timeout=10)
     assert bad.status_code == 422
     assert bad.json()["error"]["message"].startswith("npcs[0].ammo")
-    missing = requests.get(f"{served.url}/v2/models/dragons", timeout=10)
+    missing = api.get(f"{served.url}/v2/models/dragons", timeout=10)
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "model_not_found")
-    too_many = requests.post(f"{served.url}/v1/npc/act", json=npc_tick(257), timeout=10)
+    too_many = api.post(f"{served.url}/v1/npc/act", json=npc_tick(257), timeout=10)
     assert too_many.status_code == 422
     assert too_many.json()["error"]["message"].startswith("npcs:")
 
@@ -115,6 +114,7 @@ def test_tritonclient_speaks_v2_to_the_stack(
 
 def test_concurrent_requests_to_a_family_deployment_share_model_calls(
     served: ServeGateway,
+    api: requests.Session,
 ) -> None:
     assert not served.settings.family(DIFFICULTY).colocated
     before = served.replica_stats(DIFFICULTY)
@@ -122,9 +122,7 @@ def test_concurrent_requests_to_a_family_deployment_share_model_calls(
 
     def call(i: int) -> int:
         body = difficulty_request(1)
-        return requests.post(
-            f"{served.url}/v1/difficulty/recommend", json=body, timeout=30
-        ).status_code
+        return api.post(f"{served.url}/v1/difficulty/recommend", json=body, timeout=30).status_code
 
     with ThreadPoolExecutor(max_workers=48) as pool:
         statuses = list(pool.map(call, range(requests_sent)))
@@ -143,14 +141,16 @@ def _ingress_processes(served: ServeGateway) -> set[int]:
     return {actor.pid for actor in actors}
 
 
-def test_version_swap_under_load_loses_no_request(served: ServeGateway) -> None:
+def test_version_swap_under_load_loses_no_request(
+    served: ServeGateway, test_keys: TestKeys
+) -> None:
     stop = threading.Event()
     versions: list[tuple[float, str]] = []  # (when the request was sent, version)
     failures: list[str] = []
     lock = threading.Lock()
 
     def load(worker: int) -> None:
-        session = requests.Session()
+        session = test_keys.session()
         deadline = time.monotonic() + 60  # bounded even if the test body fails
         for i in range(5_000):
             if stop.is_set() or time.monotonic() > deadline:
@@ -201,16 +201,18 @@ def test_version_swap_under_load_loses_no_request(served: ServeGateway) -> None:
     assert {version for sent, version in versions if sent > swapped} == {"2"}
 
 
-def test_broken_version_is_kept_out_and_nan_never_reaches_a_client(served: ServeGateway) -> None:
+def test_broken_version_is_kept_out_and_nan_never_reaches_a_client(
+    served: ServeGateway, api: requests.Session
+) -> None:
     with pytest.raises(ModelArtifactError, match="does-not-exist"):
         served.set_version("npc-behavior", "does-not-exist")
     assert served.versions["npc-behavior"] == "1"
-    kept = requests.post(f"{served.url}/v1/npc/act", json=npc_tick(2), timeout=10)
+    kept = api.post(f"{served.url}/v1/npc/act", json=npc_tick(2), timeout=10)
     assert kept.status_code == 200
     assert kept.json()["model"]["version"] == "1"
 
     served.set_version("npc-behavior", "nan")
-    response = requests.post(f"{served.url}/v1/npc/act", json=npc_tick(2), timeout=10)
+    response = api.post(f"{served.url}/v1/npc/act", json=npc_tick(2), timeout=10)
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "inference_failed"
     assert "NaN" not in response.text.replace("not finite", "")

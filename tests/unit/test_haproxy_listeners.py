@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from serving.haproxy_listeners import bind_to
+from serving.haproxy_listeners import bind_to, harden
 from serving.substrate import ServeRuntime
 
 CONFIG = """frontend prometheus
@@ -29,5 +29,45 @@ def test_haproxy_runs_through_the_wrapper_unless_told_to_keep_rays_binds() -> No
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("gameserve-haproxy")
     assert env["GAMESERVE_HAPROXY_HOST"] == "127.0.0.1"
     kept = ServeRuntime(haproxy_ingress=True, listener_host="*").env_vars()
-    assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in kept
+    assert "GAMESERVE_HAPROXY_HOST" not in kept
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in ServeRuntime(haproxy_ingress=False).env_vars()
+
+
+RAY_CONFIG = """global
+    stats socket /tmp/haproxy-serve/admin.sock mode 666 level admin expose-fd listeners
+    stats timeout 30s
+defaults
+    mode http
+    option log-health-checks
+    timeout client 30s
+frontend prometheus
+    bind :9101
+frontend http_frontend
+    bind 127.0.0.1:8000
+    acl healthcheck path -i /-/healthz
+"""
+
+
+def test_the_runtime_socket_is_owner_only_and_slow_or_huge_requests_are_cut() -> None:
+    hardened = harden(RAY_CONFIG, "127.0.0.1", 1048576, 5)
+    assert "stats socket /tmp/haproxy-serve/admin.sock mode 600 level admin" in hardened
+    assert "mode 666" not in hardened
+    defaults = hardened.split("defaults\n")[1].split("frontend")[0]
+    assert "    timeout http-request 5s\n" in defaults
+    frontend = hardened.split("frontend http_frontend\n")[1]
+    assert frontend.splitlines()[1] == (
+        "    http-request deny deny_status 413 if { req.hdr_val(content-length) gt 1048576 }"
+    )
+    assert "bind 127.0.0.1:9101" in hardened
+    assert harden(hardened, "127.0.0.1", 1048576, 5) == hardened
+
+
+def test_the_substrate_sets_the_client_timeout_retries_and_body_limit() -> None:
+    env = ServeRuntime(haproxy_ingress=True).env_vars(max_body_bytes=4096)
+    assert env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == "30"
+    assert env["GAMESERVE_HAPROXY_MAX_BODY"] == "4096"
+    assert env["GAMESERVE_HAPROXY_HTTP_REQUEST_TIMEOUT_S"] == "5"
+    assert (env["RAY_SERVE_HAPROXY_RETRY_ON"], env["RAY_SERVE_HAPROXY_RETRIES"]) == (
+        "conn-failure empty-response",
+        "1",
+    )

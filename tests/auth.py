@@ -1,0 +1,42 @@
+"""API keys for tests that talk to a served app through a real socket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from serving.keys import KeyStore
+from serving.settings import AuthSettings
+
+
+@dataclass(frozen=True)
+class TestKeys:
+    """A key file with one admin key (admin holds every scope)."""
+
+    __test__ = False  # not a test class, whatever pytest's name pattern says
+
+    path: Path
+    admin: str
+
+    @classmethod
+    def create(cls, path: Path) -> TestKeys:
+        return cls(path, KeyStore(path).create("tests-admin", ["admin"]))
+
+    @property
+    def auth(self) -> AuthSettings:
+        return AuthSettings(keys_file=self.path)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.admin)
+
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers.update(self.headers)
+        return session
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,139 @@
+"""API keys: stored hashed, owner-only, rotated and revoked live; token buckets."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from models.errors import InvalidInputError, RateLimitedError, UnauthorizedError
+from serving.keys import KeyStore, parse_scopes
+from serving.rate_limit import RateLimiter, TokenBucket
+from serving.settings import AuthSettings, ServingSettings
+
+
+def _store(tmp_path: Path) -> KeyStore:
+    return KeyStore(tmp_path / "keys.json", reload_interval_s=0)
+
+
+def test_a_key_is_shown_once_and_stored_only_as_a_salted_digest(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    key = store.create("game-server", ["infer"])
+    text = (tmp_path / "keys.json").read_text()
+    secret = key.split("_", 2)[2]
+    assert secret not in text
+    assert key not in text
+    assert stat.S_IMODE((tmp_path / "keys.json").stat().st_mode) == 0o600
+    record = store.authenticate(key)
+    assert (record.name, record.scopes) == ("game-server", ["infer"])
+    assert record.allows("infer")
+    assert not record.allows("read")
+
+
+def test_admin_holds_every_scope(tmp_path: Path) -> None:
+    record = _store(tmp_path).authenticate(_store(tmp_path).create("ops", ["admin"]))
+    assert all(record.allows(scope) for scope in ("infer", "read", "admin"))
+
+
+@pytest.mark.parametrize(
+    ("presented", "expected"),
+    [
+        (None, "send 'Authorization: Bearer"),
+        ("", "send 'Authorization: Bearer"),
+        ("not-a-key", "unknown or revoked"),
+        ("gsk_000000000000_secret", "unknown or revoked"),
+    ],
+)
+def test_missing_and_unknown_keys_are_refused(
+    tmp_path: Path, presented: str | None, expected: str
+) -> None:
+    store = _store(tmp_path)
+    store.create("game-server", ["infer"])
+    with pytest.raises(UnauthorizedError, match=expected):
+        store.authenticate(presented)
+
+
+def test_a_right_id_with_a_wrong_secret_is_refused(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    key = store.create("game-server", ["infer"])
+    with pytest.raises(UnauthorizedError, match="unknown or revoked"):
+        store.authenticate(key[:-2] + ("AA" if not key.endswith("AA") else "BB"))
+
+
+def test_rotate_and_revoke_take_effect_in_another_reader(tmp_path: Path) -> None:
+    writer, reader = _store(tmp_path), _store(tmp_path)
+    old = writer.create("game-server", ["infer", "read"], rate_per_s=50)
+    assert reader.authenticate(old).name == "game-server"
+    new = writer.rotate("game-server")
+    with pytest.raises(UnauthorizedError):
+        reader.authenticate(old)
+    rotated = reader.authenticate(new)
+    assert (rotated.scopes, rotated.rate_per_s) == (["infer", "read"], 50)
+    writer.revoke("game-server")
+    with pytest.raises(UnauthorizedError):
+        reader.authenticate(new)
+    assert writer.list() == []
+
+
+def test_an_expired_key_is_refused_by_name(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    key = store.create("temp", ["read"], expires_in_s=-1)
+    with pytest.raises(UnauthorizedError, match="'temp' has expired"):
+        store.authenticate(key)
+
+
+def test_names_are_unique_and_errors_name_the_field(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.create("a", ["read"])
+    with pytest.raises(InvalidInputError, match=r"^name: a key named 'a' exists"):
+        store.create("a", ["read"])
+    with pytest.raises(InvalidInputError, match=r"^name: no key named 'b'"):
+        store.revoke("b")
+    with pytest.raises(InvalidInputError, match=r"^scopes:"):
+        parse_scopes("infer,root")
+    assert parse_scopes("read, infer") == ["infer", "read"]
+
+
+def test_a_key_file_others_can_write_is_not_trusted(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    key = store.create("ops", ["admin"])
+    os.chmod(tmp_path / "keys.json", 0o666)
+    with pytest.raises(UnauthorizedError):
+        _store(tmp_path).authenticate(key)
+
+
+def test_token_bucket_allows_the_burst_then_the_rate() -> None:
+    bucket = TokenBucket(rate_per_s=10, burst=3, tokens=3, updated=0.0)
+    assert [bucket.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(0.0) == pytest.approx(0.1)
+    assert bucket.take(0.1) == 0.0
+
+
+def test_rate_limiter_uses_the_keys_own_rate_and_says_when_to_retry() -> None:
+    limiter = RateLimiter(rate_per_s=None, burst=2)
+    for _ in range(100):
+        limiter.check("unlimited", None, None, now=0.0)
+    limiter.check("slow", 1.0, 2, now=0.0)
+    limiter.check("slow", 1.0, 2, now=0.0)
+    with pytest.raises(RateLimitedError) as refused:
+        limiter.check("slow", 1.0, 2, now=0.0)
+    assert refused.value.status == 429
+    assert refused.value.retry_after_s == pytest.approx(1.0)
+    assert "'slow' is over its 1 requests/s" in refused.value.message
+
+
+def test_each_replica_enforces_its_share_of_the_rate() -> None:
+    limiter = RateLimiter(rate_per_s=10, burst=10, share=0.5)
+    for _ in range(5):
+        limiter.check("k", None, None, now=0.0)
+    with pytest.raises(RateLimitedError):
+        limiter.check("k", None, None, now=0.0)
+
+
+def test_auth_off_is_refused_off_loopback() -> None:
+    ServingSettings(host="127.0.0.1", auth=AuthSettings(mode="off"))
+    ServingSettings(host="::1", auth=AuthSettings(mode="off"))
+    with pytest.raises(ValueError, match=r"auth\.mode: 'off' is for loopback only"):
+        ServingSettings(host="0.0.0.0", auth=AuthSettings(mode="off"))
