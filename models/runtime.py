@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.contract import FamilyContract
-from models.errors import InferenceError
+from models.errors import GameserveError, InferenceError, ModelArtifactError
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +84,30 @@ class OnnxModel:
         except Exception as exc:  # ORT raises its own untyped errors
             raise InferenceError(f"{self.contract.name}: inference failed: {exc}") from exc
         return dict(zip(self._output_names, results, strict=True))
+
+
+def open_verified(
+    model: bytes | Path,
+    contract: FamilyContract,
+    example_inputs: Mapping[str, np.ndarray],
+    *,
+    label: str,
+    prefer_gpu: bool = True,
+    intra_op_threads: int = 1,
+) -> OnnxModel:
+    """An ONNX Runtime session over ``model`` that has answered ``example_inputs``.
+
+    ``onnx.checker`` accepts files ONNX Runtime refuses (an IR version newer
+    than it reads, an operator it lacks); only a session that ran proves an
+    artifact servable. Any failure is a ModelArtifactError naming ``label``.
+    """
+    try:
+        session = OnnxModel(
+            model, contract, prefer_gpu=prefer_gpu, intra_op_threads=intra_op_threads
+        )
+        session.predict(example_inputs)  # the first run also allocates: not on a request
+    except GameserveError as exc:
+        raise ModelArtifactError(f"{label}: does not run in ONNX Runtime: {exc.message}") from exc
+    except Exception as exc:  # ORT raises its own untyped errors
+        raise ModelArtifactError(f"{label}: ONNX Runtime cannot load it: {exc}") from exc
+    return session

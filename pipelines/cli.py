@@ -10,12 +10,15 @@ from collections.abc import Sequence
 
 from models import FAMILIES, get_family
 from models.build import ModelBuild, build
-from pipelines import stack_commands
+from models.errors import GameserveError
+from pipelines import key_commands, stack_commands
 from pipelines.local_stack import StackState
 from pipelines.registry import ModelRegistry, connect
 from pipelines.report import table
 from pipelines.rollout import commands as rollout_commands
 from pipelines.settings import Settings
+from pipelines.signing import VersionSigner
+from pipelines.tracking_server import stack_credentials
 
 logger = logging.getLogger("gameserve")
 
@@ -72,7 +75,9 @@ def _registry(settings: Settings) -> ModelRegistry | None:
     if uri is None:
         print("no tracking server: run `gameserve up` or set GAMESERVE_TRACKING__URI")
         return None
-    return connect(uri, settings.tracking, settings.cache_dir)
+    signer = VersionSigner.at(settings.signing_key_file)
+    credentials = stack_credentials(settings.tracking, settings.mlflow_credentials_file)
+    return connect(uri, settings.tracking, settings.cache_dir, signer, credentials)
 
 
 def _rollout(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,6 +101,26 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     if registry is None:
         return 1
     print(rollout_commands.rollback(registry, args.family))
+    return 0
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        print(key_commands.listing(settings))
+        return 0
+    if args.name is None:
+        print(f"keys {args.action} needs a NAME")
+        return 2
+    if args.action == "create":
+        print(
+            key_commands.create(
+                settings, args.name, args.scopes, args.expires_in_days, args.rate, args.burst
+            )
+        )
+    elif args.action == "rotate":
+        print(key_commands.rotate(settings, args.name))
+    else:
+        print(key_commands.revoke(settings, args.name))
     return 0
 
 
@@ -128,6 +153,14 @@ def _parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="make the previous champion serve again")
     rollback.add_argument("family", choices=sorted(FAMILIES))
     rollback.set_defaults(handler=_rollback)
+    keys = commands.add_parser("keys", help="create, list, rotate and revoke API keys")
+    keys.add_argument("action", choices=("create", "list", "rotate", "revoke"))
+    keys.add_argument("name", nargs="?", help="the key's name (all but list)")
+    keys.add_argument("--scopes", default="infer", help="with create: infer,read,admin")
+    keys.add_argument("--expires-in-days", type=float, help="with create: lifetime")
+    keys.add_argument("--rate", type=float, help="with create: requests/s (default: settings)")
+    keys.add_argument("--burst", type=int, help="with create: requests allowed at once")
+    keys.set_defaults(handler=_keys)
     return parser
 
 
@@ -137,7 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    code: int = args.handler(settings, args)
+    # MLflow's client retries through urllib3, which warns on every retry: while MLflow
+    # is down that is a line a second; the controller and supervisor say it once.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    try:
+        code: int = args.handler(settings, args)
+    except GameserveError as exc:  # the CLI's one error boundary: tracebacks are for bugs
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -19,11 +19,19 @@ from ray import serve
 
 from models.errors import GameserveError
 from pipelines.bootstrap import ChampionStatus, ensure_champions
+from pipelines.key_commands import ensure_admin_key, key_file
 from pipelines.registry import ModelRegistry, connect
 from pipelines.registry_source import registry_source_spec
 from pipelines.rollout.controller import RolloutController
 from pipelines.settings import Settings
-from pipelines.tracking_server import EmbeddedTrackingServer, is_healthy, port_in_use
+from pipelines.signing import VersionSigner
+from pipelines.supervisor import TrackingSupervisor
+from pipelines.tracking_server import (
+    EmbeddedTrackingServer,
+    MlflowCredentials,
+    is_healthy,
+    port_in_use,
+)
 from serving.gateway import ServeGateway
 
 logger = logging.getLogger(__name__)
@@ -63,6 +71,9 @@ class LocalStack:
         self.champions: list[ChampionStatus] = []
         self.tracking_uri = ""
         self.dashboard_url = ""
+        self.new_admin_key: Path | None = None  # where the first start wrote its admin key
+        self.credentials: MlflowCredentials | None = None  # the embedded MLflow's
+        self.supervisor: TrackingSupervisor | None = None
 
     def __enter__(self) -> LocalStack:
         try:
@@ -76,18 +87,31 @@ class LocalStack:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         serving = settings.serving
+        if serving.auth.mode == "on":
+            auth = serving.auth.model_copy(update={"keys_file": key_file(settings)})
+            serving = serving.model_copy(update={"auth": auth})
+            self.new_admin_key = ensure_admin_key(settings)
         if port_in_use(serving.host, serving.port):
             raise GameserveError(
                 f"serving.port: {serving.host}:{serving.port} is already in use; stop what "
                 "holds it (`gameserve down`?) or set GAMESERVE_SERVING__PORT"
             )
         self._start_tracking()
-        self.registry = connect(self.tracking_uri, settings.tracking, settings.cache_dir)
+        signer = VersionSigner.at(settings.signing_key_file, create=True)
+        self.registry = connect(
+            self.tracking_uri, settings.tracking, settings.cache_dir, signer, self.credentials
+        )
         self.champions = ensure_champions(self.registry, settings.train)
         self._start_ray()
         self.gateway = ServeGateway(
             serving,
-            registry_source_spec(self.tracking_uri, settings.tracking, settings.cache_dir),
+            registry_source_spec(
+                self.tracking_uri,
+                settings.tracking,
+                settings.cache_dir,
+                settings.signing_key_file,
+                settings.mlflow_credentials_file if self.credentials else None,
+            ),
             self.dashboard_url,
         )
         self.gateway.deploy({c.resolved.family: c.resolved.version for c in self.champions})
@@ -112,14 +136,19 @@ class LocalStack:
             if not is_healthy(self.tracking_uri):
                 logger.warning("tracking server %s is not healthy", self.tracking_uri)
             return
+        self.credentials = MlflowCredentials.at(settings.mlflow_credentials_file)
         server = EmbeddedTrackingServer(
             settings.mlflow_dir,
             host=settings.tracking.host,
             port=settings.tracking.port,
             startup_timeout_s=settings.tracking.startup_timeout_s,
+            credentials=self.credentials,
         )
         self._exit.enter_context(server)
         self.tracking_uri = server.url
+        self.supervisor = TrackingSupervisor(server)
+        self.supervisor.start()
+        self._exit.callback(self.supervisor.stop)  # before the server stops: no restart then
 
     def _start_ray(self) -> None:
         options, serving = self.settings.ray, self.settings.serving

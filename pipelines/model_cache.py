@@ -42,13 +42,15 @@ class ModelCache:
             return None
         return path
 
-    def put(self, family: str, version: str, source: Path, sha256: str) -> Path:
+    def put(self, family: str, version: str, source: Path, sha256: str, signature: str) -> Path:
         path = self.model_path(family, version)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, source.read_bytes())
         _atomic_write(
             path.parent / "meta.json",
-            json.dumps({"family": family, "version": version, "sha256": sha256}).encode(),
+            json.dumps(
+                {"family": family, "version": version, "sha256": sha256, "signature": signature}
+            ).encode(),
         )
         return path
 

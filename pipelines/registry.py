@@ -31,8 +31,11 @@ from models.errors import (
     ModelNotFoundError,
     RegistryUnavailableError,
 )
+from models.runtime import open_verified
 from pipelines.model_cache import MODEL_FILE, ModelCache, sha256_of
 from pipelines.settings import TrackingSettings
+from pipelines.signing import VersionSigner
+from pipelines.tracking_server import MlflowCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 TAG_SHA256 = "gameserve.onnx_sha256"
 TAG_CONTRACT = "gameserve.contract"
 TAG_FAMILY = "gameserve.family"
+TAG_SIGNATURE = "gameserve.signature"
+# On the registered model: the champion alias as the pipeline last set it, signed.
+TAG_SIGNED_CHAMPION = "gameserve.signed_alias.champion"
 EVENT_TAG_PREFIX = "gameserve.event."
 _T = TypeVar("_T")
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
@@ -66,7 +72,13 @@ class VersionInfo:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def connect(tracking_uri: str, settings: TrackingSettings, cache_dir: Path) -> ModelRegistry:
+def connect(
+    tracking_uri: str,
+    settings: TrackingSettings,
+    cache_dir: Path,
+    signer: VersionSigner,
+    credentials: MlflowCredentials | None = None,
+) -> ModelRegistry:
     """Point this process's MLflow client at ``tracking_uri`` and open the registry.
 
     MLflow's client reads its retry policy from the environment; the defaults
@@ -75,18 +87,26 @@ def connect(tracking_uri: str, settings: TrackingSettings, cache_dir: Path) -> M
     """
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.request_max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.request_timeout_s)
+    if credentials is not None:  # else MLflow's own variables, for a studio's server
+        credentials.apply()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return ModelRegistry(tracking_uri, cache_dir)
+    return ModelRegistry(tracking_uri, cache_dir, signer)
 
 
 class ModelRegistry:
-    """Resolve, alias and annotate model versions of the gameplay families."""
+    """Resolve, alias and annotate model versions of the gameplay families.
 
-    def __init__(self, tracking_uri: str, cache_dir: Path) -> None:
+    Nothing it resolves is unsigned: a version needs the platform's signature
+    over its checksum and contract, a champion alias the platform's signature
+    over the version it names (``pipelines/signing.py``).
+    """
+
+    def __init__(self, tracking_uri: str, cache_dir: Path, signer: VersionSigner) -> None:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.cache = ModelCache(cache_dir)
+        self.signer = signer
 
     # -- resolving -------------------------------------------------------
 
@@ -99,6 +119,8 @@ class ModelRegistry:
         get_family(family)
         try:
             version = self.client.get_model_version_by_alias(family, alias)
+            if alias == CHAMPION:
+                self.verify_champion(family, str(version.version))
         except MlflowException as exc:
             if _is_not_found(exc):
                 raise ModelNotFoundError(f"{family}: no version holds the alias {alias!r}") from exc
@@ -122,10 +144,27 @@ class ModelRegistry:
             return cached
         return self._fetch(family, model_version)
 
+    def verify_champion(self, family: str, version: str) -> None:
+        """ModelArtifactError unless the pipeline itself made ``version`` the champion."""
+        signed = self.client.get_registered_model(family).tags.get(TAG_SIGNED_CHAMPION)
+        if not self.signer.verifies_alias(family, CHAMPION, version, signed):
+            raise ModelArtifactError(
+                f"{family}: the champion alias names v{version}, but the pipeline did not "
+                "put it there (no valid signature); refusing it"
+            )
+
     def _cached(self, family: str, version: str) -> ResolvedModel | None:
         meta = self.cache.meta(family, version)
         path = self.cache.get(family, version, str(meta["sha256"])) if meta else None
         if meta is None or path is None:
+            return None
+        contract = get_family(family).contract.fingerprint()
+        if not self.signer.verifies_version(
+            family, str(meta["sha256"]), contract, meta.get("signature")
+        ):
+            logger.error(
+                "%s v%s: cached file is not signed by this platform; ignored", family, version
+            )
             return None
         return ResolvedModel(family, version, path, str(meta["sha256"]), "cache")
 
@@ -158,6 +197,12 @@ class ModelRegistry:
                 f"{family} v{number}: tensor contract {version.tags.get(TAG_CONTRACT)} "
                 f"does not match this code's {contract}"
             )
+        signature = version.tags.get(TAG_SIGNATURE)
+        if not self.signer.verifies_version(family, expected, contract, signature):
+            raise ModelArtifactError(
+                f"{family} v{number}: not signed by this platform (registered outside the "
+                "pipeline, or its checksum tag was changed); refusing it"
+            )
         cached = self.cache.get(family, number, expected)
         if cached is not None:
             return ResolvedModel(family, number, cached, expected, "registry")
@@ -170,7 +215,7 @@ class ModelRegistry:
                     f"downloaded {actual[:12]}); refusing the artifact"
                 )
             _check_onnx(family, number, downloaded)
-            path = self.cache.put(family, number, downloaded, expected)
+            path = self.cache.put(family, number, downloaded, expected, str(signature))
         logger.info("%s v%s fetched from MLflow into %s", family, number, path)
         return ResolvedModel(family, number, path, expected, "registry")
 
@@ -201,6 +246,15 @@ class ModelRegistry:
     def set_alias(self, family: str, alias: str, version: str) -> None:
         self._call(lambda: self.client.set_registered_model_alias(family, alias, version), family)
 
+    def _set_champion(self, family: str, version: str) -> None:
+        """Sign first: a reader that sees the new alias can already verify it."""
+        signed = self.signer.sign_alias(family, CHAMPION, version)
+        self._call(
+            lambda: self.client.set_registered_model_tag(family, TAG_SIGNED_CHAMPION, signed),
+            family,
+        )
+        self.set_alias(family, CHAMPION, version)
+
     def delete_alias(self, family: str, alias: str) -> None:
         if alias in self.aliases(family):
             self._call(lambda: self.client.delete_registered_model_alias(family, alias), family)
@@ -213,7 +267,7 @@ class ModelRegistry:
         self.resolve_version(family, version)  # refuse a broken artifact before it serves
         if CHAMPION in current:
             self.set_alias(family, PREVIOUS, current[CHAMPION])
-        self.set_alias(family, CHAMPION, version)
+        self._set_champion(family, version)
         if current.get(CHALLENGER) == version:
             self.delete_alias(family, CHALLENGER)
         self.record_event(family, version, "promoted", {"replaced": current.get(CHAMPION)})
@@ -224,7 +278,8 @@ class ModelRegistry:
         if PREVIOUS not in current:
             raise ModelNotFoundError(f"{family}: no previous champion to roll back to")
         restored, replaced = current[PREVIOUS], current.get(CHAMPION)
-        self.set_alias(family, CHAMPION, restored)
+        self.resolve_version(family, restored)  # only a signed, loadable version comes back
+        self._set_champion(family, restored)
         self.delete_alias(family, PREVIOUS)
         if replaced is not None:
             self.record_event(family, replaced, "rolled_back", {"reason": reason})
@@ -267,11 +322,17 @@ class ModelRegistry:
 
 
 def _check_onnx(family: str, version: str, path: Path) -> None:
+    """Before it enters the cache: parses as ONNX, and runs in ONNX Runtime."""
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
         onnx.checker.check_model(proto)
     except Exception as exc:  # onnx raises DecodeError, ValidationError and friends
         raise ModelArtifactError(f"{family} v{version}: not a valid ONNX model: {exc}") from exc
+    spec = get_family(family)
+    open_verified(
+        path, spec.contract, spec.example_inputs(rows=2), label=f"{family} v{version}",
+        prefer_gpu=False,
+    )  # fmt: skip
 
 
 def _is_not_found(exc: MlflowException) -> bool:

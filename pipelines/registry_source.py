@@ -10,15 +10,26 @@ from pathlib import Path
 
 from pipelines.registry import ModelRegistry, connect
 from pipelines.settings import TrackingSettings
+from pipelines.signing import VersionSigner
+from pipelines.tracking_server import MlflowCredentials
 from serving.application import SourceSpec
 
 
 class RegistryModelSource:
     def __init__(
-        self, tracking_uri: str, cache_dir: str, request_timeout_s: int, request_max_retries: int
+        self,
+        tracking_uri: str,
+        cache_dir: str,
+        request_timeout_s: int,
+        request_max_retries: int,
+        signing_key: str,
+        credentials_file: str | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.cache_dir = Path(cache_dir)
+        # Paths only: the key and the password stay in their owner-only files.
+        self.signing_key = Path(signing_key)
+        self.credentials_file = None if credentials_file is None else Path(credentials_file)
         self.tracking = TrackingSettings(
             request_timeout_s=request_timeout_s, request_max_retries=request_max_retries
         )
@@ -26,12 +37,24 @@ class RegistryModelSource:
 
     def fetch(self, family: str, version: str) -> Path:
         if self._registry is None:
-            self._registry = connect(self.tracking_uri, self.tracking, self.cache_dir)
+            signer = VersionSigner.at(self.signing_key)
+            credentials = (
+                None
+                if self.credentials_file is None
+                else MlflowCredentials.at(self.credentials_file)
+            )
+            self._registry = connect(
+                self.tracking_uri, self.tracking, self.cache_dir, signer, credentials
+            )
         return self._registry.resolve_version(family, version).path
 
 
 def registry_source_spec(
-    tracking_uri: str, tracking: TrackingSettings, cache_dir: Path
+    tracking_uri: str,
+    tracking: TrackingSettings,
+    cache_dir: Path,
+    signing_key: Path,
+    credentials_file: Path | None = None,
 ) -> SourceSpec:
     return SourceSpec(
         import_path=f"{__name__}:RegistryModelSource",
@@ -40,5 +63,9 @@ def registry_source_spec(
             "cache_dir": str(cache_dir.resolve()),
             "request_timeout_s": tracking.request_timeout_s,
             "request_max_retries": tracking.request_max_retries,
+            "signing_key": str(signing_key.resolve()),
+            "credentials_file": None
+            if credentials_file is None
+            else str(credentials_file.resolve()),
         },
     )

@@ -74,3 +74,13 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "model-cache"
+
+    @property
+    def mlflow_credentials_file(self) -> Path:
+        """The embedded MLflow server's admin user and password; owner-only."""
+        return self.data_dir / "mlflow-credentials.json"
+
+    @property
+    def signing_key_file(self) -> Path:
+        """The platform's signing key (pipelines/signing.py); owner-only."""
+        return self.data_dir / "signing.key"

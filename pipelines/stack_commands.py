@@ -14,6 +14,7 @@ from types import FrameType
 import requests
 
 from models import get_family
+from pipelines.key_commands import key_file, stored_admin_key
 from pipelines.local_stack import LocalStack, StackState
 from pipelines.report import table
 from pipelines.settings import Settings
@@ -58,12 +59,23 @@ def up(settings: Settings, *, exit_after_start: bool) -> int:
         print(f"Ray dashboard:  {stack.dashboard_url}")
         print(f"MLflow UI:      {stack.tracking_uri}")
         print(f"Data:           {settings.data_dir.resolve()}")
+        _print_keys(settings, stack)
         if exit_after_start:
             return 0
         print("\ngameserve is up; press Ctrl-C to stop.", flush=True)
         stop.wait()
     print("gameserve stopped.")
     return 0
+
+
+def _print_keys(settings: Settings, stack: LocalStack) -> None:
+    if settings.serving.auth.mode == "off":
+        print("API keys:       OFF (serving.auth.mode=off; loopback only)")
+    elif stack.new_admin_key is not None:
+        print(f"API key:        an admin key was created in {stack.new_admin_key} (owner-only);")
+        print("                send it as 'Authorization: Bearer <key>'; `gameserve keys` adds")
+    else:
+        print(f"API keys:       {key_file(settings)}  (`gameserve keys list`)")
 
 
 def up_detached(settings: Settings, timeout_s: float = 600.0) -> int:
@@ -105,7 +117,10 @@ def status(settings: Settings) -> int:
     mlflow_health = "healthy" if is_healthy(state.tracking_uri) else "NOT RESPONDING"
     print(f"MLflow UI:      {state.tracking_uri}  ({mlflow_health})")
     try:
-        models = requests.get(f"{state.api_url}/v1/models", timeout=10).json()["models"]
+        key = stored_admin_key(settings)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        answer = requests.get(f"{state.api_url}/v1/models", headers=headers, timeout=10)
+        models = answer.json()["models"]
     except (requests.RequestException, ValueError, KeyError) as exc:
         print(f"API not answering: {exc}")
         return 1

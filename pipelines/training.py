@@ -18,9 +18,15 @@ from mlflow.types.schema import TensorSpec as MlflowTensorSpec
 from models.build import ModelBuild, build
 from models.contract import TensorSpec
 from models.family import ModelFamily
-from models.runtime import choose_providers
+from models.runtime import choose_providers, open_verified
 from models.training import TrainSettings
-from pipelines.registry import TAG_CONTRACT, TAG_FAMILY, TAG_SHA256, ModelRegistry
+from pipelines.registry import (
+    TAG_CONTRACT,
+    TAG_FAMILY,
+    TAG_SHA256,
+    TAG_SIGNATURE,
+    ModelRegistry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +79,17 @@ def register_onnx(
     the version, so no reader ever sees a version it cannot verify.
     """
     contract = family.contract
+    # Refused here, a model ONNX Runtime cannot run never becomes a version.
+    open_verified(
+        onnx_model, contract, family.example_inputs(rows=2, seed=seed),
+        label=f"{family.name} (not registered)", prefer_gpu=False,
+    )  # fmt: skip
     sha256 = hashlib.sha256(onnx_model).hexdigest()
     tags = {
         TAG_FAMILY: family.name,
         TAG_SHA256: sha256,
         TAG_CONTRACT: contract.fingerprint(),
+        TAG_SIGNATURE: registry.signer.sign_version(family.name, sha256, contract.fingerprint()),
         "gameserve.data_seed": str(seed),
         "gameserve.code_revision": code_revision(),
         "gameserve.opset": str(contract.opset),

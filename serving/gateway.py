@@ -18,8 +18,9 @@ import ray
 from ray import serve
 from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-from models import FAMILIES
+from models import FAMILIES, get_family
 from models.errors import GameserveError
+from models.runtime import open_verified
 from serving.application import AppArgs, SourceSpec
 from serving.autoscaling import RUNTIME_ENV_VARS
 from serving.collector import collector
@@ -183,8 +184,13 @@ class ServeGateway:
     ) -> None:
         for name, version in target.items():
             if version is not None and version != current.get(name):
-                # Refused here, a broken version never reaches a replica.
-                self._local_source.fetch(name, version)
+                # Refused here, a version that cannot be fetched or run never reaches
+                # a replica (where a failed load would cost a replica or a retry loop).
+                family = get_family(name)
+                open_verified(
+                    self._local_source.fetch(name, version), family.contract,
+                    family.example_inputs(rows=2), label=f"{name} v{version}", prefer_gpu=False,
+                )  # fmt: skip
 
     def _apply(self, timeout_s: float = 180.0) -> None:
         before = self._last_deployed()

@@ -23,6 +23,7 @@ from serving.data_plane import Backend, DataPlane
 from serving.model_slot import ModelSlot
 from serving.model_source import ModelSource
 from serving.ray_backend import RayBackend, running_replicas
+from serving.replica_logging import route_to_serve_log
 from serving.routing import Route
 from serving.settings import ServingSettings
 
@@ -52,6 +53,7 @@ class IngressReplica:
         challengers: dict[str, DeploymentHandle[Any]],
         source: ModelSource,
     ) -> None:
+        route_to_serve_log()
         serving = ServingSettings.model_validate(settings)
         self.colocated: dict[str, tuple[ColocatedBackend, ColocatedBackend]] = {}
 

@@ -12,7 +12,7 @@ import os
 
 from models.errors import GameserveError, ModelNotReadyError
 from models.family import ModelFamily
-from models.runtime import OnnxModel
+from models.runtime import OnnxModel, open_verified
 from serving.model_source import ModelSource
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,10 @@ class ModelSlot:
 
     def _open(self, version: str) -> OnnxModel:
         path = self._source.fetch(self.family.name, version)
-        model = OnnxModel(path, self.family.contract, intra_op_threads=self._threads)
-        model.predict(self.family.example_inputs(rows=2))  # first run allocates; not on a request
-        return model
+        return open_verified(
+            path,
+            self.family.contract,
+            self.family.example_inputs(rows=2),
+            label=f"{self.family.name} v{version}",
+            intra_op_threads=self._threads,
+        )

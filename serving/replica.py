@@ -14,6 +14,7 @@ from serving.batching import run_batched, total_rows
 from serving.data_plane import Prediction
 from serving.model_slot import ModelSlot
 from serving.model_source import ModelSource
+from serving.replica_logging import route_to_serve_log
 
 
 class ReplicaConfig(BaseModel):
@@ -28,6 +29,7 @@ class FamilyReplica:
     """One replica: an ONNX Runtime session of the version in ``user_config``."""
 
     def __init__(self, family: str, source: ModelSource, intra_op_threads: int = 1) -> None:
+        route_to_serve_log()
         self._slot = ModelSlot(get_family(family), source, intra_op_threads)
         self._requests = 0
         self._model_calls = 0

@@ -102,11 +102,12 @@ class ServeRuntime(BaseModel):
         "client sending one byte a second held its connection).",
     )
     haproxy_retries: int = Field(
-        default=1,
+        default=3,
         ge=0,
-        description="HAProxy resends a request once to another replica when its replica "
-        "refused the connection or closed it without answering (killed mid-request). "
-        "Every inference request is idempotent.",
+        description="HAProxy resends a request (to another replica, `option redispatch`) "
+        "when its replica refused the connection or closed it without answering, as a "
+        "killed replica does mid-request; every inference request is idempotent. 3 is "
+        "HAProxy's default: during a redeploy fewer left requests on replicas going away.",
     )
 
     def env_vars(self, max_body_bytes: int | None = None) -> dict[str, str]:

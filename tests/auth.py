@@ -33,8 +33,11 @@ class TestKeys:
         return bearer(self.admin)
 
     def session(self) -> requests.Session:
+        """One connection per request, as the tests made before keys existed: a
+        pooled keep-alive connection can outlive the HAProxy process (Ray reloads
+        it when an app is redeployed) whose backends it was opened on."""
         session = requests.Session()
-        session.headers.update(self.headers)
+        session.headers.update({**self.headers, "Connection": "close"})
         return session
 
 

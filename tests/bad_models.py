@@ -53,3 +53,14 @@ class AlwaysAttack(torch.nn.Module):
 def export(module: torch.nn.Module) -> bytes:
     module.eval()
     return export_onnx(module, NPC.contract, NPC.example_inputs(rows=4))
+
+
+def beyond_onnx_runtime(onnx_model: bytes) -> bytes:
+    """The same graph stamped with IR version 14: ``onnx.checker`` passes it, ONNX
+    Runtime 1.31 (which reads at most 13) refuses to load it."""
+    import onnx
+
+    proto = onnx.load_model_from_string(onnx_model)
+    proto.ir_version = 14
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()

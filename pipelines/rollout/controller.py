@@ -23,7 +23,7 @@ from pipelines.registry import CHALLENGER, CHAMPION, ModelRegistry
 from pipelines.rollout.policy import judge
 from pipelines.rollout.preflight import preflight
 from pipelines.rollout.record import RolloutRecord
-from pipelines.rollout.settings import RolloutSettings, RolloutStep, Thresholds
+from pipelines.rollout.settings import Preflight, RolloutSettings, RolloutStep, Thresholds
 from serving.gateway import ServeGateway
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class RolloutController:
         self.gateway = gateway
         self.settings = settings
         self.history: list[RolloutResult] = []
+        # Versions refused once are not tried again while their alias stays put:
+        # a retry every poll would only repeat the failure (and its MLflow run).
+        self._refused_champions: dict[str, str] = {}
+        self._rejected: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -65,13 +69,24 @@ class RolloutController:
             self._thread.join(timeout=timeout_s)
 
     def _loop(self) -> None:
+        last_problem: str | None = None
         while not self._stop.is_set():
+            problem = None
             try:
                 self.run_once()
             except GameserveError as exc:
-                logger.warning("rollout controller: %s", exc.message)
-            except Exception:
-                logger.exception("rollout controller pass failed")
+                problem = exc.message
+            except Exception as exc:
+                problem = repr(exc)
+                if problem != last_problem:
+                    logger.exception("rollout controller pass failed")
+            # Once per change, not once per poll: an outage is one line, not thousands.
+            if problem != last_problem:
+                if problem is None:
+                    logger.info("rollout controller: passes succeed again")
+                else:
+                    logger.warning("rollout controller: %s", problem)
+                last_problem = problem
             self._stop.wait(self.settings.poll_interval_s)
 
     def run_once(self) -> None:
@@ -86,11 +101,35 @@ class RolloutController:
                 continue
             champion = aliases.get(CHAMPION)
             if champion is not None and self.gateway.versions.get(family) != champion:
-                logger.info("%s: champion alias is v%s; serving it", family, champion)
-                self.gateway.set_version(family, champion)
+                self._serve_champion(family, champion)
             challenger = aliases.get(CHALLENGER)
-            if champion is not None and challenger is not None and challenger != champion:
-                self.history.append(self.run_rollout(family, champion, challenger))
+            if champion is None or challenger is None or challenger == champion:
+                continue
+            if (family, challenger) in self._rejected:
+                # Rolled back, but its alias could not be removed then: try that alone.
+                self.registry.delete_alias(family, CHALLENGER)
+                continue
+            self.history.append(self.run_rollout(family, champion, challenger))
+
+    def _serve_champion(self, family: str, champion: str) -> None:
+        """Serve the champion alias, or keep the current version and say why, once."""
+        if self._refused_champions.get(family) == champion:
+            return
+        logger.info("%s: champion alias is v%s; serving it", family, champion)
+        try:
+            self.registry.verify_champion(family, champion)  # moved outside the pipeline?
+            self.gateway.set_version(family, champion)
+        except GameserveError as exc:
+            self._refused_champions[family] = champion
+            logger.error(
+                "%s: champion v%s refused, still serving v%s: %s",
+                family,
+                champion,
+                self.gateway.versions.get(family),
+                exc.message,
+            )
+            return
+        self._refused_champions.pop(family, None)
 
     def run_rollout(self, family: str, champion: str, challenger: str) -> RolloutResult:
         plan = self.settings.family(family)
@@ -104,16 +143,9 @@ class RolloutController:
         )
         self._clear_command(family)
         logger.info("%s: rollout v%s -> v%s (run %s)", family, champion, challenger, record.run_id)
-        if plan.preflight.enabled:
-            self._publish(family, challenger, "preflight")
-            report = preflight(self.registry, family, champion, challenger, plan.preflight)
-            record.metrics(report.metrics)
-            record.event("preflight", checks=report.checks)
-            if not report.passed:
-                return self._roll_back(
-                    family, champion, challenger, record, "pre-flight: " + report.reason
-                )
-        self.gateway.start_challenger(family, challenger)
+        refusal = self._before_traffic(family, champion, challenger, plan.preflight, record)
+        if refusal is not None:
+            return self._roll_back(family, champion, challenger, record, refusal)
         record.event("challenger_started")
         for index, step in enumerate(plan.steps):
             self.gateway.set_traffic(family, step.weight, step.shadow, salt=record.run_id)
@@ -135,14 +167,52 @@ class RolloutController:
             return self._roll_back(family, champion, challenger, record, f"{step.name}: {reason}")
         return self._promote(family, champion, challenger, record)
 
+    def _before_traffic(
+        self, family: str, champion: str, challenger: str, gates: Preflight, record: RolloutRecord
+    ) -> str | None:
+        """Pre-flight and the challenger's start; the reason to roll back, if any.
+
+        Whatever goes wrong here (a model ONNX Runtime cannot load, a missing
+        artifact, a replica that refuses it) ends this rollout once, with its
+        reason; an operator's abort is honoured between the phases.
+        """
+        try:
+            if gates.enabled:
+                self._publish(family, challenger, "preflight")
+                report = preflight(self.registry, family, champion, challenger, gates)
+                record.metrics(report.metrics)
+                record.event("preflight", checks=report.checks)
+                if not report.passed:
+                    return "pre-flight: " + report.reason
+            if self._take_command(family) == "abort":
+                return "aborted by an operator before traffic"
+            self.gateway.start_challenger(family, challenger)
+        except Exception as exc:  # any failure before traffic ends this rollout, once
+            logger.exception("%s: v%s failed before traffic", family, challenger)
+            message = exc.message if isinstance(exc, GameserveError) else repr(exc)
+            return f"before traffic: {message}"
+        return None
+
     def _bake(
         self, family: str, challenger: str, step: RolloutStep, limits: Thresholds
     ) -> tuple[str, str, dict[str, dict[str, Any]]]:
         """Run one step until it passes its bake, fails, or an operator intervenes."""
-        started, paused = time.monotonic(), False
+        started, paused, registry_down = time.monotonic(), False, False
         window = self.gateway.rollout_metrics(family)
         while not self._stop.wait(self.settings.decision_interval_s):
-            command = self._take_command(family)
+            try:
+                command = self._take_command(family)
+            except Exception as exc:  # MLflow down: hold this step, keep judging safety
+                if not registry_down:
+                    logger.error(
+                        "%s: MLflow unreachable (%s); rollout of v%s paused at %s",
+                        family, exc, challenger, step.name,
+                    )  # fmt: skip
+                registry_down, command = True, None
+            else:
+                if registry_down:
+                    logger.warning("%s: MLflow is back; rollout of v%s resumes", family, challenger)
+                    registry_down = False
             if command == "abort":
                 return "abort", "aborted by an operator", window
             if command == "promote":
@@ -155,7 +225,7 @@ class RolloutController:
             verdict = judge(window["champion"], window["challenger"], limits, baked=baked)
             if verdict.action == "fail":  # even while paused: safety does not wait
                 return "fail", verdict.reason, window
-            if verdict.action == "pass" and baked and not paused:
+            if verdict.action == "pass" and baked and not paused and not registry_down:
                 return "pass", verdict.reason, window
         return "interrupted", "the controller stopped", window
 
@@ -175,6 +245,7 @@ class RolloutController:
     def _roll_back(
         self, family: str, champion: str, challenger: str, record: RolloutRecord, reason: str
     ) -> RolloutResult:
+        self._rejected.add((family, challenger))
         self.gateway.stop_challenger(family, promote=False)
         self.registry.record_event(family, challenger, "rolled_back", {"reason": reason})
         self.registry.client.set_model_version_tag(family, challenger, OUTCOME_TAG, reason)

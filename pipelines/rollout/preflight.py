@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from models import get_family
 from models.errors import GameserveError
 from models.export import PARITY_TOLERANCE
-from models.runtime import OnnxModel
+from models.runtime import open_verified
 from pipelines.registry import TAG_CONTRACT, ModelRegistry
 from pipelines.rollout.settings import Preflight
 
@@ -45,7 +45,7 @@ def preflight(
     )
     try:
         paths = {v: registry.resolve_version(family_name, v).path for v in (champion, challenger)}
-    except GameserveError as exc:
+    except GameserveError as exc:  # missing, corrupt, or not runnable in ONNX Runtime
         report.add("artifact", False, exc.message)
         return report
     run_id = versions[challenger].run_id
@@ -59,7 +59,10 @@ def preflight(
     headline = family.headline_metric
     scores = {}
     for role, version in (("champion", champion), ("challenger", challenger)):
-        model = OnnxModel(paths[version], family.contract, prefer_gpu=False)
+        model = open_verified(
+            paths[version], family.contract, family.example_inputs(rows=2),
+            label=f"{role} v{version}", prefer_gpu=False,
+        )  # fmt: skip
         invalid = family.invalid_rows(model.predict(family.example_inputs(256, gates.eval_seed)))
         if role == "challenger" and invalid.any():
             report.add("outputs", False, f"{int(invalid.sum())} of 256 rows invalid")

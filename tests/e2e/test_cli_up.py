@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -50,11 +51,16 @@ def _gameserve(env: dict[str, str], *args: str, timeout: float = 600) -> str:
     return done.stdout
 
 
-def _readme_curl_body() -> dict[str, object]:
-    match = re.search(r"curl -s -X POST \S+/v1/npc/act .* -d '(.+)'", README.read_text())
-    assert match, "the README shows no curl for /v1/npc/act"
-    body: dict[str, object] = json.loads(match.group(1))
-    return body
+def _readme_curl() -> tuple[str, dict[str, object]]:
+    """The README's curl: the key file its Authorization header reads, and its body."""
+    match = re.search(
+        r"curl -s -X POST \S+/v1/npc/act -H \"Authorization: Bearer \$\(cat \.gameserve/(\S+)\)\""
+        r" .* -d '(.+)'",
+        README.read_text(),
+    )
+    assert match, "the README shows no curl with a key for /v1/npc/act"
+    body: dict[str, object] = json.loads(match.group(2))
+    return match.group(1), body
 
 
 def _ports(env: dict[str, str]) -> list[int]:
@@ -68,7 +74,14 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
     try:
         assert "gameserve is up" in started
         api = state["api_url"]
-        decision = requests.post(f"{api}/v1/npc/act", json=_readme_curl_body(), timeout=30)
+        key_name, body = _readme_curl()
+        key_path = Path(stack_env["GAMESERVE_DATA_DIR"]) / key_name
+        assert f"admin key was created in {key_path}" in (key_path.parent / "stack.log").read_text()
+        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+        auth = {"Authorization": f"Bearer {key_path.read_text().strip()}"}
+        refused = requests.post(f"{api}/v1/npc/act", json=body, timeout=30)
+        assert refused.status_code == 401, refused.text
+        decision = requests.post(f"{api}/v1/npc/act", json=body, headers=auth, timeout=30)
         assert decision.status_code == 200, decision.text
         body = decision.json()
         assert body["model"] == {
@@ -78,11 +91,26 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
         assert body["decisions"][0]["npc_id"] == "guard-1"
 
         client = triton.InferenceServerClient(url=api.removeprefix("http://"))
-        assert client.is_server_ready()
+        assert client.is_server_ready()  # open: probes and load balancers send no key
         observation = FAMILIES["npc-behavior"].example_inputs(rows=3)["observation"]
         tensor = triton.InferInput("observation", [3, 40], "FP32")
         tensor.set_data_from_numpy(observation, binary_data=True)
-        probs = client.infer("npc-behavior", [tensor]).as_numpy("action_probs")
+        probs = client.infer("npc-behavior", [tensor], headers=auth).as_numpy("action_probs")
+        with pytest.raises(triton.InferenceServerException, match="unknown or revoked"):
+            client.infer("npc-behavior", [tensor], headers={"Authorization": "Bearer gsk_x_y"})
+
+        # A key made from the CLI works at once; revoked, it stops within seconds.
+        made = _gameserve(stack_env, "keys", "create", "game-01", "--scopes", "infer")
+        game = {"Authorization": f"Bearer {made.strip().splitlines()[-1]}"}
+        assert requests.post(f"{api}/v1/npc/act", json=body, headers=game, timeout=30).ok
+        forbidden = requests.get(f"{api}/v1/models", headers=game, timeout=30)
+        assert forbidden.status_code == 403
+        assert "game-01" in _gameserve(stack_env, "keys", "list")
+        _gameserve(stack_env, "keys", "revoke", "game-01")
+        deadline = time.monotonic() + 10
+        while requests.post(f"{api}/v1/npc/act", json=body, headers=game, timeout=30).ok:
+            assert time.monotonic() < deadline, "a revoked key still works after 10 s"
+            time.sleep(0.2)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
         client.close()
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -13,7 +16,14 @@ from models.build import build
 from models.export import check_parity
 from models.runtime import OnnxModel
 from models.training import TrainSettings
-from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry, connect
+from pipelines.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    TAG_SIGNATURE,
+    ModelRegistry,
+    connect,
+)
 from pipelines.registry_source import registry_source_spec
 from pipelines.rollout import commands
 from pipelines.rollout.controller import OUTCOME_TAG, RolloutController
@@ -25,13 +35,16 @@ from pipelines.rollout.settings import (
     Thresholds,
 )
 from pipelines.settings import TrackingSettings
-from pipelines.tracking_server import EmbeddedTrackingServer
+from pipelines.signing import VersionSigner
+from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials
 from pipelines.training import register_build, register_onnx, train_and_register
 from serving.gateway import ServeGateway
 from serving.settings import ServingSettings
 from tests import bad_models as rollout_models
+from tests.attacks import move_champion, register_outside_the_pipeline
 from tests.auth import TestKeys
 from tests.e2e.load import Load
+from tests.payloads import npc_tick
 
 NPC = FAMILIES["npc-behavior"]
 GOOD = TrainSettings(train_samples=20_000, eval_samples=2_000, epochs=5)
@@ -60,17 +73,41 @@ def _settings(preflight: bool) -> RolloutSettings:
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTrackingServer]:
-    with EmbeddedTrackingServer(tmp_path_factory.mktemp("rollout-mlflow")) as server:
+def credentials_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mlflow-auth") / "mlflow-credentials.json"
+    MlflowCredentials.at(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tracking(
+    tmp_path_factory: pytest.TempPathFactory, credentials_file: Path
+) -> Iterator[EmbeddedTrackingServer]:
+    root = tmp_path_factory.mktemp("rollout-mlflow")
+    credentials = MlflowCredentials.at(credentials_file)
+    with EmbeddedTrackingServer(root, credentials=credentials) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("signing") / "signing.key"
+    VersionSigner.at(path, create=True)
+    return path
+
+
+@pytest.fixture(scope="module")
 def registry(
-    tracking: EmbeddedTrackingServer, tmp_path_factory: pytest.TempPathFactory
+    tracking: EmbeddedTrackingServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    signing_key: Path,
+    credentials_file: Path,
 ) -> ModelRegistry:
     client_settings = TrackingSettings(request_max_retries=0, request_timeout_s=10)
-    return connect(tracking.url, client_settings, tmp_path_factory.mktemp("cache"))
+    signer = VersionSigner.at(signing_key)
+    cache = tmp_path_factory.mktemp("cache")
+    credentials = MlflowCredentials.at(credentials_file)
+    return connect(tracking.url, client_settings, cache, signer, credentials)
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +127,13 @@ def gateway(
     champion: object,
     tmp_path_factory: pytest.TempPathFactory,
     test_keys: TestKeys,
+    signing_key: Path,
+    credentials_file: Path,
 ) -> Iterator[ServeGateway]:
     tracking = TrackingSettings(request_max_retries=1, request_timeout_s=10)
+    cache = tmp_path_factory.mktemp("replica-cache")
     source = registry_source_spec(
-        registry.tracking_uri, tracking, tmp_path_factory.mktemp("replica-cache")
+        registry.tracking_uri, tracking, cache, signing_key, credentials_file
     )
     serving = ServeGateway(
         ServingSettings(port=serve_port, auth=test_keys.auth), source, ray_cluster
@@ -119,12 +159,16 @@ def _register_bad(registry: ModelRegistry, module: object, seed: int) -> str:
 
 
 def _rollout(
-    registry: ModelRegistry, gateway: ServeGateway, version: str, preflight: bool = False
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    version: str,
+    headers: dict[str, str],
+    preflight: bool = False,
 ) -> tuple[object, Load]:
     controller = RolloutController(registry, gateway, _settings(preflight))
     champion_before = registry.aliases(NPC.name)[CHAMPION]
     commands.start(registry, NPC.name, version)
-    with Load(gateway.url) as load:
+    with Load(gateway.url, headers=headers) as load:
         time.sleep(0.5)
         result = controller.run_rollout(NPC.name, champion_before, version)
         time.sleep(0.5)
@@ -133,11 +177,13 @@ def _rollout(
 
 
 def test_good_challenger_is_promoted_with_no_failed_request(
-    registry: ModelRegistry, gateway: ServeGateway
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    test_keys: TestKeys,
 ) -> None:
     old = registry.aliases(NPC.name)[CHAMPION]
     new = train_and_register(NPC, GOOD.model_copy(update={"seed": 2}), registry).version
-    result, load = _rollout(registry, gateway, new, preflight=True)
+    result, load = _rollout(registry, gateway, new, test_keys.headers, preflight=True)
     assert result.decision == "promoted", result.reason  # type: ignore[attr-defined]
     assert load.failures == []
     assert {o.version for o in load.snapshot()} == {old, new}
@@ -156,11 +202,14 @@ def test_good_challenger_is_promoted_with_no_failed_request(
 
 
 def test_nan_challenger_is_rolled_back_at_its_first_traffic_and_no_client_sees_nan(
-    registry: ModelRegistry, gateway: ServeGateway, champion: object
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    champion: object,
+    test_keys: TestKeys,
 ) -> None:
     before = registry.aliases(NPC.name)[CHAMPION]
     bad = _register_bad(registry, rollout_models.NanForWoundedNpcs(champion), seed=11)  # type: ignore[arg-type]
-    result, load = _rollout(registry, gateway, bad)
+    result, load = _rollout(registry, gateway, bad, test_keys.headers)
     assert result.decision == "rolled_back"  # type: ignore[attr-defined]
     assert result.reason.startswith("shadow: invalid outputs")  # type: ignore[attr-defined]
     assert load.failures == []
@@ -172,7 +221,10 @@ def test_nan_challenger_is_rolled_back_at_its_first_traffic_and_no_client_sees_n
 
 
 def test_five_times_slower_challenger_is_rolled_back_on_latency(
-    registry: ModelRegistry, gateway: ServeGateway, champion: object
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    champion: object,
+    test_keys: TestKeys,
 ) -> None:
     slow = rollout_models.Slow(champion)  # type: ignore[arg-type]
     version = _register_bad(registry, slow, seed=12)
@@ -189,17 +241,19 @@ def test_five_times_slower_challenger_is_rolled_back_on_latency(
         seconds[name] = time.perf_counter() - started
     assert seconds["slow"] > 5 * seconds["champion"], seconds
 
-    result, load = _rollout(registry, gateway, version)
+    result, load = _rollout(registry, gateway, version, test_keys.headers)
     assert result.decision == "rolled_back"  # type: ignore[attr-defined]
     assert "latency" in result.reason  # type: ignore[attr-defined]
     assert load.failures == []
 
 
 def test_diverging_challenger_is_stopped_in_shadow(
-    registry: ModelRegistry, gateway: ServeGateway
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    test_keys: TestKeys,
 ) -> None:
     version = _register_bad(registry, rollout_models.AlwaysAttack(), seed=13)
-    result, load = _rollout(registry, gateway, version)
+    result, load = _rollout(registry, gateway, version, test_keys.headers)
     assert result.decision == "rolled_back"  # type: ignore[attr-defined]
     assert result.reason.startswith("shadow: behaviour diverges")  # type: ignore[attr-defined]
     assert load.failures == []
@@ -207,24 +261,28 @@ def test_diverging_challenger_is_stopped_in_shadow(
 
 
 def test_preflight_refuses_a_worse_challenger_before_any_traffic(
-    registry: ModelRegistry, gateway: ServeGateway
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    test_keys: TestKeys,
 ) -> None:
     version = _register_bad(registry, rollout_models.AlwaysAttack(), seed=14)
-    result, load = _rollout(registry, gateway, version, preflight=True)
+    result, load = _rollout(registry, gateway, version, test_keys.headers, preflight=True)
     assert result.decision == "rolled_back"  # type: ignore[attr-defined]
     assert result.reason.startswith("pre-flight: quality")  # type: ignore[attr-defined]
     assert version not in {o.version for o in load.snapshot()}
 
 
 def test_a_player_stays_on_one_version_throughout_a_step(
-    registry: ModelRegistry, gateway: ServeGateway
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    test_keys: TestKeys,
 ) -> None:
     champion_version = registry.aliases(NPC.name)[CHAMPION]
     candidate = train_and_register(NPC, GOOD.model_copy(update={"seed": 3}), registry).version
     gateway.start_challenger(NPC.name, candidate)
     try:
         gateway.set_traffic(NPC.name, weight=0.5, shadow=0.0, salt="sticky-test")
-        with Load(gateway.url, players=40, max_requests=1_500) as load:
+        with Load(gateway.url, players=40, max_requests=1_500, headers=test_keys.headers) as load:
             time.sleep(6)
     finally:
         gateway.stop_challenger(NPC.name, promote=False)
@@ -239,7 +297,9 @@ def test_a_player_stays_on_one_version_throughout_a_step(
 
 
 def test_operator_abort_and_rollback_to_previous(
-    registry: ModelRegistry, gateway: ServeGateway
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    test_keys: TestKeys,
 ) -> None:
     import threading
 
@@ -253,7 +313,7 @@ def test_operator_abort_and_rollback_to_previous(
     worker = threading.Thread(
         target=lambda: results.append(controller.run_rollout(NPC.name, champion_version, candidate))
     )
-    with Load(gateway.url):
+    with Load(gateway.url, headers=test_keys.headers):
         worker.start()
         deadline = time.monotonic() + 60
         while NPC.name not in gateway.challengers and time.monotonic() < deadline:
@@ -278,3 +338,63 @@ def test_operator_abort_and_rollback_to_previous(
     controller.run_once()
     assert gateway.versions[NPC.name] == champion_version
     assert registry.aliases(NPC.name)[CHAMPION] == champion_version
+
+
+def _rollout_runs(registry: ModelRegistry, challenger: str) -> int:
+    experiment = registry.client.get_experiment_by_name("gameserve-rollouts")
+    runs = registry.client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`gameserve.challenger` = '{challenger}'"
+    )
+    return len(runs)
+
+
+def test_an_unloadable_challenger_is_rejected_once_and_never_retried(
+    registry: ModelRegistry, gateway: ServeGateway, tracking: EmbeddedTrackingServer
+) -> None:
+    """IR 14 passes onnx.checker; ONNX Runtime 1.31 refuses it. Registered by hand
+    with a valid signature (a key holder's mistake): pre-flight still stops it."""
+    unloadable = rollout_models.beyond_onnx_runtime(NPC.train(GOOD).export())
+    version = register_outside_the_pipeline(tracking.url, NPC.name, unloadable)
+    signature = registry.signer.sign_version(
+        NPC.name, hashlib.sha256(unloadable).hexdigest(), NPC.contract.fingerprint()
+    )
+    registry.client.set_model_version_tag(NPC.name, version, TAG_SIGNATURE, signature)
+    registry.set_alias(NPC.name, CHALLENGER, version)
+    controller = RolloutController(registry, gateway, _settings(preflight=True))
+    champion_before = gateway.versions[NPC.name]
+    for _ in range(3):  # the controller's loop, three polls
+        controller.run_once()
+    assert [r.decision for r in controller.history] == ["rolled_back"]
+    assert "ONNX Runtime cannot load it" in controller.history[0].reason
+    assert _rollout_runs(registry, version) == 1
+    assert CHALLENGER not in registry.aliases(NPC.name)
+    assert gateway.versions[NPC.name] == champion_before
+    assert gateway.challengers == {}
+
+
+def test_a_champion_moved_outside_the_pipeline_is_refused_and_logged_once(
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    tracking: EmbeddedTrackingServer,
+    nan_npc_model: bytes,
+    caplog: pytest.LogCaptureFixture,
+    test_keys: TestKeys,
+) -> None:
+    serving_before = gateway.versions[NPC.name]
+    champion_before = registry.aliases(NPC.name)[CHAMPION]
+    forged = register_outside_the_pipeline(tracking.url, NPC.name, nan_npc_model)
+    move_champion(tracking.url, NPC.name, forged)
+    controller = RolloutController(registry, gateway, _settings(preflight=False))
+    try:
+        with caplog.at_level(logging.ERROR, logger="pipelines.rollout.controller"):
+            for _ in range(3):
+                controller.run_once()
+        refusals = [r for r in caplog.records if "champion v" in r.getMessage()]
+        assert len(refusals) == 1, [r.getMessage() for r in refusals]
+        assert "the pipeline did not put it there" in refusals[0].getMessage()
+        assert gateway.versions[NPC.name] == serving_before
+        with test_keys.session() as api:
+            answer = api.post(f"{gateway.url}/v1/npc/act", json=npc_tick(2), timeout=10)
+        assert answer.json()["model"]["version"] == serving_before
+    finally:
+        move_champion(tracking.url, NPC.name, champion_before)

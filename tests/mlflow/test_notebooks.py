@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -22,12 +23,18 @@ def test_train_challenger_notebook_registers_and_aliases_a_candidate(
     tracking_server: EmbeddedTrackingServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    signing_key: Path,
+    credentials_file: Path,
 ) -> None:
     champion = train_and_register(FAMILIES["npc-behavior"], FAST, registry)
     registry.promote("npc-behavior", champion.version)
     # The kernel inherits this environment: the notebook reads its settings from it.
     monkeypatch.setenv("GAMESERVE_TRACKING__URI", tracking_server.url)
     monkeypatch.setenv("GAMESERVE_DATA_DIR", str(tmp_path))
+    # The notebook signs with the stack's key and logs in with the stack's MLflow
+    # credentials, both of which live in the data dir.
+    shutil.copy(signing_key, tmp_path / "signing.key")
+    shutil.copy(credentials_file, tmp_path / "mlflow-credentials.json")
     for key, value in FAST.model_dump().items():
         monkeypatch.setenv(f"GAMESERVE_TRAIN__{key.upper()}", str(value))
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+import requests
 
 from models import FAMILIES
 from models.errors import ModelArtifactError, ModelNotFoundError, RegistryUnavailableError
@@ -18,11 +20,15 @@ from pipelines.registry import (
     EVENT_TAG_PREFIX,
     PREVIOUS,
     TAG_SHA256,
+    TAG_SIGNATURE,
     ModelRegistry,
     connect,
 )
-from pipelines.tracking_server import EmbeddedTrackingServer
-from pipelines.training import RegisteredVersion, train_and_register
+from pipelines.signing import VersionSigner
+from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials
+from pipelines.training import RegisteredVersion, register_onnx, train_and_register
+from tests.attacks import forge_cache_entry, move_champion, register_outside_the_pipeline
+from tests.bad_models import beyond_onnx_runtime
 from tests.mlflow.conftest import CLIENT, FAST
 
 NPC = FAMILIES["npc-behavior"]
@@ -115,7 +121,10 @@ def test_unknown_names_are_not_found(registry: ModelRegistry) -> None:
 
 
 def test_corrupt_or_missing_artifact_is_refused_and_champion_stays(
-    registry: ModelRegistry, tracking_server: EmbeddedTrackingServer, tmp_path: Path
+    registry: ModelRegistry,
+    tracking_server: EmbeddedTrackingServer,
+    tmp_path: Path,
+    signer: VersionSigner,
 ) -> None:
     good, corrupt, missing = (_register(registry, seed=s) for s in (6, 7, 8))
     registry.promote(NPC.name, good.version)
@@ -123,7 +132,7 @@ def test_corrupt_or_missing_artifact_is_refused_and_champion_stays(
     _stored_artifact(tracking_server, registry, missing.version).unlink()
 
     # A fresh replica's view: an empty cache, so every artifact is downloaded.
-    fresh = connect(tracking_server.url, CLIENT, tmp_path / "fresh-cache")
+    fresh = connect(tracking_server.url, CLIENT, tmp_path / "fresh-cache", signer)
     registry.set_alias(NPC.name, CHALLENGER, corrupt.version)
     with pytest.raises(ModelArtifactError, match="checksum mismatch"):
         fresh.resolve(NPC.name, CHALLENGER)
@@ -139,9 +148,12 @@ def test_corrupt_or_missing_artifact_is_refused_and_champion_stays(
 
 
 def test_outage_keeps_serving_the_cached_champion(
-    own_server: EmbeddedTrackingServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_server: EmbeddedTrackingServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    signer: VersionSigner,
 ) -> None:
-    registry = connect(own_server.url, CLIENT, tmp_path / "cache")
+    registry = connect(own_server.url, CLIENT, tmp_path / "cache", signer)
     registered = _register(registry, seed=9)
     registry.promote(NPC.name, registered.version)
     before = registry.resolve(NPC.name)
@@ -158,7 +170,7 @@ def test_outage_keeps_serving_the_cached_champion(
         registry.resolve(NPC.name, CHALLENGER)  # never resolved here, nothing to fall back on
     with pytest.raises(RegistryUnavailableError):
         registry.set_alias(NPC.name, CHALLENGER, registered.version)
-    empty = ModelRegistry(own_server.url, tmp_path / "empty-cache")
+    empty = ModelRegistry(own_server.url, tmp_path / "empty-cache", signer)
     with pytest.raises(RegistryUnavailableError, match="nothing cached"):
         empty.resolve(NPC.name)
 
@@ -170,3 +182,81 @@ def test_a_damaged_cache_file_is_fetched_again(registry: ModelRegistry) -> None:
     again = registry.resolve_version(NPC.name, registered.version)
     assert again.path.read_bytes() != b"tampered"
     assert again.sha256 == registered.sha256
+
+
+def test_a_version_registered_outside_the_pipeline_is_never_resolved(
+    registry: ModelRegistry, tracking_server: EmbeddedTrackingServer, nan_npc_model: bytes
+) -> None:
+    """The MLflow takeover: a run, an upload, a version with copied tags, the alias."""
+    good = _register(registry, seed=21)
+    registry.promote(NPC.name, good.version)
+    forged = register_outside_the_pipeline(tracking_server.url, NPC.name, nan_npc_model)
+    copied = register_outside_the_pipeline(
+        tracking_server.url, NPC.name, nan_npc_model, copy_signature_of=good.version
+    )
+    for version in (forged, copied):
+        with pytest.raises(ModelArtifactError, match="not signed by this platform"):
+            registry.resolve_version(NPC.name, version)
+        with pytest.raises(ModelArtifactError, match="not signed by this platform"):
+            registry.promote(NPC.name, version)
+
+    move_champion(tracking_server.url, NPC.name, forged)
+    with pytest.raises(ModelArtifactError, match="the pipeline did not put it there"):
+        registry.resolve(NPC.name, CHAMPION)
+    # Even a signed version is refused as champion when the alias moved by hand.
+    move_champion(tracking_server.url, NPC.name, _register(registry, seed=22).version)
+    with pytest.raises(ModelArtifactError, match="the pipeline did not put it there"):
+        registry.resolve(NPC.name, CHAMPION)
+    registry.promote(NPC.name, good.version)  # the platform's own move is accepted again
+    assert registry.resolve(NPC.name, CHAMPION).version == good.version
+
+
+def test_a_forged_cache_entry_is_never_served(
+    registry: ModelRegistry, own_server: EmbeddedTrackingServer, nan_npc_model: bytes
+) -> None:
+    registry = connect(own_server.url, CLIENT, registry.cache.root, registry.signer)
+    good = _register(registry, seed=23)
+    registry.promote(NPC.name, good.version)
+    registry.resolve(NPC.name)  # cached, alias remembered
+    forge_cache_entry(registry.cache.root, NPC.name, good.version, nan_npc_model)
+    forge_cache_entry(registry.cache.root, NPC.name, "99", nan_npc_model)
+    own_server.stop()  # offline: only the cache can answer
+    for version in (good.version, "99"):
+        with pytest.raises(RegistryUnavailableError, match="nothing cached"):
+            registry.resolve_version(NPC.name, version)
+
+
+def test_an_artifact_onnx_runtime_cannot_load_is_refused_everywhere(
+    registry: ModelRegistry, tracking_server: EmbeddedTrackingServer
+) -> None:
+    unloadable = beyond_onnx_runtime(NPC.train(FAST).export())
+    with pytest.raises(ModelArtifactError, match="ONNX Runtime cannot load it"):
+        register_onnx(NPC, unloadable, registry, metrics={}, params={}, seed=1)
+    # Registered by hand with a signature made by the platform's key (a key holder's
+    # mistake, not an attack): still refused before it reaches the cache.
+    version = register_outside_the_pipeline(tracking_server.url, NPC.name, unloadable)
+    signature = registry.signer.sign_version(
+        NPC.name, hashlib.sha256(unloadable).hexdigest(), NPC.contract.fingerprint()
+    )
+    registry.client.set_model_version_tag(NPC.name, version, TAG_SIGNATURE, signature)
+    with pytest.raises(ModelArtifactError, match="ONNX Runtime cannot load it"):
+        registry.resolve_version(NPC.name, version)
+    assert not registry.cache.model_path(NPC.name, version).exists()
+
+
+def test_anonymous_calls_to_the_embedded_mlflow_are_refused(
+    tracking_server: EmbeddedTrackingServer, credentials: MlflowCredentials
+) -> None:
+    """The takeover's first call, and its last, without the stack's credentials."""
+    api = f"{tracking_server.url}/api/2.0/mlflow"
+    create = requests.post(f"{api}/runs/create", json={"experiment_id": "0"}, timeout=10)
+    alias = requests.post(
+        f"{api}/registered-models/alias",
+        json={"name": NPC.name, "alias": CHAMPION, "version": "1"},
+        timeout=10,
+    )
+    search = requests.get(f"{api}/registered-models/search", timeout=10)
+    assert (create.status_code, alias.status_code, search.status_code) == (401, 401, 401)
+    assert requests.get(f"{tracking_server.url}/health", timeout=10).status_code == 200
+    allowed = requests.get(f"{api}/registered-models/search", auth=credentials.auth(), timeout=10)
+    assert allowed.status_code == 200

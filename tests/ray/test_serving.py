@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,8 @@ def test_errors_keep_their_status_across_ray(served: ServeGateway, api: requests
     assert bad.status_code == 422
     assert bad.json()["error"]["message"].startswith("npcs[0].ammo")
     missing = api.get(f"{served.url}/v2/models/dragons", timeout=10)
-    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "model_not_found")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "model 'dragons' is not served here"}  # Triton's body
     too_many = api.post(f"{served.url}/v1/npc/act", json=npc_tick(257), timeout=10)
     assert too_many.status_code == 422
     assert too_many.json()["error"]["message"].startswith("npcs:")
@@ -81,15 +83,19 @@ def test_every_haproxy_listener_is_on_loopback(served: ServeGateway) -> None:
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_tritonclient_speaks_v2_to_the_stack(
-    served: ServeGateway, model_source: DirectoryModelSource, binary: bool
+    served: ServeGateway,
+    model_source: DirectoryModelSource,
+    binary: bool,
+    test_keys: TestKeys,
 ) -> None:
     client = triton.InferenceServerClient(url=served.url.removeprefix("http://"))
+    key = test_keys.headers
     assert client.is_server_live()
     assert client.is_server_ready()
-    assert client.is_model_ready("npc-behavior")
-    assert client.is_model_ready("npc-behavior", model_version="1")
-    assert not client.is_model_ready("npc-behavior", model_version="9")
-    metadata = client.get_model_metadata("npc-behavior")
+    assert client.is_model_ready("npc-behavior", headers=key)
+    assert client.is_model_ready("npc-behavior", model_version="1", headers=key)
+    assert not client.is_model_ready("npc-behavior", model_version="9", headers=key)
+    metadata = client.get_model_metadata("npc-behavior", headers=key)
     assert metadata["versions"] == ["1"]
     assert metadata["inputs"][0] == {"name": "observation", "datatype": "FP32", "shape": [-1, 40]}
 
@@ -97,7 +103,7 @@ def test_tritonclient_speaks_v2_to_the_stack(
     tensor = triton.InferInput("observation", list(observation.shape), "FP32")
     tensor.set_data_from_numpy(observation, binary_data=binary)
     wanted = [triton.InferRequestedOutput("action_probs", binary_data=binary)]
-    result = client.infer("npc-behavior", [tensor], outputs=wanted, request_id="t1")
+    result = client.infer("npc-behavior", [tensor], outputs=wanted, request_id="t1", headers=key)
     assert result.get_response()["model_version"] == "1"
     expected = OnnxModel(model_source.fetch("npc-behavior", "1"), NPC.contract, prefer_gpu=False)
     np.testing.assert_allclose(
@@ -107,9 +113,48 @@ def test_tritonclient_speaks_v2_to_the_stack(
         atol=1e-7,
     )
     # With no outputs named, tritonclient asks for every output in binary.
-    everything = client.infer("npc-behavior", [tensor])
+    everything = client.infer("npc-behavior", [tensor], headers=key)
     assert everything.as_numpy("action_probs").shape == (7, 10)
     client.close()
+
+
+def test_tritonclient_prints_our_errors(served: ServeGateway, test_keys: TestKeys) -> None:
+    """Triton's error body: tritonclient raises with our message instead of crashing."""
+    client = triton.InferenceServerClient(url=served.url.removeprefix("http://"))
+    wrong = triton.InferInput("observation", [2, 39], "FP32")
+    wrong.set_data_from_numpy(np.zeros((2, 39), dtype=np.float32), binary_data=True)
+    with pytest.raises(triton.InferenceServerException) as refused:
+        client.infer("npc-behavior", [wrong], headers=test_keys.headers)
+    assert "observation: axis 1 must have size 40" in str(refused.value)
+    with pytest.raises(triton.InferenceServerException) as unauthorized:
+        client.infer("npc-behavior", [wrong])
+    assert "authorization: send 'Authorization: Bearer" in str(unauthorized.value)
+    client.close()
+
+
+def test_haproxy_refuses_huge_bodies_and_drops_slow_clients(
+    served: ServeGateway, api: requests.Session
+) -> None:
+    if not served.settings.runtime.haproxy_ingress:
+        pytest.skip("HAProxy is not installed here")
+    limit = served.settings.limits.max_body_bytes
+    huge = api.post(
+        f"{served.url}/v1/npc/act",
+        data=b"{" + b" " * (limit + 1) + b"}",
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert huge.status_code == 413  # HAProxy's own answer: the replica never sees it
+    host, port = served.settings.host, served.settings.port
+    timeout_s = served.settings.runtime.haproxy_timeout_http_request_s
+    with socket.create_connection((host, port), timeout=timeout_s + 10) as slow:
+        slow.sendall(b"POST /v1/npc/act HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        started = time.monotonic()
+        answer = slow.recv(4096)  # HAProxy answers 408 or closes, within its timeout
+        waited = time.monotonic() - started
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert waited < timeout_s + 5, waited
+    assert api.post(f"{served.url}/v1/npc/act", json=npc_tick(1), timeout=10).status_code == 200
 
 
 def test_concurrent_requests_to_a_family_deployment_share_model_calls(

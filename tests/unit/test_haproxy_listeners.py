@@ -69,5 +69,5 @@ def test_the_substrate_sets_the_client_timeout_retries_and_body_limit() -> None:
     assert env["GAMESERVE_HAPROXY_HTTP_REQUEST_TIMEOUT_S"] == "5"
     assert (env["RAY_SERVE_HAPROXY_RETRY_ON"], env["RAY_SERVE_HAPROXY_RETRIES"]) == (
         "conn-failure empty-response",
-        "1",
+        "3",
     )
