@@ -104,6 +104,14 @@ def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _champion(settings: Settings, args: argparse.Namespace) -> int:
+    registry = _registry(settings)
+    if registry is None:
+        return 1
+    print(rollout_commands.set_champion(registry, args.family, args.version))
+    return 0
+
+
 def _keys(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "list":
         print(key_commands.listing(settings))
@@ -153,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="make the previous champion serve again")
     rollback.add_argument("family", choices=sorted(FAMILIES))
     rollback.set_defaults(handler=_rollback)
+    champion = commands.add_parser("champion", help="make a given version the champion")
+    champion.add_argument("action", choices=("set",))
+    champion.add_argument("family", choices=sorted(FAMILIES))
+    champion.add_argument("version")
+    champion.set_defaults(handler=_champion)
     keys = commands.add_parser("keys", help="create, list, rotate and revoke API keys")
     keys.add_argument("action", choices=("create", "list", "rotate", "revoke"))
     keys.add_argument("name", nargs="?", help="the key's name (all but list)")

@@ -6,10 +6,10 @@ re-read it within ``serving.auth.reload_interval_s``, so nothing restarts.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
+from pipelines.private_files import write_private
 from pipelines.report import table
 from pipelines.settings import Settings
 from serving.keys import KeyStore, Scope, parse_scopes
@@ -36,11 +36,7 @@ def ensure_admin_key(settings: Settings) -> Path | None:
         return None
     key = store.create(ADMIN_KEY_NAME, ["admin"])
     path = admin_key_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that existed
+    write_private(path, key + "\n")
     return path
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from models.errors import GameserveError
+from pipelines.private_files import write_private
 
 KEY_BYTES = 32
 
@@ -40,13 +40,8 @@ class VersionSigner:
                     f"signing key: {path} does not exist; the stack that registers "
                     "versions creates it"
                 )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process made it first: use theirs
-                return cls.at(path)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(KEY_BYTES))
+            # Exclusive: if another process made it first, its key is the one.
+            write_private(path, secrets.token_hex(KEY_BYTES), exclusive=True)
         return cls(bytes.fromhex(path.read_text().strip()))
 
     def _mac(self, *parts: str) -> str:

@@ -80,9 +80,13 @@ def _print_keys(settings: Settings, stack: LocalStack) -> None:
 
 def up_detached(settings: Settings, timeout_s: float = 600.0) -> int:
     """Start ``gameserve up`` in the background and return once it serves."""
-    if StackState.read(settings) is not None:
+    state = StackState.read(settings)
+    if state is not None and _alive(state.pid):
         print("a stack is already running here; `gameserve status` shows it")
         return 1
+    if state is not None:  # left by a stack that was killed: nothing of it runs
+        logger.warning("removing the state file of stopped stack pid %s", state.pid)
+        StackState.path(settings).unlink(missing_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "stack.log"
     with log_path.open("ab") as log:

@@ -26,6 +26,7 @@ from types import TracebackType
 import requests
 
 from models.errors import GameserveError, RegistryUnavailableError
+from pipelines.private_files import write_private
 from pipelines.settings import TrackingSettings
 
 logger = logging.getLogger(__name__)
@@ -70,11 +71,8 @@ class MlflowCredentials:
     def at(cls, path: Path) -> MlflowCredentials:
         """The credentials in ``path``, made there (owner-only) on first use."""
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
             made = {"username": "gameserve", "password": secrets.token_urlsafe(24)}
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(made, handle)
+            write_private(path, json.dumps(made), exclusive=True)
         return cls(**json.loads(path.read_text()))
 
     def apply(self) -> None:
@@ -103,13 +101,6 @@ def _group_alive(process: subprocess.Popen[bytes]) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 class EmbeddedTrackingServer:
@@ -177,7 +168,7 @@ class EmbeddedTrackingServer:
     def _auth_environment(self, credentials: MlflowCredentials) -> dict[str, str]:
         """MLflow's basic-auth app: its config file, owner-only, and a session secret."""
         config = self.root / "basic_auth.ini"
-        _write_private(
+        write_private(
             config,
             "[mlflow]\n"
             "default_permission = NO_PERMISSIONS\n"

@@ -30,6 +30,12 @@ def rollback(registry: ModelRegistry, family: str) -> str:
     return f"{family}: champion is v{restored} again; serving follows within seconds"
 
 
+def set_champion(registry: ModelRegistry, family: str, version: str) -> str:
+    """The way back when there is no ``previous``: any signed, loadable version."""
+    registry.promote(family, version)  # verifies signature and ONNX Runtime load first
+    return f"{family}: champion is v{version}; serving follows within seconds"
+
+
 def status(registry: ModelRegistry, family: str) -> str:
     aliases = registry.aliases(family)
     state = registry.client.get_registered_model(family).tags.get(STATE_TAG)

@@ -74,14 +74,14 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
     try:
         assert "gameserve is up" in started
         api = state["api_url"]
-        key_name, body = _readme_curl()
+        key_name, readme_body = _readme_curl()
         key_path = Path(stack_env["GAMESERVE_DATA_DIR"]) / key_name
         assert f"admin key was created in {key_path}" in (key_path.parent / "stack.log").read_text()
         assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
         auth = {"Authorization": f"Bearer {key_path.read_text().strip()}"}
-        refused = requests.post(f"{api}/v1/npc/act", json=body, timeout=30)
+        refused = requests.post(f"{api}/v1/npc/act", json=readme_body, timeout=30)
         assert refused.status_code == 401, refused.text
-        decision = requests.post(f"{api}/v1/npc/act", json=body, headers=auth, timeout=30)
+        decision = requests.post(f"{api}/v1/npc/act", json=readme_body, headers=auth, timeout=30)
         assert decision.status_code == 200, decision.text
         body = decision.json()
         assert body["model"] == {
@@ -102,13 +102,14 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
         # A key made from the CLI works at once; revoked, it stops within seconds.
         made = _gameserve(stack_env, "keys", "create", "game-01", "--scopes", "infer")
         game = {"Authorization": f"Bearer {made.strip().splitlines()[-1]}"}
-        assert requests.post(f"{api}/v1/npc/act", json=body, headers=game, timeout=30).ok
+        act = f"{api}/v1/npc/act"
+        assert requests.post(act, json=readme_body, headers=game, timeout=30).ok
         forbidden = requests.get(f"{api}/v1/models", headers=game, timeout=30)
         assert forbidden.status_code == 403
         assert "game-01" in _gameserve(stack_env, "keys", "list")
         _gameserve(stack_env, "keys", "revoke", "game-01")
         deadline = time.monotonic() + 10
-        while requests.post(f"{api}/v1/npc/act", json=body, headers=game, timeout=30).ok:
+        while requests.post(act, json=readme_body, headers=game, timeout=30).ok:
             assert time.monotonic() < deadline, "a revoked key still works after 10 s"
             time.sleep(0.2)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
