@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ from models.runtime import OnnxModel
 from pipelines.tracking_server import free_port
 from serving.application import SourceSpec
 from serving.gateway import ServeGateway
-from serving.settings import ServingSettings
+from serving.keys import KeyStore
+from serving.settings import AuthSettings, ServingSettings
 from serving.substrate import ServeRuntime
 from tests.payloads import npc_tick
 
@@ -110,11 +111,17 @@ def v2_json(rows: int) -> bytes:
 
 
 SINGLE = (1, 8, 16, 64)
+KEY_FILE = "keys.json"
 V2_PATH = f"/v2/models/{NPC}/infer"
 
 
-def loads(game_api: bool = True, v2: bool = True, binary: bool = True) -> dict[str, list[wrk.Load]]:
-    """The request mix; each target gets the parts of it that it speaks."""
+def loads(
+    game_api: bool = True, v2: bool = True, binary: bool = True, key: str | None = None
+) -> dict[str, list[wrk.Load]]:
+    """The request mix; each target gets the parts of it that it speaks.
+
+    ``key``: gameserve's API key, sent with every request as a game server would.
+    """
     mix: dict[str, list[wrk.Load]] = {}
     if game_api:
         single, tick = (json.dumps(npc_tick(n)).encode() for n in (1, TICK))
@@ -126,14 +133,22 @@ def loads(game_api: bool = True, v2: bool = True, binary: bool = True) -> dict[s
     if binary:
         body, headers = v2_body(TICK)
         mix[f"tick {TICK} v2 binary"] = [wrk.Load(V2_PATH, body, headers, 8, TICK)]
-    return mix
+    if key is None:
+        return mix
+    auth = {"Authorization": f"Bearer {key}"}
+    return {
+        name: [replace(load, headers={**load.headers, **auth}) for load in points]
+        for name, points in mix.items()
+    }
 
 
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+def wait_ready(url: str, key: str | None = None, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException):
-            if requests.post(url + "/v1/npc/act", json=npc_tick(1), timeout=2).ok:
+            act = requests.post(url + "/v1/npc/act", json=npc_tick(1), headers=headers, timeout=2)
+            if act.ok:
                 return
         time.sleep(0.5)
     raise SystemExit(f"{url} did not answer within {timeout_s:.0f} s")
@@ -175,12 +190,18 @@ GAMESERVE: dict[str, dict[str, Any]] = {
         "ingress_replicas": 1,
     },
     FAST: {"runtime": ServeRuntime(haproxy_ingress=True)},
+    # What checking the API key, the rate and the limits costs per request, next to FAST.
+    "gameserve, auth off": {
+        "runtime": ServeRuntime(haproxy_ingress=True),
+        "auth": AuthSettings(mode="off"),
+    },
 }
 
 
 @contextlib.contextmanager
-def gameserve(root: Path, overrides: dict[str, Any]) -> Iterator[str]:
-    settings = ServingSettings(port=free_port(), **overrides)
+def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[str]:
+    keyed = {"auth": AuthSettings(keys_file=root / KEY_FILE)}
+    settings = ServingSettings(port=free_port(), **{**keyed, **overrides})
     with local_ray(settings.runtime) as dashboard:
         spec = SourceSpec(
             import_path="serving.model_source:DirectoryModelSource",
@@ -188,7 +209,7 @@ def gameserve(root: Path, overrides: dict[str, Any]) -> Iterator[str]:
         )
         gateway = ServeGateway(settings, spec, dashboard)
         gateway.deploy(dict.fromkeys(FAMILIES, "1"))
-        wait_ready(gateway.url)
+        wait_ready(gateway.url, key)
         yield gateway.url
 
 
@@ -286,10 +307,11 @@ def main() -> None:
     # tick batches against ONNX Runtime's own rows/s at that batch size.
     reference |= {("single v2 JSON", c): reference[("single JSON", c)] for c in SINGLE}
     reference |= {(name, 8): raw[TICK] for name in loads() if "tick" in name}
+    key = KeyStore(root / KEY_FILE).create("benchmark", ["infer"])
     ours: list[Row] = []
     for target, overrides in GAMESERVE.items():
-        with gameserve(root, overrides) as url:
-            ours += measure(target, url, loads(), args.duration, reference)
+        with gameserve(root, key, overrides) as url:
+            ours += measure(target, url, loads(key=key), args.duration, reference)
     theirs: list[Row] = []
     for peer in contenders:
         with peers.serve(peer, model_path, free_port()) as url:

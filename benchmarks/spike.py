@@ -32,7 +32,8 @@ from pipelines.tracking_server import free_port
 from serving.application import SourceSpec
 from serving.autoscaling import aggressive
 from serving.gateway import ServeGateway
-from serving.settings import FamilyServing, ServingSettings
+from serving.keys import KeyStore
+from serving.settings import AuthSettings, FamilyServing, ServingSettings
 from serving.substrate import ServeRuntime
 from tests.payloads import npc_tick
 
@@ -54,9 +55,11 @@ class Second:
     nodes: int = 0
 
 
-def deploy(dashboard: str, port: int) -> ServeGateway:
+def deploy(dashboard: str, port: int) -> tuple[ServeGateway, str]:
+    """The application, and an ``infer`` key for the load."""
     root = Path(tempfile.mkdtemp(prefix="gameserve-spike-"))
     train_models(root)
+    key = KeyStore(root / "keys.json").create("spike", ["infer"])
     npc = FamilyServing(
         autoscaling=aggressive(
             min_replicas=1,
@@ -75,13 +78,18 @@ def deploy(dashboard: str, port: int) -> ServeGateway:
         service_time_ms=2.0,
         scale_down_cooldown_s=15.0,
     )
-    settings = ServingSettings(port=port, families=families, ingress_autoscaling=ingress)
+    settings = ServingSettings(
+        port=port,
+        families=families,
+        ingress_autoscaling=ingress,
+        auth=AuthSettings(keys_file=root / "keys.json"),
+    )
     spec = SourceSpec(
         import_path="serving.model_source:DirectoryModelSource", arguments={"root": str(root)}
     )
     gateway = ServeGateway(settings, spec, dashboard)
     gateway.deploy(dict.fromkeys(FAMILIES, "1"))
-    return gateway
+    return gateway, key
 
 
 def replicas_and_nodes(app: str) -> tuple[int, int, int]:
@@ -95,7 +103,9 @@ def replicas_and_nodes(app: str) -> tuple[int, int, int]:
     return running(NPC), running("ingress"), len(alive)
 
 
-async def play(url: str, app: str, phases: list[tuple[str, float, float]]) -> list[Second]:
+async def play(
+    url: str, app: str, key: str, phases: list[tuple[str, float, float]]
+) -> list[Second]:
     seconds = [Second() for _ in range(int(sum(d for _, d, _ in phases)) + 1)]
     in_flight = 0
     started = time.monotonic()
@@ -134,7 +144,8 @@ async def play(url: str, app: str, phases: list[tuple[str, float, float]]) -> li
 
     timeout = aiohttp.ClientTimeout(total=10)
     connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    auth = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=auth) as session:
         sampler = asyncio.create_task(sample())
         tasks: set[asyncio.Task[None]] = set()
         phase_start = 0.0
@@ -274,8 +285,8 @@ def main() -> None:
     ]
     runtime = ServeRuntime(haproxy_ingress=False) if args.serve_proxy else ServeRuntime()
     with local_ray(runtime) as dashboard:
-        gateway = deploy(dashboard, free_port())
-        seconds = asyncio.run(play(gateway.url, gateway.settings.app_name, phases))
+        gateway, key = deploy(dashboard, free_port())
+        seconds = asyncio.run(play(gateway.url, gateway.settings.app_name, key, phases))
         report(seconds, phases, RESULTS / time.strftime("spike-%Y%m%d-%H%M%S"))
 
 

@@ -20,6 +20,7 @@ from ray import serve
 from models.errors import GameserveError
 from pipelines.bootstrap import ChampionStatus, ensure_champions
 from pipelines.key_commands import ensure_admin_key, key_file
+from pipelines.leftovers import haproxy_dir, stop_leftovers
 from pipelines.registry import ModelRegistry, connect
 from pipelines.registry_source import registry_source_spec
 from pipelines.rollout.controller import RolloutController
@@ -91,6 +92,8 @@ class LocalStack:
             auth = serving.auth.model_copy(update={"keys_file": key_file(settings)})
             serving = serving.model_copy(update={"auth": auth})
             self.new_admin_key = ensure_admin_key(settings)
+        if settings.ray.address is None:
+            stop_leftovers(settings.data_dir)  # a killed stack's HAProxy holds the API port
         if port_in_use(serving.host, serving.port):
             raise GameserveError(
                 f"serving.port: {serving.host}:{serving.port} is already in use; stop what "
@@ -153,9 +156,11 @@ class LocalStack:
     def _start_ray(self) -> None:
         options, serving = self.settings.ray, self.settings.serving
         if options.address is None:
+            folder = haproxy_dir(self.settings.data_dir)
+            runtime = serving.runtime.model_copy(update={"haproxy_dir": folder})
             # Serve's processes read these when Ray starts them; a cluster sets
             # them in its own `ray start` commands.
-            with serving.runtime.applied(serving.limits.max_body_bytes):
+            with runtime.applied(serving.limits.max_body_bytes):
                 context = ray.init(
                     num_cpus=options.num_cpus,
                     include_dashboard=True,

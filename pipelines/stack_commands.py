@@ -15,6 +15,7 @@ import requests
 
 from models import get_family
 from pipelines.key_commands import key_file, stored_admin_key
+from pipelines.leftovers import running
 from pipelines.local_stack import LocalStack, StackState
 from pipelines.report import table
 from pipelines.settings import Settings
@@ -81,7 +82,7 @@ def _print_keys(settings: Settings, stack: LocalStack) -> None:
 def up_detached(settings: Settings, timeout_s: float = 600.0) -> int:
     """Start ``gameserve up`` in the background and return once it serves."""
     state = StackState.read(settings)
-    if state is not None and _alive(state.pid):
+    if state is not None and running(state.pid):
         print("a stack is already running here; `gameserve status` shows it")
         return 1
     if state is not None:  # left by a stack that was killed: nothing of it runs
@@ -112,7 +113,7 @@ def up_detached(settings: Settings, timeout_s: float = 600.0) -> int:
 def status(settings: Settings) -> int:
     """What runs: processes, endpoints, and each family's serving version."""
     state = StackState.read(settings)
-    if state is None or not _alive(state.pid):
+    if state is None or not running(state.pid):
         print("gameserve is not running here" + (" (stale state file)" if state else ""))
         return 1
     print(f"gameserve is up (pid {state.pid})")
@@ -136,34 +137,19 @@ def status(settings: Settings) -> int:
 def down(settings: Settings, timeout_s: float = 120.0) -> int:
     """Stop a stack started in the background, and wait until it is gone."""
     state = StackState.read(settings)
-    if state is None or not _alive(state.pid):
+    if state is None or not running(state.pid):
         print("gameserve is not running here")
         StackState.path(settings).unlink(missing_ok=True)
         return 0
     os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(state.pid):
+        if not running(state.pid):
             print("gameserve stopped.")
             return 0
         time.sleep(0.5)
     print(f"pid {state.pid} still running after {timeout_s:.0f}s")
     return 1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours is not running any more.
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return finished == 0
 
 
 def _headline(family: str, metrics: dict[str, float]) -> str:

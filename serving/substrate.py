@@ -110,6 +110,12 @@ class ServeRuntime(BaseModel):
         "HAProxy's default: during a redeploy fewer left requests on replicas going away.",
     )
 
+    haproxy_dir: Path | None = Field(
+        default=None,
+        description="HAProxy's config, runtime socket and state; None keeps Ray's "
+        "/tmp/haproxy-serve, which every stack on the machine would share.",
+    )
+
     def env_vars(self, max_body_bytes: int | None = None) -> dict[str, str]:
         """For the processes Ray starts; ``max_body_bytes`` is enforced at HAProxy too."""
         env: dict[str, str] = {}
@@ -127,6 +133,13 @@ class ServeRuntime(BaseModel):
             env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(self.haproxy_timeout_client_s)
             env["RAY_SERVE_HAPROXY_RETRY_ON"] = "conn-failure empty-response"
             env["RAY_SERVE_HAPROXY_RETRIES"] = str(self.haproxy_retries)
+            if self.haproxy_dir is not None:
+                folder = self.haproxy_dir
+                env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] = str(folder / "haproxy.cfg")
+                env["RAY_SERVE_HAPROXY_SOCKET_PATH"] = str(folder / "admin.sock")
+                env["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"] = str(folder / "metrics.sock")
+                env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"] = str(folder)
+                env["RAY_SERVE_HAPROXY_SERVER_STATE_FILE"] = str(folder / "server-state")
             wrapper = Path(sys.executable).with_name(HAPROXY_WRAPPER)
             if wrapper.exists():
                 env[BINARY_VARIABLE] = str(wrapper)

@@ -27,7 +27,7 @@ from tests.payloads import npc
 
 V2_INFER = "/v2/models/npc-behavior/infer"
 EXAMPLES = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

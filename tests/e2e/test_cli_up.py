@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as triton
-from mlflow import MlflowClient
 
 from models import FAMILIES
-from pipelines.tracking_server import free_port, port_in_use
+from pipelines.leftovers import haproxy_dir, processes_on
+from pipelines.tracking_server import MlflowCredentials, free_port, port_in_use
 
 GAMESERVE = shutil.which("gameserve", path=str(Path(sys.executable).parent))
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -119,9 +119,17 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
         for name, version in state["champions"].items():
             # CPU families run in each of the ingress replicas (two by default).
             assert re.search(rf"{name}\s+{version}\s+2\s+cpu\s+True", status), status
-        registry = MlflowClient(tracking_uri=state["tracking_uri"])
+        # MLflow answers the stack's credentials only: the takeover's calls get a 401.
+        alias_api = f"{state['tracking_uri']}/api/2.0/mlflow/registered-models/alias"
+        login = MlflowCredentials.at(
+            Path(stack_env["GAMESERVE_DATA_DIR"]) / "mlflow-credentials.json"
+        )
         for name in FAMILIES:
-            assert registry.get_model_version_by_alias(name, "champion").version
+            query = {"name": name, "alias": "champion"}
+            anonymous = requests.get(alias_api, params=query, timeout=10)
+            assert anonymous.status_code == 401
+            owner = requests.get(alias_api, params=query, auth=login.auth(), timeout=10)
+            assert owner.json()["model_version"]["version"] == state["champions"][name]
         assert "champion" in _gameserve(stack_env, "models")
     finally:
         stopped = _gameserve(stack_env, "down", timeout=180)
@@ -168,3 +176,45 @@ def test_foreground_stack_reuses_champions_and_stops_on_ctrl_c(
     assert "gameserve stopped." in output
     assert not state_file.exists()
     assert not any(port_in_use("127.0.0.1", port) for port in _ports(stack_env))
+
+
+def test_a_sigkilled_stack_leaves_nothing_and_the_next_start_comes_up(
+    stack_env: dict[str, str],
+) -> None:
+    """Scenario: `gameserve up` SIGKILLed. Ray's processes share its fate and MLflow
+    dies with its parent; HAProxy (started by Serve's proxy actor) can outlive it,
+    holding the API port: the next start stops it, by its config path, and comes up."""
+    data_dir = Path(stack_env["GAMESERVE_DATA_DIR"])
+    _gameserve(stack_env, "up", "--detach")
+    state = json.loads((data_dir / "stack.json").read_text())
+    os.kill(state["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    tracking, serving, dashboard = _ports(stack_env)
+    deadline = killed + 60
+    while port_in_use("127.0.0.1", tracking) or port_in_use("127.0.0.1", dashboard):
+        assert time.monotonic() < deadline, "MLflow or Ray still up 60 s after the SIGKILL"
+        time.sleep(0.5)
+    left = processes_on(haproxy_dir(data_dir) / "haproxy.cfg")
+    print(f"\nleft running after the SIGKILL: HAProxy {left}, API port held: "
+          f"{port_in_use('127.0.0.1', serving)}")  # fmt: skip
+    assert (
+        "stale state file"
+        in subprocess.run(
+            [GAMESERVE, "status"], env=stack_env, capture_output=True, text=True, check=False
+        ).stdout
+    )
+    try:
+        _gameserve(stack_env, "up", "--detach")
+        again = json.loads((data_dir / "stack.json").read_text())
+        key = (data_dir / "admin.key").read_text().strip()
+        act = requests.post(
+            f"{again['api_url']}/v1/npc/act",
+            json={"npcs": [{"npc_id": "a", "health": 0.5, "ammo": 0.5, "threat": 0.5}]},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert act.status_code == 200, act.text
+        assert not set(left) & set(processes_on(haproxy_dir(data_dir) / "haproxy.cfg"))
+        print(f"gameserve up SIGKILLed: serving again {time.monotonic() - killed:.1f} s later")
+    finally:
+        _gameserve(stack_env, "down", timeout=180)

@@ -1,0 +1,81 @@
+"""What a killed stack can leave running, and how the next start stops it.
+
+Ray's processes share the fate of the ``gameserve up`` that started them and
+the embedded MLflow server dies with its parent, but HAProxy, started by
+Serve's proxy actor, outlives a SIGKILLed stack and keeps the API port. Each
+stack therefore gives HAProxy a folder of its own (``haproxy_dir``: config,
+runtime socket, state), and a new start stops any HAProxy still running on
+that folder's config: by the config path in its command line, which only a
+HAProxy of this stack has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "haproxy.cfg"
+
+
+def haproxy_dir(data_dir: Path) -> Path:
+    """This stack's HAProxy folder: short (a unix socket path has ~107 bytes), one per
+    data dir, so two stacks on a machine never share Ray's default /tmp/haproxy-serve."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"gameserve-haproxy-{digest}"
+
+
+def processes_on(config: Path) -> list[int]:
+    """PIDs whose command line names ``config`` (Linux; nothing elsewhere)."""
+    wanted = str(config).encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if wanted in arguments and int(entry.name) != os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+def stop_leftovers(data_dir: Path, timeout_s: float = 10.0) -> list[int]:
+    """Stop what an earlier stack on ``data_dir`` left running; the PIDs stopped."""
+    config = haproxy_dir(data_dir) / CONFIG_NAME
+    pids = processes_on(config)
+    for pid in pids:
+        logger.warning("stopping HAProxy pid %d left by a stack that was killed", pid)
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(running(pid) for pid in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if running(pid):
+            _signal(pid, signal.SIGKILL)
+    return pids
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie child of ours does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return finished == 0
