@@ -5,8 +5,8 @@ the embedded MLflow server dies with its parent, but HAProxy, started by
 Serve's proxy actor, outlives a SIGKILLed stack and keeps the API port. Each
 stack therefore gives HAProxy a folder of its own (``haproxy_dir``: config,
 runtime socket, state), and a new start stops any HAProxy still running on
-that folder's config: by the config path in its command line, which only a
-HAProxy of this stack has.
+that folder: by the config path in its command line (Ray puts it at
+``<folder>/<node id>/haproxy.cfg``), which only a HAProxy of this stack has.
 """
 
 from __future__ import annotations
@@ -25,30 +25,31 @@ CONFIG_NAME = "haproxy.cfg"
 
 
 def haproxy_dir(data_dir: Path) -> Path:
-    """This stack's HAProxy folder: short (a unix socket path has ~107 bytes), one per
-    data dir, so two stacks on a machine never share Ray's default /tmp/haproxy-serve."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
-    return Path("/tmp") / f"gameserve-haproxy-{digest}"
+    """This stack's HAProxy folder, one per data dir, so two stacks on a machine never
+    share Ray's default /tmp/haproxy-serve. Short: Ray adds a 56-character node id
+    below it, and HAProxy refuses a runtime socket path over 97 characters."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"gsh-{digest}"
 
 
-def processes_on(config: Path) -> list[int]:
-    """PIDs whose command line names ``config`` (Linux; nothing elsewhere)."""
-    wanted = str(config).encode()
+def processes_under(folder: Path) -> list[int]:
+    """PIDs running a config file below ``folder`` (Linux; nothing elsewhere)."""
+    prefix = f"{folder}/".encode()
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             arguments = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone, or not ours to read
             continue
-        if wanted in arguments and int(entry.name) != os.getpid():
+        named = any(a.startswith(prefix) and a.endswith(CONFIG_NAME.encode()) for a in arguments)
+        if named and int(entry.name) != os.getpid():
             found.append(int(entry.name))
     return found
 
 
 def stop_leftovers(data_dir: Path, timeout_s: float = 10.0) -> list[int]:
     """Stop what an earlier stack on ``data_dir`` left running; the PIDs stopped."""
-    config = haproxy_dir(data_dir) / CONFIG_NAME
-    pids = processes_on(config)
+    pids = processes_under(haproxy_dir(data_dir))
     for pid in pids:
         logger.warning("stopping HAProxy pid %d left by a stack that was killed", pid)
         _signal(pid, signal.SIGTERM)

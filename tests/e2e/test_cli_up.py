@@ -20,7 +20,7 @@ import requests
 import tritonclient.http as triton
 
 from models import FAMILIES
-from pipelines.leftovers import haproxy_dir, processes_on
+from pipelines.leftovers import haproxy_dir, processes_under
 from pipelines.tracking_server import MlflowCredentials, free_port, port_in_use
 
 GAMESERVE = shutil.which("gameserve", path=str(Path(sys.executable).parent))
@@ -194,7 +194,7 @@ def test_a_sigkilled_stack_leaves_nothing_and_the_next_start_comes_up(
     while port_in_use("127.0.0.1", tracking) or port_in_use("127.0.0.1", dashboard):
         assert time.monotonic() < deadline, "MLflow or Ray still up 60 s after the SIGKILL"
         time.sleep(0.5)
-    left = processes_on(haproxy_dir(data_dir) / "haproxy.cfg")
+    left = processes_under(haproxy_dir(data_dir))
     print(f"\nleft running after the SIGKILL: HAProxy {left}, API port held: "
           f"{port_in_use('127.0.0.1', serving)}")  # fmt: skip
     assert (
@@ -214,7 +214,7 @@ def test_a_sigkilled_stack_leaves_nothing_and_the_next_start_comes_up(
             timeout=30,
         )
         assert act.status_code == 200, act.text
-        assert not set(left) & set(processes_on(haproxy_dir(data_dir) / "haproxy.cfg"))
+        assert not set(left) & set(processes_under(haproxy_dir(data_dir)))
         print(f"gameserve up SIGKILLed: serving again {time.monotonic() - killed:.1f} s later")
     finally:
         _gameserve(stack_env, "down", timeout=180)
