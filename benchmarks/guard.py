@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models import FAMILIES
 from models.runtime import OnnxModel
 from models.training import TrainSettings
 from serving.app import create_app
-from serving.data_plane import DataPlane, LocalBackend
+from serving.data_plane import DataPlane, LocalBackend, Prediction
 from serving.keys import KeyStore
 from serving.settings import AuthSettings, ServingSettings
 from tests.payloads import npc_tick
@@ -67,6 +69,17 @@ async def _per_call_us(app: Any, headers: list[tuple[bytes, bytes]], calls: int)
     return (time.perf_counter() - started) / calls * 1e6
 
 
+class InlineBackend(LocalBackend):
+    """The model on the event loop, as the ingress serves a colocated champion: no
+    thread hop (~0.5 ms here) to drown the guard's microseconds."""
+
+    async def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
+        model, version = self.model, self.version
+        assert model is not None
+        assert version is not None
+        return Prediction(model.run_validated(inputs), version)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=20_000)
@@ -74,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     model = FAMILIES[NPC].train(TrainSettings(train_samples=4_000, epochs=2)).export()
     session = OnnxModel(model, FAMILIES[NPC].contract, prefer_gpu=False)
-    plane = DataPlane({NPC: LocalBackend(NPC, session, "1")}, max_rows_per_request=1024)
+    plane = DataPlane({NPC: InlineBackend(NPC, session, "1")}, max_rows_per_request=1024)
     keys = Path(tempfile.mkdtemp(prefix="gameserve-guard-")) / "keys.json"
     store = KeyStore(keys)
     plain = store.create("game", ["infer"])
