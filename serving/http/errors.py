@@ -36,13 +36,20 @@ def speaks_v2(path: str) -> bool:
     return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
+def error_body(path: str, code: str, message: str) -> dict[str, Any]:
+    """Triton's body on the v2 routes, the game API's everywhere else."""
+    if speaks_v2(path):
+        return {"error": message}
+    return {"error": {"code": code, "message": message}}
+
+
 def error_response(error: GameserveError, path: str = "") -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(error, OverloadedError):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
     if isinstance(error, UnauthorizedError):
         headers["WWW-Authenticate"] = "Bearer"
-    body: dict[str, Any] = {"error": error.message} if speaks_v2(path) else error.to_dict()
+    body = error_body(path, error.code, error.message)
     return JSONResponse(body, status_code=error.status, headers=headers or None)
 
 
@@ -63,10 +70,7 @@ def response_for(exc: Exception, path: str = "") -> JSONResponse:
         return error_response(InvalidInputError(describe(list(exc.errors()))), path)
     if isinstance(exc, HTTPException):
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-        message = str(exc.detail)
-        body: dict[str, Any] = (
-            {"error": message} if speaks_v2(path) else {"error": {"code": code, "message": message}}
-        )
+        body = error_body(path, code, str(exc.detail))
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
     logger.error("%s: unhandled error", path, exc_info=exc)
     return error_response(GameserveError("internal error; see the server log"), path)
