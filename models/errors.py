@@ -115,3 +115,14 @@ class InferenceError(GameserveError):
 
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     code = "inference_failed"
+
+
+def error_for(code: str, message: str) -> GameserveError:
+    """The error a server answered with ``{"error": {"code", "message"}}``, rebuilt."""
+    pending: list[type[GameserveError]] = [GameserveError]
+    while pending:
+        kind = pending.pop()
+        if kind.code == code:
+            return kind(message)
+        pending.extend(kind.__subclasses__())
+    return GameserveError(f"{code}: {message}")

@@ -12,6 +12,7 @@ from models import FAMILIES, get_family
 from models.build import ModelBuild, build
 from models.errors import GameserveError
 from pipelines import key_commands, stack_commands
+from pipelines.admin_client import AdminClient
 from pipelines.local_stack import StackState
 from pipelines.registry import ModelRegistry, connect
 from pipelines.report import table
@@ -81,34 +82,26 @@ def _registry(settings: Settings) -> ModelRegistry | None:
 
 
 def _rollout(settings: Settings, args: argparse.Namespace) -> int:
-    registry = _registry(settings)
-    if registry is None:
-        return 1
+    admin = AdminClient.for_stack(settings)
     if args.action == "start":
         if args.version is None:
             print("rollout start needs a VERSION")
             return 2
-        print(rollout_commands.start(registry, args.family, args.version))
+        print(admin.start(args.family, args.version))
     elif args.action == "status":
-        print(rollout_commands.status(registry, args.family))
+        print(rollout_commands.describe(admin.status(args.family)))
     else:
-        print(rollout_commands.command(registry, args.family, args.action))
+        print(admin.command(args.family, args.action))
     return 0
 
 
 def _rollback(settings: Settings, args: argparse.Namespace) -> int:
-    registry = _registry(settings)
-    if registry is None:
-        return 1
-    print(rollout_commands.rollback(registry, args.family))
+    print(AdminClient.for_stack(settings).rollback(args.family))
     return 0
 
 
 def _champion(settings: Settings, args: argparse.Namespace) -> int:
-    registry = _registry(settings)
-    if registry is None:
-        return 1
-    print(rollout_commands.set_champion(registry, args.family, args.version))
+    print(AdminClient.for_stack(settings).set_champion(args.family, args.version))
     return 0
 
 

@@ -23,6 +23,7 @@ from pipelines.key_commands import ensure_admin_key, key_file
 from pipelines.leftovers import haproxy_dir, stop_leftovers
 from pipelines.registry import ModelRegistry, connect
 from pipelines.registry_source import registry_source_spec
+from pipelines.rollout.commands import RegistryControls
 from pipelines.rollout.controller import RolloutController
 from pipelines.settings import Settings
 from pipelines.signing import VersionSigner
@@ -33,7 +34,11 @@ from pipelines.tracking_server import (
     is_healthy,
     port_in_use,
 )
+from serving.admin_server import AdminServer
 from serving.gateway import ServeGateway
+from serving.http.admin import create_admin_app
+from serving.keys import KeyStore
+from serving.log_follower import ReplicaErrorFollower
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class StackState:
     dashboard_url: str
     tracking_uri: str
     champions: dict[str, str]
+    admin_url: str = ""
 
     @staticmethod
     def path(settings: Settings) -> Path:
@@ -75,6 +81,7 @@ class LocalStack:
         self.new_admin_key: Path | None = None  # where the first start wrote its admin key
         self.credentials: MlflowCredentials | None = None  # the embedded MLflow's
         self.supervisor: TrackingSupervisor | None = None
+        self.admin: AdminServer | None = None
 
     def __enter__(self) -> LocalStack:
         try:
@@ -94,11 +101,16 @@ class LocalStack:
             self.new_admin_key = ensure_admin_key(settings)
         if settings.ray.address is None:
             stop_leftovers(settings.data_dir)  # a killed stack's HAProxy holds the API port
-        if port_in_use(serving.host, serving.port):
-            raise GameserveError(
-                f"serving.port: {serving.host}:{serving.port} is already in use; stop what "
-                "holds it (`gameserve down`?) or set GAMESERVE_SERVING__PORT"
-            )
+        for field, host, port in (
+            ("port", serving.host, serving.port),
+            ("admin.port", serving.admin.host, serving.admin.port),
+        ):
+            if port and port_in_use(host, port):
+                variable = field.upper().replace(".", "__")
+                raise GameserveError(
+                    f"serving.{field}: {host}:{port} is already in use; stop what holds it "
+                    f"(`gameserve down`?) or set GAMESERVE_SERVING__{variable}"
+                )
         self._start_tracking()
         signer = VersionSigner.at(settings.signing_key_file, create=True)
         self.registry = connect(
@@ -121,12 +133,17 @@ class LocalStack:
         self.controller = RolloutController(self.registry, self.gateway, settings.rollout)
         self.controller.start()
         self._exit.callback(self.controller.stop)
+        keys = KeyStore(key_file(settings)) if serving.auth.mode == "on" else None
+        admin_app = create_admin_app(RegistryControls(self.registry), keys)
+        self.admin = AdminServer(admin_app, serving.admin.host, serving.admin.port).start()
+        self._exit.callback(self.admin.stop)
         state = StackState(
             pid=os.getpid(),
             api_url=self.gateway.url,
             dashboard_url=self.dashboard_url,
             tracking_uri=self.tracking_uri,
             champions={c.resolved.family: c.resolved.version for c in self.champions},
+            admin_url=self.admin.url,
         )
         path = StackState.path(settings)
         path.write_text(json.dumps(asdict(state), indent=2))
@@ -174,6 +191,12 @@ class LocalStack:
             context = ray.init(address=options.address, log_to_driver=options.log_to_driver)
         self._exit.callback(ray.shutdown)
         self._exit.callback(serve.shutdown)
+        session_dir = (getattr(context, "address_info", None) or {}).get("session_dir")
+        if session_dir and options.address is None and not options.log_to_driver:
+            # A local cluster's replica logs are on this machine: their errors reach
+            # this console (a cluster's are in its own logs and the dashboard).
+            follower = ReplicaErrorFollower(Path(session_dir) / "logs" / "serve").start()
+            self._exit.callback(follower.stop)
         self.dashboard_url = options.dashboard_address or f"http://{context.dashboard_url}"
 
     def __exit__(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.training import TrainSettings
@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     ray: RaySettings = Field(default_factory=RaySettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    admin_url: str | None = Field(
+        default=None,
+        description="A running stack's admin API, for the CLI and notebooks; unset: the "
+        "stack running from this data dir.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The key the CLI and notebooks send; unset: <data_dir>/admin.key.",
+    )
 
     @property
     def exports_dir(self) -> Path:

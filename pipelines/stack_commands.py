@@ -59,6 +59,8 @@ def up(settings: Settings, *, exit_after_start: bool) -> int:
         print(f"\nAPI:            {stack.gateway.url}  (OpenAPI: {stack.gateway.url}/docs)")
         print(f"Ray dashboard:  {stack.dashboard_url}")
         print(f"MLflow UI:      {stack.tracking_uri}")
+        if stack.admin is not None:
+            print(f"Admin API:      {stack.admin.url}/v1/admin  (admin key; `gameserve rollout`)")
         print(f"Data:           {settings.data_dir.resolve()}")
         _print_keys(settings, stack)
         if exit_after_start:
@@ -121,6 +123,7 @@ def status(settings: Settings) -> int:
     print(f"Ray dashboard:  {state.dashboard_url}")
     mlflow_health = "healthy" if is_healthy(state.tracking_uri) else "NOT RESPONDING"
     print(f"MLflow UI:      {state.tracking_uri}  ({mlflow_health})")
+    print(f"Admin API:      {state.admin_url}/v1/admin")
     try:
         key = stored_admin_key(settings)
         headers = {"Authorization": f"Bearer {key}"} if key else {}

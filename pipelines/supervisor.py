@@ -6,6 +6,10 @@ every CLI command do. A watcher thread checks the server every
 ``interval_s``; a dead one is stopped for good (its orphaned worker too) and
 started again on the same port, waiting ``backoff`` seconds more after each
 failed start. It logs once per change of state, never once per poll.
+
+Stop it only together with the server: a server it restarted was started from
+its thread, and the server's parent-death signal (PDEATHSIG) follows the thread
+that started it, so it gets SIGTERM when the watcher ends.
 """
 
 from __future__ import annotations

@@ -115,6 +115,15 @@ class LimitSettings(BaseModel):
     )
 
 
+class AdminSettings(BaseModel):
+    """The admin API (rollouts, champions, keys), served by the stack process."""
+
+    host: str = Field(
+        default="127.0.0.1", description="Bind address; put it on an operators' network only."
+    )
+    port: int = Field(default=8090, ge=0, le=65535, description="0 picks a free port.")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -137,6 +146,7 @@ class ServingSettings(BaseModel):
     runtime: ServeRuntime = Field(default_factory=ServeRuntime)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
         default="HeadOnly",
         description="Where Serve runs HTTP proxies. HeadOnly keeps GPU workers free of "
@@ -164,10 +174,12 @@ class ServingSettings(BaseModel):
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> ServingSettings:
-        if self.auth.mode == "off" and not is_loopback(self.host):
-            raise ValueError(
-                f"auth.mode: 'off' is for loopback only; serving.host is {self.host!r}"
-            )
+        if self.auth.mode == "off":
+            for field, host in (("host", self.host), ("admin.host", self.admin.host)):
+                if not is_loopback(host):
+                    raise ValueError(
+                        f"auth.mode: 'off' is for loopback only; serving.{field} is {host!r}"
+                    )
         return self
 
     def ingress_replicas_config(self) -> dict[str, Any]:

@@ -26,6 +26,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: _tier(item) == "cluster")
 
 
+_SESSION: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def serve_logs(ray_cluster: str) -> Path:
+    """Where this session's Serve replicas write their log files."""
+    return _SESSION["dir"] / "logs" / "serve"
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """One local Ray per session, with its dashboard (it carries Serve's deploy API).
@@ -49,6 +58,7 @@ def ray_cluster() -> Iterator[str]:
             dashboard_port=free_port(),
             logging_level=logging.WARNING,
         )
+    _SESSION["dir"] = Path(context.address_info["session_dir"])
     try:
         yield f"http://{context.dashboard_url}"
     finally:

@@ -1,67 +1,88 @@
-"""``gameserve rollout ...`` and ``gameserve rollback``: operators act through MLflow.
+"""What the admin API's rollout routes do: the stack's side of ``RolloutControls``.
 
-Each command only writes to the registry (an alias or a tag); the controller
-in the running stack reads it and acts, so a notebook can do the same.
+Each command writes to the registry (an alias or a tag) with the stack's own
+MLflow credentials; the controller reads it and acts. Operators and notebooks
+reach these through the authenticated admin API (``serving/http/admin.py``),
+never by writing MLflow themselves.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from models import FAMILIES
 from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from pipelines.report import table
-from pipelines.rollout.controller import COMMAND_TAG, STATE_TAG
-from pipelines.rollout.record import EXPERIMENT
+from pipelines.rollout.controller import COMMAND_TAG
+from pipelines.rollout.record import EXPERIMENT, STATE_TAG
+from serving.http.admin import Command
 
 
-def start(registry: ModelRegistry, family: str, version: str) -> str:
-    registry.resolve_version(family, version)  # refuse a broken artifact right away
-    registry.set_alias(family, CHALLENGER, version)
-    return f"{family} v{version} is the challenger; the controller starts its rollout"
+class RegistryControls:
+    """``serving.http.admin.RolloutControls`` over the MLflow registry."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def families(self) -> list[str]:
+        return sorted(FAMILIES)
+
+    def start(self, family: str, version: str) -> str:
+        # Refuse a broken, unsigned or unloadable artifact right away, not in the controller.
+        self.registry.resolve_version(family, version)
+        self.registry.set_alias(family, CHALLENGER, version)
+        return f"{family} v{version} is the challenger; the controller starts its rollout"
+
+    def command(self, family: str, action: Command) -> str:
+        self.registry.client.set_registered_model_tag(family, COMMAND_TAG, action)
+        return f"{family}: asked the controller to {action}"
+
+    def rollback(self, family: str) -> str:
+        restored = self.registry.rollback(family, reason="rolled back by an operator")
+        return f"{family}: champion is v{restored} again; serving follows within seconds"
+
+    def set_champion(self, family: str, version: str) -> str:
+        """The way back when there is no ``previous``: any signed, loadable version."""
+        self.registry.promote(family, version)  # verifies signature and ONNX Runtime load
+        return f"{family}: champion is v{version}; serving follows within seconds"
+
+    def status(self, family: str) -> dict[str, Any]:
+        client = self.registry.client
+        aliases = self.registry.aliases(family)
+        state = client.get_registered_model(family).tags.get(STATE_TAG)
+        experiments = [e.experiment_id for e in client.search_experiments() if e.name == EXPERIMENT]
+        runs = client.search_runs(
+            experiments,
+            filter_string=f"tags.`gameserve.family` = '{family}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=5,
+        )
+        return {
+            "family": family,
+            "aliases": {a: aliases.get(a) for a in (CHAMPION, CHALLENGER, PREVIOUS)},
+            "rollout": json.loads(state) if state else None,
+            "recent": [
+                {
+                    "champion": r.data.tags.get("gameserve.champion"),
+                    "challenger": r.data.tags.get("gameserve.challenger"),
+                    "decision": r.data.tags.get("gameserve.decision", "running"),
+                    "reason": r.data.tags.get("gameserve.reason", ""),
+                }
+                for r in runs
+            ],
+        }
 
 
-def command(registry: ModelRegistry, family: str, action: str) -> str:
-    registry.client.set_registered_model_tag(family, COMMAND_TAG, action)
-    return f"{family}: asked the controller to {action}"
-
-
-def rollback(registry: ModelRegistry, family: str) -> str:
-    restored = registry.rollback(family, reason="rolled back by an operator")
-    return f"{family}: champion is v{restored} again; serving follows within seconds"
-
-
-def set_champion(registry: ModelRegistry, family: str, version: str) -> str:
-    """The way back when there is no ``previous``: any signed, loadable version."""
-    registry.promote(family, version)  # verifies signature and ONNX Runtime load first
-    return f"{family}: champion is v{version}; serving follows within seconds"
-
-
-def status(registry: ModelRegistry, family: str) -> str:
-    aliases = registry.aliases(family)
-    state = registry.client.get_registered_model(family).tags.get(STATE_TAG)
-    phase = json.loads(state) if state else {}
+def describe(status: dict[str, Any]) -> str:
+    """``status`` as the CLI prints it."""
+    aliases: dict[str, str | None] = status["aliases"]
+    phase = status["rollout"] or {}
     lines = [
-        table(
-            ("alias", "version"),
-            [(a, aliases.get(a, "-")) for a in (CHAMPION, CHALLENGER, PREVIOUS)],
-        ),
+        table(("alias", "version"), [(a, v or "-") for a, v in aliases.items()]),
         f"rollout phase: {phase.get('phase', 'none')} (challenger v{phase.get('challenger', '-')})",
     ]
-    runs = registry.client.search_runs(
-        [e.experiment_id for e in registry.client.search_experiments() if e.name == EXPERIMENT],
-        filter_string=f"tags.`gameserve.family` = '{family}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=5,
-    )
-    rows = [
-        (
-            r.data.tags.get("gameserve.champion"),
-            r.data.tags.get("gameserve.challenger"),
-            r.data.tags.get("gameserve.decision", "running"),
-            r.data.tags.get("gameserve.reason", ""),
-        )
-        for r in runs
-    ]
-    if rows:
-        lines.append(table(("champion", "challenger", "decision", "reason"), rows))
+    if status["recent"]:
+        keys = ("champion", "challenger", "decision", "reason")
+        lines.append(table(keys, [tuple(run[k] for k in keys) for run in status["recent"]]))
     return "\n".join(lines)

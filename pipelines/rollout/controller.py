@@ -17,19 +17,26 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from models import FAMILIES
-from models.errors import GameserveError
+from models.errors import GameserveError, RegistryUnavailableError
 from pipelines.registry import CHALLENGER, CHAMPION, ModelRegistry
 from pipelines.rollout.policy import judge
 from pipelines.rollout.preflight import preflight
 from pipelines.rollout.record import RolloutRecord
-from pipelines.rollout.settings import Preflight, RolloutSettings, RolloutStep, Thresholds
+from pipelines.rollout.settings import (
+    FamilyRollout,
+    Preflight,
+    RolloutSettings,
+    RolloutStep,
+    Thresholds,
+)
 from serving.gateway import ServeGateway
 
 logger = logging.getLogger(__name__)
 
 COMMAND_TAG = "gameserve.rollout.command"
-STATE_TAG = "gameserve.rollout.state"
 OUTCOME_TAG = "gameserve.rollout.outcome"
 COMMANDS = ("pause", "resume", "abort", "promote")
 
@@ -56,6 +63,7 @@ class RolloutController:
         # a retry every poll would only repeat the failure (and its MLflow run).
         self._refused_champions: dict[str, str] = {}
         self._rejected: set[tuple[str, str]] = set()
+        self._unsent: list[RolloutRecord] = []  # records MLflow could not take yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -91,6 +99,7 @@ class RolloutController:
 
     def run_once(self) -> None:
         """One pass: serve each champion alias, run any pending challenger."""
+        self._unsent = [record for record in self._unsent if not record.flush()]
         for family in FAMILIES:
             if self._stop.is_set():
                 return
@@ -143,6 +152,20 @@ class RolloutController:
         )
         self._clear_command(family)
         logger.info("%s: rollout v%s -> v%s (run %s)", family, champion, challenger, record.run_id)
+        try:
+            return self._run(family, champion, challenger, plan, record)
+        finally:
+            if not record.flush():
+                self._unsent.append(record)  # sent by a later pass, once MLflow is back
+
+    def _run(
+        self,
+        family: str,
+        champion: str,
+        challenger: str,
+        plan: FamilyRollout,
+        record: RolloutRecord,
+    ) -> RolloutResult:
         refusal = self._before_traffic(family, champion, challenger, plan.preflight, record)
         if refusal is not None:
             return self._roll_back(family, champion, challenger, record, refusal)
@@ -150,22 +173,25 @@ class RolloutController:
         for index, step in enumerate(plan.steps):
             self.gateway.set_traffic(family, step.weight, step.shadow, salt=record.run_id)
             self.gateway.rollout_metrics(family, reset=True)
-            self._publish(family, challenger, step.name)
+            record.publish(challenger, step.name)
             record.event("step_started", index=index, name=step.name)
-            outcome, reason, window = self._bake(family, challenger, step, plan.thresholds)
+            outcome, reason, window = self._bake(record, challenger, step, plan.thresholds)
             record.step(index, step.name, window, outcome)
             if outcome == "pass":
                 continue
             if outcome == "promote":
                 break
             if outcome == "interrupted":
-                self.gateway.stop_challenger(family, promote=False)
-                record.finish("interrupted", reason)
-                return RolloutResult(
-                    family, champion, challenger, "interrupted", reason, record.run_id
-                )
+                return self._interrupted(family, champion, challenger, record, reason)
             return self._roll_back(family, champion, challenger, record, f"{step.name}: {reason}")
         return self._promote(family, champion, challenger, record)
+
+    def _interrupted(
+        self, family: str, champion: str, challenger: str, record: RolloutRecord, reason: str
+    ) -> RolloutResult:
+        self.gateway.stop_challenger(family, promote=False)
+        record.finish("interrupted", reason)
+        return RolloutResult(family, champion, challenger, "interrupted", reason, record.run_id)
 
     def _before_traffic(
         self, family: str, champion: str, challenger: str, gates: Preflight, record: RolloutRecord
@@ -178,7 +204,7 @@ class RolloutController:
         """
         try:
             if gates.enabled:
-                self._publish(family, challenger, "preflight")
+                record.publish(challenger, "preflight")
                 report = preflight(self.registry, family, champion, challenger, gates)
                 record.metrics(report.metrics)
                 record.event("preflight", checks=report.checks)
@@ -187,21 +213,31 @@ class RolloutController:
             if self._take_command(family) == "abort":
                 return "aborted by an operator before traffic"
             self.gateway.start_challenger(family, challenger)
-        except Exception as exc:  # any failure before traffic ends this rollout, once
+        except (RegistryUnavailableError, MlflowException) as exc:
+            # MLflow's outage is not the challenger's fault: no verdict, the next
+            # pass after MLflow is back starts this rollout again.
+            if family in self.gateway.challengers:
+                self.gateway.stop_challenger(family, promote=False)
+            record.finish("interrupted", f"MLflow unreachable before traffic: {exc}")
+            raise
+        except Exception as exc:  # any other failure before traffic ends this rollout, once
             logger.exception("%s: v%s failed before traffic", family, challenger)
             message = exc.message if isinstance(exc, GameserveError) else repr(exc)
             return f"before traffic: {message}"
         return None
 
     def _bake(
-        self, family: str, challenger: str, step: RolloutStep, limits: Thresholds
+        self, record: RolloutRecord, challenger: str, step: RolloutStep, limits: Thresholds
     ) -> tuple[str, str, dict[str, dict[str, Any]]]:
         """Run one step until it passes its bake, fails, or an operator intervenes."""
+        family = record.family
         started, paused, registry_down = time.monotonic(), False, False
         window = self.gateway.rollout_metrics(family)
         while not self._stop.wait(self.settings.decision_interval_s):
             try:
                 command = self._take_command(family)
+                if not record.flush():
+                    raise RegistryUnavailableError("the rollout's record could not be written")
             except Exception as exc:  # MLflow down: hold this step, keep judging safety
                 if not registry_down:
                     logger.error(
@@ -219,7 +255,7 @@ class RolloutController:
                 return "promote", "promoted by an operator", window
             if command in ("pause", "resume"):
                 paused = command == "pause"
-                self._publish(family, challenger, f"{step.name}{' (paused)' if paused else ''}")
+                record.publish(challenger, f"{step.name}{' (paused)' if paused else ''}")
             window = self.gateway.rollout_metrics(family)
             baked = time.monotonic() - started >= step.bake_s
             verdict = judge(window["champion"], window["challenger"], limits, baked=baked)
@@ -233,9 +269,21 @@ class RolloutController:
         self, family: str, champion: str, challenger: str, record: RolloutRecord
     ) -> RolloutResult:
         # Registry first: if serving then fails, the next pass reconciles to the alias.
-        self.registry.promote(family, challenger)
+        waiting = False
+        while True:
+            try:
+                self.registry.promote(family, challenger)
+                break
+            except (RegistryUnavailableError, MlflowException) as exc:
+                if not waiting:
+                    logger.error("%s: MLflow unreachable (%s); v%s waits to be promoted",
+                                 family, exc, challenger)  # fmt: skip
+                waiting = True
+            if self._stop.wait(self.settings.decision_interval_s):
+                reason = "the controller stopped before promoting"
+                return self._interrupted(family, champion, challenger, record, reason)
         self.gateway.stop_challenger(family, promote=True)
-        self._publish(family, challenger, "promoted")
+        record.publish(challenger, "promoted")
         record.finish("promoted", "passed every step")
         logger.info("%s: v%s promoted", family, challenger)
         return RolloutResult(
@@ -246,18 +294,19 @@ class RolloutController:
         self, family: str, champion: str, challenger: str, record: RolloutRecord, reason: str
     ) -> RolloutResult:
         self._rejected.add((family, challenger))
-        self.gateway.stop_challenger(family, promote=False)
-        self.registry.record_event(family, challenger, "rolled_back", {"reason": reason})
-        self.registry.client.set_model_version_tag(family, challenger, OUTCOME_TAG, reason)
-        self.registry.delete_alias(family, CHALLENGER)
-        self._publish(family, challenger, "rolled back")
+        self.gateway.stop_challenger(family, promote=False)  # traffic first: no MLflow needed
+        registry = self.registry
+        record.write(
+            lambda: registry.record_event(family, challenger, "rolled_back", {"reason": reason})
+        )
+        record.write(
+            lambda: registry.client.set_model_version_tag(family, challenger, OUTCOME_TAG, reason)
+        )
+        record.write(lambda: registry.delete_alias(family, CHALLENGER))
+        record.publish(challenger, "rolled back")
         record.finish("rolled_back", reason)
         logger.warning("%s: v%s rolled back: %s", family, challenger, reason)
         return RolloutResult(family, champion, challenger, "rolled_back", reason, record.run_id)
-
-    def _publish(self, family: str, challenger: str, phase: str) -> None:
-        state = json.dumps({"challenger": challenger, "phase": phase, "at": time.time()})
-        self.registry.client.set_registered_model_tag(family, STATE_TAG, state)
 
     def _take_command(self, family: str) -> str | None:
         command = self.registry.client.get_registered_model(family).tags.get(COMMAND_TAG)

@@ -1,14 +1,28 @@
-"""Every rollout is one MLflow run: its steps, each version's figures, the decision."""
+"""Every rollout is one MLflow run: its steps, each version's figures, the decision.
+
+Writes are sent in order and kept when MLflow refuses them: a rollout's traffic
+does not wait on MLflow, so an outage mid-step must not end it. What could not
+be sent goes out with the next write, or when the controller flushes later.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+import requests
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+
+from models.errors import RegistryUnavailableError
 
 EXPERIMENT = "gameserve-rollouts"
+STATE_TAG = "gameserve.rollout.state"
 _FIGURES = ("requests", "error_rate", "invalid_rate", "p50_ms", "p99_ms", "divergence")
 
 
@@ -30,22 +44,50 @@ class RolloutRecord:
                 "gameserve.challenger": challenger,
             },
         ).info.run_id
+        self.family = family
         self.timeline: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        self._pending: deque[Callable[[], object]] = deque()
+
+    def write(self, action: Callable[[], object]) -> bool:
+        """Send ``action`` after what is pending; False if it had to be kept for later."""
+        self._pending.append(action)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Send what is pending, in order; False while MLflow cannot take it."""
+        while self._pending:
+            try:
+                self._pending[0]()
+            except (MlflowException, RegistryUnavailableError, requests.RequestException, OSError):
+                return False
+            self._pending.popleft()
+        return True
+
+    @property
+    def unsent(self) -> int:
+        return len(self._pending)
+
+    def publish(self, challenger: str, phase: str) -> None:
+        """The phase ``gameserve rollout status`` shows, on the registered model."""
+        state = json.dumps({"challenger": challenger, "phase": phase, "at": time.time()})
+        self.write(lambda: self.client.set_registered_model_tag(self.family, STATE_TAG, state))
 
     def event(self, event: str, **detail: Any) -> None:
         self.timeline.append(
             {"t_s": round(time.monotonic() - self.started, 3), "event": event, **detail}
         )
-        self.client.log_dict(self.run_id, {"events": self.timeline}, "timeline.json")
+        events = {"events": list(self.timeline)}
+        self.write(lambda: self.client.log_dict(self.run_id, events, "timeline.json"))
 
     def params(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
-            self.client.log_param(self.run_id, key, value)
+            self.write(functools.partial(self.client.log_param, self.run_id, key, value))
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         for key, value in values.items():
-            self.client.log_metric(self.run_id, key, value, step=step or 0)
+            log = functools.partial(self.client.log_metric, self.run_id, key, value, step=step or 0)
+            self.write(log)
 
     def step(self, index: int, name: str, window: dict[str, dict[str, Any]], outcome: str) -> None:
         figures = {
@@ -58,8 +100,8 @@ class RolloutRecord:
         self.event("step", index=index, name=name, outcome=outcome, window=window)
 
     def finish(self, decision: str, reason: str) -> None:
-        self.client.set_tag(self.run_id, "gameserve.decision", decision)
-        self.client.set_tag(self.run_id, "gameserve.reason", reason)
+        self.write(lambda: self.client.set_tag(self.run_id, "gameserve.decision", decision))
+        self.write(lambda: self.client.set_tag(self.run_id, "gameserve.reason", reason))
         self.event("decision", decision=decision, reason=reason)
         status = RunStatus.FINISHED if decision == "promoted" else RunStatus.KILLED
-        self.client.set_terminated(self.run_id, RunStatus.to_string(status))
+        self.write(lambda: self.client.set_terminated(self.run_id, RunStatus.to_string(status)))

@@ -37,6 +37,7 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "GAMESERVE_TRACKING__PORT": str(free_port()),
         "GAMESERVE_SERVING__PORT": str(free_port()),
         "GAMESERVE_RAY__DASHBOARD_PORT": str(free_port()),
+        "GAMESERVE_SERVING__ADMIN__PORT": str(free_port()),
         "GAMESERVE_TRAIN__TRAIN_SAMPLES": "4000",
         "GAMESERVE_TRAIN__EPOCHS": "2",
         "GAMESERVE_TRAIN__EVAL_SAMPLES": "1000",
@@ -64,7 +65,12 @@ def _readme_curl() -> tuple[str, dict[str, object]]:
 
 
 def _ports(env: dict[str, str]) -> list[int]:
-    keys = ("GAMESERVE_TRACKING__PORT", "GAMESERVE_SERVING__PORT", "GAMESERVE_RAY__DASHBOARD_PORT")
+    keys = (
+        "GAMESERVE_TRACKING__PORT",
+        "GAMESERVE_SERVING__PORT",
+        "GAMESERVE_RAY__DASHBOARD_PORT",
+        "GAMESERVE_SERVING__ADMIN__PORT",
+    )
     return [int(env[key]) for key in keys]
 
 
@@ -131,6 +137,21 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
             owner = requests.get(alias_api, params=query, auth=login.auth(), timeout=10)
             assert owner.json()["model_version"]["version"] == state["champions"][name]
         assert "champion" in _gameserve(stack_env, "models")
+
+        # Operators steer through the stack's admin API with the admin key.
+        npc = state["champions"]["npc-behavior"]
+        admin_url = f"http://127.0.0.1:{stack_env['GAMESERVE_SERVING__ADMIN__PORT']}"
+        assert state["admin_url"] == admin_url
+        assert f"npc-behavior: champion is v{npc}" in _gameserve(
+            stack_env, "champion", "set", "npc-behavior", npc
+        )
+        assert re.search(
+            rf"champion\s+{npc}", _gameserve(stack_env, "rollout", "status", "npc-behavior")
+        )
+        anonymous = requests.post(
+            f"{admin_url}/v1/admin/families/npc-behavior/rollback", timeout=10
+        )
+        assert anonymous.status_code == 401
     finally:
         stopped = _gameserve(stack_env, "down", timeout=180)
     assert "gameserve stopped" in stopped
@@ -189,10 +210,10 @@ def test_a_sigkilled_stack_leaves_nothing_and_the_next_start_comes_up(
     state = json.loads((data_dir / "stack.json").read_text())
     os.kill(state["pid"], signal.SIGKILL)
     killed = time.monotonic()
-    tracking, serving, dashboard = _ports(stack_env)
+    tracking, serving, dashboard, admin = _ports(stack_env)
     deadline = killed + 60
-    while port_in_use("127.0.0.1", tracking) or port_in_use("127.0.0.1", dashboard):
-        assert time.monotonic() < deadline, "MLflow or Ray still up 60 s after the SIGKILL"
+    while any(port_in_use("127.0.0.1", port) for port in (tracking, dashboard, admin)):
+        assert time.monotonic() < deadline, "MLflow, Ray or the admin API up 60 s after SIGKILL"
         time.sleep(0.5)
     left = processes_under(haproxy_dir(data_dir))
     print(f"\nleft running after the SIGKILL: HAProxy {left}, API port held: "

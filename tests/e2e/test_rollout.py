@@ -5,144 +5,33 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from models import FAMILIES
-from models.build import build
 from models.export import check_parity
 from models.runtime import OnnxModel
-from models.training import TrainSettings
 from pipelines.registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
     TAG_SIGNATURE,
     ModelRegistry,
-    connect,
 )
-from pipelines.registry_source import registry_source_spec
-from pipelines.rollout import commands
+from pipelines.rollout.commands import RegistryControls, describe
 from pipelines.rollout.controller import OUTCOME_TAG, RolloutController
 from pipelines.rollout.settings import (
-    FamilyRollout,
-    Preflight,
-    RolloutSettings,
     RolloutStep,
-    Thresholds,
 )
-from pipelines.settings import TrackingSettings
-from pipelines.signing import VersionSigner
-from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials
-from pipelines.training import register_build, register_onnx, train_and_register
+from pipelines.tracking_server import EmbeddedTrackingServer
+from pipelines.training import register_onnx, train_and_register
 from serving.gateway import ServeGateway
-from serving.settings import ServingSettings
 from tests import bad_models as rollout_models
 from tests.attacks import move_champion, register_outside_the_pipeline
 from tests.auth import TestKeys
 from tests.e2e.load import Load
+from tests.e2e.rollouts import GOOD, NPC, STEPS, rollout_settings
 from tests.payloads import npc_tick
-
-NPC = FAMILIES["npc-behavior"]
-GOOD = TrainSettings(train_samples=20_000, eval_samples=2_000, epochs=5)
-STEPS = [
-    RolloutStep(name="shadow", weight=0.0, shadow=1.0, bake_s=2.0),
-    RolloutStep(name="10%", weight=0.1, bake_s=2.0),
-    RolloutStep(name="50%", weight=0.5, bake_s=2.0),
-    RolloutStep(name="100%", weight=1.0, bake_s=2.0),
-]
-LIMITS = Thresholds(
-    min_requests=20,
-    min_latency_samples=80,
-    max_p99_ratio=2.0,
-    p99_slack_ms=10.0,
-    max_divergence=0.2,
-)
-
-
-def _settings(preflight: bool) -> RolloutSettings:
-    plan = FamilyRollout(
-        steps=STEPS,
-        thresholds=LIMITS,
-        preflight=Preflight(enabled=preflight, quality_tolerance=0.03, eval_samples=2_000),
-    )
-    return RolloutSettings(poll_interval_s=0.5, decision_interval_s=0.25, families={NPC.name: plan})
-
-
-@pytest.fixture(scope="module")
-def credentials_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mlflow-auth") / "mlflow-credentials.json"
-    MlflowCredentials.at(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tracking(
-    tmp_path_factory: pytest.TempPathFactory, credentials_file: Path
-) -> Iterator[EmbeddedTrackingServer]:
-    root = tmp_path_factory.mktemp("rollout-mlflow")
-    credentials = MlflowCredentials.at(credentials_file)
-    with EmbeddedTrackingServer(root, credentials=credentials) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("signing") / "signing.key"
-    VersionSigner.at(path, create=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def registry(
-    tracking: EmbeddedTrackingServer,
-    tmp_path_factory: pytest.TempPathFactory,
-    signing_key: Path,
-    credentials_file: Path,
-) -> ModelRegistry:
-    client_settings = TrackingSettings(request_max_retries=0, request_timeout_s=10)
-    signer = VersionSigner.at(signing_key)
-    cache = tmp_path_factory.mktemp("cache")
-    credentials = MlflowCredentials.at(credentials_file)
-    return connect(tracking.url, client_settings, cache, signer, credentials)
-
-
-@pytest.fixture(scope="module")
-def champion(registry: ModelRegistry) -> object:
-    """Version 1 of the NPC model, promoted; its torch network seeds the bad challengers."""
-    result = build(NPC, GOOD.model_copy(update={"seed": 1}))
-    registered = register_build(result, registry)
-    registry.promote(NPC.name, registered.version)
-    return result.trained.module
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    ray_cluster: str,
-    serve_port: int,
-    registry: ModelRegistry,
-    champion: object,
-    tmp_path_factory: pytest.TempPathFactory,
-    test_keys: TestKeys,
-    signing_key: Path,
-    credentials_file: Path,
-) -> Iterator[ServeGateway]:
-    tracking = TrackingSettings(request_max_retries=1, request_timeout_s=10)
-    cache = tmp_path_factory.mktemp("replica-cache")
-    source = registry_source_spec(
-        registry.tracking_uri, tracking, cache, signing_key, credentials_file
-    )
-    serving = ServeGateway(
-        ServingSettings(port=serve_port, auth=test_keys.auth), source, ray_cluster
-    )
-    serving.deploy({NPC.name: registry.aliases(NPC.name)[CHAMPION]})
-    try:
-        yield serving
-    finally:
-        serving.stop()
 
 
 def _register_bad(registry: ModelRegistry, module: object, seed: int) -> str:
@@ -165,9 +54,9 @@ def _rollout(
     headers: dict[str, str],
     preflight: bool = False,
 ) -> tuple[object, Load]:
-    controller = RolloutController(registry, gateway, _settings(preflight))
+    controller = RolloutController(registry, gateway, rollout_settings(preflight))
     champion_before = registry.aliases(NPC.name)[CHAMPION]
-    commands.start(registry, NPC.name, version)
+    RegistryControls(registry).start(NPC.name, version)
     with Load(gateway.url, headers=headers) as load:
         time.sleep(0.5)
         result = controller.run_rollout(NPC.name, champion_before, version)
@@ -304,11 +193,12 @@ def test_operator_abort_and_rollback_to_previous(
     import threading
 
     candidate = train_and_register(NPC, GOOD.model_copy(update={"seed": 4}), registry).version
-    settings = _settings(preflight=False)
+    settings = rollout_settings(preflight=False)
     settings.families[NPC.name].steps = [RolloutStep(name="5%", weight=0.05, bake_s=600)]
     controller = RolloutController(registry, gateway, settings)
     champion_version = registry.aliases(NPC.name)[CHAMPION]
-    commands.start(registry, NPC.name, candidate)
+    controls = RegistryControls(registry)
+    controls.start(NPC.name, candidate)
     results: list[object] = []
     worker = threading.Thread(
         target=lambda: results.append(controller.run_rollout(NPC.name, champion_version, candidate))
@@ -318,11 +208,11 @@ def test_operator_abort_and_rollback_to_previous(
         deadline = time.monotonic() + 60
         while NPC.name not in gateway.challengers and time.monotonic() < deadline:
             time.sleep(0.2)
-        commands.command(registry, NPC.name, "pause")
-        while "5% (paused)" not in commands.status(registry, NPC.name):
-            assert time.monotonic() < deadline, commands.status(registry, NPC.name)
+        controls.command(NPC.name, "pause")
+        while "5% (paused)" not in describe(controls.status(NPC.name)):
+            assert time.monotonic() < deadline, controls.status(NPC.name)
             time.sleep(0.2)
-        commands.command(registry, NPC.name, "abort")
+        controls.command(NPC.name, "abort")
         worker.join(timeout=60)
     assert results
     assert results[0].decision == "rolled_back"  # type: ignore[attr-defined]
@@ -334,7 +224,7 @@ def test_operator_abort_and_rollback_to_previous(
     registry.promote(NPC.name, candidate)
     controller.run_once()
     assert gateway.versions[NPC.name] == candidate
-    commands.rollback(registry, NPC.name)
+    controls.rollback(NPC.name)
     controller.run_once()
     assert gateway.versions[NPC.name] == champion_version
     assert registry.aliases(NPC.name)[CHAMPION] == champion_version
@@ -360,7 +250,7 @@ def test_an_unloadable_challenger_is_rejected_once_and_never_retried(
     )
     registry.client.set_model_version_tag(NPC.name, version, TAG_SIGNATURE, signature)
     registry.set_alias(NPC.name, CHALLENGER, version)
-    controller = RolloutController(registry, gateway, _settings(preflight=True))
+    controller = RolloutController(registry, gateway, rollout_settings(preflight=True))
     champion_before = gateway.versions[NPC.name]
     for _ in range(3):  # the controller's loop, three polls
         controller.run_once()
@@ -384,7 +274,7 @@ def test_a_champion_moved_outside_the_pipeline_is_refused_and_logged_once(
     champion_before = registry.aliases(NPC.name)[CHAMPION]
     forged = register_outside_the_pipeline(tracking.url, NPC.name, nan_npc_model)
     move_champion(tracking.url, NPC.name, forged)
-    controller = RolloutController(registry, gateway, _settings(preflight=False))
+    controller = RolloutController(registry, gateway, rollout_settings(preflight=False))
     try:
         with caplog.at_level(logging.ERROR, logger="pipelines.rollout.controller"):
             for _ in range(3):

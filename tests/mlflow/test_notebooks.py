@@ -11,8 +11,13 @@ from nbclient import NotebookClient
 
 from models import FAMILIES
 from pipelines.registry import CHALLENGER, ModelRegistry
+from pipelines.rollout.commands import RegistryControls
 from pipelines.tracking_server import EmbeddedTrackingServer
 from pipelines.training import train_and_register
+from serving.admin_server import AdminServer
+from serving.http.admin import create_admin_app
+from serving.keys import KeyStore
+from tests.auth import TestKeys
 from tests.mlflow.conftest import FAST
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -38,8 +43,15 @@ def test_train_challenger_notebook_registers_and_aliases_a_candidate(
     for key, value in FAST.model_dump().items():
         monkeypatch.setenv(f"GAMESERVE_TRAIN__{key.upper()}", str(value))
 
+    # It asks the stack's admin API (a real one over this registry) to roll the candidate out.
+    keys = TestKeys.create(tmp_path / "keys.json")
+    monkeypatch.setenv("GAMESERVE_API_KEY", keys.admin)
+    admin_app = create_admin_app(RegistryControls(registry), KeyStore(keys.path))
     notebook = nbformat.read(NOTEBOOKS / "train_challenger.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    with AdminServer(admin_app, "127.0.0.1", 0) as admin:
+        monkeypatch.setenv("GAMESERVE_ADMIN_URL", admin.url)
+        resources = {"metadata": {"path": str(tmp_path)}}
+        NotebookClient(notebook, timeout=300, resources=resources).execute()
 
     result = notebook.cells[-1].outputs[-1]["data"]["text/plain"]
     versions = registry.list_versions("npc-behavior")

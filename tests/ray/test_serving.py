@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ from models import FAMILIES
 from models.errors import ModelArtifactError
 from models.runtime import OnnxModel
 from serving.gateway import ServeGateway
+from serving.log_follower import ReplicaErrorFollower
 from serving.model_source import DirectoryModelSource
 from serving.substrate import ServeRuntime
 from tests.auth import TestKeys
@@ -247,7 +249,10 @@ def test_version_swap_under_load_loses_no_request(
 
 
 def test_broken_version_is_kept_out_and_nan_never_reaches_a_client(
-    served: ServeGateway, api: requests.Session
+    served: ServeGateway,
+    api: requests.Session,
+    serve_logs: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with pytest.raises(ModelArtifactError, match="does-not-exist"):
         served.set_version("npc-behavior", "does-not-exist")
@@ -257,7 +262,21 @@ def test_broken_version_is_kept_out_and_nan_never_reaches_a_client(
     assert kept.json()["model"]["version"] == "1"
 
     served.set_version("npc-behavior", "nan")
-    response = api.post(f"{served.url}/v1/npc/act", json=npc_tick(2), timeout=10)
-    assert response.status_code == 500
-    assert response.json()["error"]["code"] == "inference_failed"
-    assert "NaN" not in response.text.replace("not finite", "")
+    follower = ReplicaErrorFollower(serve_logs, poll_s=0.2)  # what `gameserve up` runs
+    caplog.set_level(logging.ERROR, "gameserve.replicas")
+    follower.start()
+    try:
+        response = api.post(f"{served.url}/v1/npc/act", json=npc_tick(2), timeout=10)
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "inference_failed"
+        assert "NaN" not in response.text.replace("not finite", "")
+        # The 5xx is in the replica's log with its traceback, and on the stack's console.
+        deadline = time.monotonic() + 15
+        while not any("inference_failed" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the 5xx never reached the console"
+            time.sleep(0.2)
+    finally:
+        follower.stop()
+    reported = next(r.getMessage() for r in caplog.records if "inference_failed" in r.getMessage())
+    assert reported.startswith("replica_gameserve_"), reported
+    assert "Traceback (most recent call last)" in reported
