@@ -109,6 +109,14 @@ class ServeRuntime(BaseModel):
         "killed replica does mid-request; every inference request is idempotent. 3 is "
         "HAProxy's default: during a redeploy fewer left requests on replicas going away.",
     )
+    haproxy_drain_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a stopping ingress replica keeps accepting, so HAProxy drops "
+        "it from its backends first (Ray's default, 30 s, is sized for cloud load balancers; "
+        "HAProxy here hears of it within a second and resends a refused connection). It "
+        "made every stop, scale-down and challenger drain take 30 s.",
+    )
 
     haproxy_dir: Path | None = Field(
         default=None,
@@ -133,6 +141,7 @@ class ServeRuntime(BaseModel):
             env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(self.haproxy_timeout_client_s)
             env["RAY_SERVE_HAPROXY_RETRY_ON"] = "conn-failure empty-response"
             env["RAY_SERVE_HAPROXY_RETRIES"] = str(self.haproxy_retries)
+            env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(self.haproxy_drain_s)
             if self.haproxy_dir is not None:
                 folder = self.haproxy_dir
                 env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] = str(folder / "haproxy.cfg")

@@ -67,6 +67,7 @@ def test_the_substrate_sets_the_client_timeout_retries_and_body_limit() -> None:
     assert env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == "30"
     assert env["GAMESERVE_HAPROXY_MAX_BODY"] == "4096"
     assert env["GAMESERVE_HAPROXY_HTTP_REQUEST_TIMEOUT_S"] == "5"
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "5.0"  # Ray's: 30
     assert (env["RAY_SERVE_HAPROXY_RETRY_ON"], env["RAY_SERVE_HAPROXY_RETRIES"]) == (
         "conn-failure empty-response",
         "3",
