@@ -50,4 +50,6 @@ def under_load(
         time.sleep(2.0)  # and it keeps answering afterwards
     sent, failed = len(load.snapshot()), len(load.failures)
     print(f"\n{name}: {sent} requests sent, {failed} failed, recovered in {recovery_s:.1f} s")
+    for outcome in load.failures[:5]:  # what the next person needs to chase them
+        print(f"  failed: status {outcome.status}: {outcome.detail}")
     return sent, failed, recovery_s

@@ -19,6 +19,7 @@ class Outcome:
     status: int
     version: str | None
     sound: bool  # every probability finite, each NPC's summing to 1
+    detail: str = ""  # what a failure said: the body, or the client's exception
 
 
 @dataclass
@@ -64,8 +65,8 @@ class Load:
                     timeout=30,
                 )
                 outcome = _judge(player, response)
-            except requests.RequestException:
-                outcome = Outcome(player, 0, None, False)
+            except requests.RequestException as exc:
+                outcome = Outcome(player, 0, None, False, repr(exc)[:300])
             with self._lock:
                 self.outcomes.append(outcome)
 
@@ -80,7 +81,7 @@ class Load:
 
 def _judge(player: str, response: requests.Response) -> Outcome:
     if response.status_code != 200:
-        return Outcome(player, response.status_code, None, False)
+        return Outcome(player, response.status_code, None, False, response.text[:300])
     body = response.json()
     sound = all(
         all(isinstance(p, float) and math.isfinite(p) for p in d["probabilities"].values())

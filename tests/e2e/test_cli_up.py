@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -165,49 +165,37 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
 
 
 @pytest.fixture
-def foreground(stack_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [GAMESERVE, "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        yield process
-    finally:
+def foreground(
+    stack_env: dict[str, str],
+) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Starts `gameserve up` in the foreground when called; killed if a test leaves it."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [GAMESERVE, "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=60)
 
 
-def test_foreground_stack_reuses_champions_and_stops_on_ctrl_c(
-    stack_env: dict[str, str], foreground: subprocess.Popen[bytes]
-) -> None:
-    state_file = Path(stack_env["GAMESERVE_DATA_DIR"]) / "stack.json"
-    deadline = time.monotonic() + 300
-    while not state_file.is_file():
-        assert foreground.poll() is None, "gameserve up exited early"
-        assert time.monotonic() < deadline, "the stack did not come up"
-        time.sleep(0.5)
-    api = json.loads(state_file.read_text())["api_url"]
-    assert requests.get(f"{api}/v2/health/ready", timeout=10).status_code == 200
-
-    foreground.send_signal(signal.SIGINT)
-    output = foreground.communicate(timeout=180)[0].decode()
-    assert foreground.returncode == 0, output
-    assert output.count("existing") == len(FAMILIES), output  # nothing retrained
-    assert "trained now" not in output
-    assert "gameserve stopped." in output
-    assert not state_file.exists()
-    assert not any(port_in_use("127.0.0.1", port) for port in _ports(stack_env))
-
-
-def test_a_sigkilled_stack_leaves_nothing_and_the_next_start_comes_up(
-    stack_env: dict[str, str],
+def test_a_sigkilled_stack_leaves_nothing_and_a_foreground_start_comes_up_and_stops_on_ctrl_c(
+    stack_env: dict[str, str], foreground: Callable[[], subprocess.Popen[bytes]]
 ) -> None:
     """Scenario: `gameserve up` SIGKILLed. Ray's processes share its fate and MLflow
     dies with its parent; HAProxy (started by Serve's proxy actor) can outlive it,
-    holding the API port: the next start stops it, by its config path, and comes up."""
+    holding the API port: the next start stops it, by its config path, and comes up,
+    reusing the champions; Ctrl-C then stops it cleanly."""
     data_dir = Path(stack_env["GAMESERVE_DATA_DIR"])
+    state_file = data_dir / "stack.json"
     _gameserve(stack_env, "up", "--detach")
-    state = json.loads((data_dir / "stack.json").read_text())
+    state = json.loads(state_file.read_text())
     os.kill(state["pid"], signal.SIGKILL)
     killed = time.monotonic()
     tracking, serving, dashboard, admin = _ports(stack_env)
@@ -224,18 +212,31 @@ def test_a_sigkilled_stack_leaves_nothing_and_the_next_start_comes_up(
             [GAMESERVE, "status"], env=stack_env, capture_output=True, text=True, check=False
         ).stdout
     )
-    try:
-        _gameserve(stack_env, "up", "--detach")
-        again = json.loads((data_dir / "stack.json").read_text())
-        key = (data_dir / "admin.key").read_text().strip()
-        act = requests.post(
-            f"{again['api_url']}/v1/npc/act",
-            json={"npcs": [{"npc_id": "a", "health": 0.5, "ammo": 0.5, "threat": 0.5}]},
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-        )
-        assert act.status_code == 200, act.text
-        assert not set(left) & set(processes_under(haproxy_dir(data_dir)))
-        print(f"gameserve up SIGKILLed: serving again {time.monotonic() - killed:.1f} s later")
-    finally:
-        _gameserve(stack_env, "down", timeout=180)
+
+    process = foreground()
+    deadline = time.monotonic() + 300
+    while not state_file.is_file() or json.loads(state_file.read_text())["pid"] != process.pid:
+        assert process.poll() is None, "gameserve up exited early"
+        assert time.monotonic() < deadline, "the stack did not come up"
+        time.sleep(0.5)
+    again = json.loads(state_file.read_text())
+    key = (data_dir / "admin.key").read_text().strip()
+    act = requests.post(
+        f"{again['api_url']}/v1/npc/act",
+        json={"npcs": [{"npc_id": "a", "health": 0.5, "ammo": 0.5, "threat": 0.5}]},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert act.status_code == 200, act.text
+    assert requests.get(f"{again['api_url']}/v2/health/ready", timeout=10).status_code == 200
+    assert not set(left) & set(processes_under(haproxy_dir(data_dir)))
+    print(f"gameserve up SIGKILLed: serving again {time.monotonic() - killed:.1f} s later")
+
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=180)[0].decode()
+    assert process.returncode == 0, output
+    assert output.count("existing") == len(FAMILIES), output  # nothing retrained
+    assert "trained now" not in output
+    assert "gameserve stopped." in output
+    assert not state_file.exists()
+    assert not any(port_in_use("127.0.0.1", port) for port in _ports(stack_env))
