@@ -21,9 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class AdminServer:
-    def __init__(
-        self, app: FastAPI, host: str, port: int, *, header_timeout_s: float = 5.0
-    ) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, *, keep_alive_s: int = 5) -> None:
         self._socket = socket.socket(
             socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
         )
@@ -41,8 +39,8 @@ class AdminServer:
             app,
             log_level="warning",
             access_log=False,
-            # A slow client may not hold one of the few connections for long.
-            timeout_keep_alive=int(header_timeout_s),
+            # An idle client may not hold one of the few connections for long.
+            timeout_keep_alive=keep_alive_s,
             limit_concurrency=64,
             lifespan="off",
         )

@@ -234,21 +234,23 @@ class RolloutController:
         started, paused, registry_down = time.monotonic(), False, False
         window = self.gateway.rollout_metrics(family)
         while not self._stop.wait(self.settings.decision_interval_s):
+            # A command once read is cleared in MLflow: it is acted on even if the
+            # record's writes fail right after, never dropped with them.
+            problem: str | None = None
             try:
                 command = self._take_command(family)
-                if not record.flush():
-                    raise RegistryUnavailableError("the rollout's record could not be written")
             except Exception as exc:  # MLflow down: hold this step, keep judging safety
-                if not registry_down:
-                    logger.error(
-                        "%s: MLflow unreachable (%s); rollout of v%s paused at %s",
-                        family, exc, challenger, step.name,
-                    )  # fmt: skip
-                registry_down, command = True, None
-            else:
-                if registry_down:
-                    logger.warning("%s: MLflow is back; rollout of v%s resumes", family, challenger)
-                    registry_down = False
+                command, problem = None, str(exc)
+            if problem is None and not record.flush():
+                problem = "the rollout's record could not be written"
+            if problem is not None and not registry_down:
+                logger.error(
+                    "%s: MLflow unreachable (%s); rollout of v%s paused at %s",
+                    family, problem, challenger, step.name,
+                )  # fmt: skip
+            elif problem is None and registry_down:
+                logger.warning("%s: MLflow is back; rollout of v%s resumes", family, challenger)
+            registry_down = problem is not None
             if command == "abort":
                 return "abort", "aborted by an operator", window
             if command == "promote":
