@@ -132,8 +132,14 @@ def status(settings: Settings) -> int:
     except (requests.RequestException, ValueError, KeyError) as exc:
         print(f"API not answering: {exc}")
         return 1
-    rows = [(m["name"], m["version"], m["replicas"], m["device"], m["ready"]) for m in models]
-    print(table(("family", "version", "replicas", "device", "ready"), rows))
+    rows = [
+        (m["name"], m["version"], m["replicas"], m["device"], m["ready"], m["healthy"])
+        for m in models
+    ]
+    print(table(("family", "version", "replicas", "device", "ready", "healthy"), rows))
+    for model in models:
+        if model["problem"]:
+            print(f"{model['name']}: {model['problem']}")
     return 0
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from models.errors import OverloadedError
 from serving.batching import rows
-from serving.data_plane import ModelStatus, Prediction
+from serving.data_plane import ModelStatus, Prediction, Replicas
 from serving.model_slot import ModelSlot
 
 
@@ -36,7 +36,7 @@ class ColocatedBackend:
     def __init__(
         self,
         slot: ModelSlot,
-        replicas: Callable[[], int],
+        replicas: Callable[[], Replicas],
         threads: int = 2,
         inline: bool = True,
         max_in_flight: int | None = None,
@@ -71,12 +71,14 @@ class ColocatedBackend:
 
     async def status(self) -> ModelStatus:
         version = self.slot.version
+        replicas = self._replicas()
         return ModelStatus(
             family=self.slot.family.name,
             version=version,
             ready=version is not None,
-            replicas=self._replicas() if version is not None else 0,
+            replicas=replicas.running if version is not None else 0,
             device=self.slot.device,
+            problem=replicas.problem,
         )
 
     def stats(self) -> dict[str, object]:

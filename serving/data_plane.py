@@ -49,9 +49,18 @@ class Prediction:
 class ModelStatus:
     family: str
     version: str | None
-    ready: bool
+    ready: bool  # it answers: some replica has a version loaded
     replicas: int
     device: str
+    # Why a replica of it is not running while Serve keeps retrying it (a
+    # replacement that cannot load its model, say); None when all is well.
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Replicas:
+    running: int
+    problem: str | None  # the platform's account of a replica it cannot keep running
 
 
 class Backend(Protocol):

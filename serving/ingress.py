@@ -22,7 +22,7 @@ from serving.colocated import ColocatedBackend
 from serving.data_plane import Backend, DataPlane
 from serving.model_slot import ModelSlot
 from serving.model_source import ModelSource
-from serving.ray_backend import RayBackend, running_replicas
+from serving.ray_backend import RayBackend, replicas_of
 from serving.replica_logging import route_to_serve_log
 from serving.routing import Route
 from serving.settings import ServingSettings
@@ -113,7 +113,7 @@ def _colocated(
     def backend(inline: bool, max_in_flight: int | None) -> ColocatedBackend:
         return ColocatedBackend(
             ModelSlot(get_family(name), source, threads),
-            lambda: running_replicas(serving.app_name, INGRESS_NAME),
+            lambda: replicas_of(serving.app_name, INGRESS_NAME),
             inline=inline,
             max_in_flight=max_in_flight,
         )

@@ -10,7 +10,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from models.errors import GameserveError, OverloadedError
-from serving.data_plane import ModelStatus, Prediction
+from serving.data_plane import ModelStatus, Prediction, Replicas
 
 
 def _our_error(exc: BaseException) -> GameserveError | None:
@@ -48,12 +48,14 @@ class RayBackend:
 
     async def status(self) -> ModelStatus:
         stats: dict[str, Any] = await self.handle.stats.remote()
+        replicas = replicas_of(self.app_name, self.family)
         return ModelStatus(
             family=self.family,
             version=stats["version"],
             ready=stats["version"] is not None,
-            replicas=running_replicas(self.app_name, self.family),
+            replicas=replicas.running,
             device=stats["device"],
+            problem=replicas.problem,
         )
 
     async def stats(self) -> dict[str, Any]:
@@ -61,10 +63,39 @@ class RayBackend:
         return result
 
 
-def running_replicas(app_name: str, deployment: str) -> int:
-    """Replicas of ``deployment`` that Serve reports RUNNING."""
+# Serve's own words, in its status message, for a replica whose constructor or
+# first health check failed; it retries such a replica for as long as it takes.
+_START_FAILED = "failed to start"
+_FAILED_STATES = ("UNHEALTHY", "DEPLOY_FAILED")
+
+
+def replicas_of(app_name: str, deployment: str) -> Replicas:
+    """What Serve reports of ``deployment``'s replicas (a controller call: not per request).
+
+    A surviving replica keeps answering while its replacement crash-loops, so
+    "it answers" alone would hide the loop; the problem says what Serve saw.
+    """
     app = serve.status().applications.get(app_name)
     if app is None or deployment not in app.deployments:
-        return 0
-    states = app.deployments[deployment].replica_states
-    return sum(count for state, count in states.items() if str(state).endswith("RUNNING"))
+        return Replicas(0, None)
+    status = app.deployments[deployment]
+    running = not_running = 0
+    for state, count in status.replica_states.items():
+        if str(state).endswith("RUNNING"):
+            running += count
+        else:
+            not_running += count
+    failing = str(status.status).rsplit(".", 1)[-1] in _FAILED_STATES or (
+        not_running > 0 and _START_FAILED in status.message
+    )
+    return Replicas(running, _condensed(status.message) if failing else None)
+
+
+def _condensed(message: str) -> str | None:
+    """Serve's message without the traceback it carries: its first line and the error."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return None
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0].removesuffix('Error:').strip()} {lines[-1]}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from models.difficulty import DifficultyRequest, DifficultyResponse
 from models.npc import NpcActRequest, NpcActResponse
@@ -37,9 +37,17 @@ class RankResult(RankResponse):
 class ServedModel(BaseModel):
     name: str
     version: str | None
-    ready: bool
-    replicas: int
+    ready: bool = Field(description="Some replica answers for it.")
+    replicas: int = Field(description="Replicas running.")
     device: str
+    healthy: bool = Field(
+        description="Every replica it should have is running; false while one cannot "
+        "start (for example a replacement that cannot load its model), even though "
+        "the others keep answering."
+    )
+    problem: str | None = Field(
+        description="Why a replica is not running, as the platform reports it."
+    )
 
 
 class ModelList(BaseModel):
@@ -115,6 +123,8 @@ def game_router(plane: DataPlane) -> APIRouter:
                     ready=s.ready,
                     replicas=s.replicas,
                     device=s.device,
+                    healthy=s.problem is None,
+                    problem=s.problem,
                 )
                 for s in statuses
             ]

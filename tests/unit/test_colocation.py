@@ -14,6 +14,7 @@ from models.errors import ModelArtifactError, ModelNotReadyError, OverloadedErro
 from models.training import TrainSettings
 from serving.autoscaling import aggressive
 from serving.colocated import ColocatedBackend
+from serving.data_plane import Replicas
 from serving.model_slot import ModelSlot
 from serving.model_source import DirectoryModelSource
 from serving.settings import FamilyServing
@@ -61,7 +62,7 @@ def _predict_on(backend: ColocatedBackend) -> tuple[str, str]:
 def test_champion_runs_on_the_loop_and_moves_off_it_during_a_rollout(
     source: DirectoryModelSource,
 ) -> None:
-    backend = ColocatedBackend(ModelSlot(NPC, source), replicas=lambda: 1)
+    backend = ColocatedBackend(ModelSlot(NPC, source), replicas=lambda: Replicas(1, None))
     with pytest.raises(ModelNotReadyError):
         asyncio.run(backend.predict(NPC.example_inputs(rows=1)))
     asyncio.run(backend.slot.load("1"))
@@ -92,7 +93,11 @@ def test_a_busy_challenger_refuses_at_once_instead_of_queueing(
     source: DirectoryModelSource,
 ) -> None:
     backend = ColocatedBackend(
-        ModelSlot(NPC, source), replicas=lambda: 1, threads=1, inline=False, max_in_flight=1
+        ModelSlot(NPC, source),
+        replicas=lambda: Replicas(1, None),
+        threads=1,
+        inline=False,
+        max_in_flight=1,
     )
     asyncio.run(backend.slot.load("1"))
     model, _ = backend.slot.current()
