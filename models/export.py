@@ -14,8 +14,8 @@ import onnx
 import torch
 
 from models.contract import BATCH_AXIS, FamilyContract
+from models.fitting import torch_predictor
 from models.runtime import OnnxModel
-from models.training import torch_predictor
 
 PARITY_TOLERANCE = 1e-4
 

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from pydantic import BaseModel
 
 from models.contract import FamilyContract
-from models.export import ParityReport, check_parity, export_onnx
 from models.runtime import Predictor
-from models.training import Dataset, TrainSettings, fit, seed_everything, torch_predictor
+from models.training import Dataset, TrainSettings
+
+if TYPE_CHECKING:
+    # Networks, training and export only: serving processes never load torch.
+    import torch
+
+    from models.export import ParityReport
+
+
+@dataclass(frozen=True)
+class GameRoute:
+    """How a family is offered on the game API: JSON in the game's own terms."""
+
+    path: str  # under /v1, e.g. "/npc/act"
+    summary: str  # the route's documentation, first line first
+    # The request's own id (a player) that keeps a caller on one version during
+    # a rollout when it sends no X-Session-Id or X-Player-Id header.
+    routing_key: Callable[[Any], str | None] | None = None
 
 
 class ModelFamily(ABC):
@@ -30,6 +46,13 @@ class ModelFamily(ABC):
     batch_field: ClassVar[str]
     # The quality figure (higher is better) rollouts compare versions on.
     headline_metric: ClassVar[str]
+    # None: served on the Open Inference Protocol v2 only.
+    game_route: ClassVar[GameRoute | None] = None
+    # The family's own defaults, by setting name: for serving (its FamilyServing:
+    # batching, placement, queue bounds) and for the canary's thresholds (its
+    # Thresholds). Validated where they are used; settings override them.
+    serving_defaults: ClassVar[Mapping[str, Any]] = {}
+    rollout_thresholds: ClassVar[Mapping[str, Any]] = {}
 
     @property
     def name(self) -> str:
@@ -92,6 +115,8 @@ class ModelFamily(ABC):
         return self.make_dataset(max(rows, 2), seed).inputs
 
     def train(self, settings: TrainSettings) -> TrainedModel:
+        from models.fitting import fit, seed_everything
+
         seed_everything(settings.seed)
         data = self.make_dataset(settings.train_samples, settings.seed)
         module = self.build_module()
@@ -109,6 +134,8 @@ class TrainedModel:
     loss_history: list[float] = field(default_factory=list)
 
     def predictor(self) -> Predictor:
+        from models.fitting import torch_predictor
+
         contract = self.family.contract
         return torch_predictor(
             self.module,
@@ -117,11 +144,15 @@ class TrainedModel:
         )
 
     def export(self) -> bytes:
+        from models.export import export_onnx
+
         example = self.family.example_inputs(rows=4, seed=self.settings.seed)
         return export_onnx(self.module, self.family.contract, example)
 
     def parity(self, onnx_model: bytes, random_rows: int = 256) -> ParityReport:
         """Parity on random rows, single rows and the family's edge cases."""
+        from models.export import check_parity
+
         random_batch = self.family.example_inputs(rows=random_rows, seed=self.settings.seed + 1)
         single = {name: array[:1] for name, array in random_batch.items()}
         cases = [random_batch, single, *self.family.edge_cases()]

@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from serving.data_plane import DataPlane
 from serving.http.direct import install_direct_routes
 from serving.http.errors import install_error_handlers
-from serving.http.game_api import REQUEST_MODELS, game_router
+from serving.http.game_api import game_router, request_models
 from serving.http.guard import Guard
 from serving.http.json_body import register_schemas
 from serving.http.v2 import v2_router
@@ -32,7 +32,7 @@ def create_app(plane: DataPlane, settings: ServingSettings) -> FastAPI:
     for router in routers:
         app.include_router(router)
     install_error_handlers(app)
-    register_schemas(app, REQUEST_MODELS)
+    register_schemas(app, request_models(plane))
     install_direct_routes(app, routers)
     auth, limits = settings.auth, settings.limits
     keys = None

@@ -55,7 +55,7 @@ def build_application(
     return Ingress.options(
         name=INGRESS_NAME,
         **settings.ingress_replicas_config(),
-        max_ongoing_requests=max(f.max_ongoing_requests for f in settings.families.values()),
+        max_ongoing_requests=max(settings.family(name).max_ongoing_requests for name in FAMILIES),
         ray_actor_options={"num_cpus": settings.ingress_num_cpus},
         user_config=IngressConfig(champions=champions).model_dump(),
     ).bind(settings.model_dump(), models, challengers, source)

@@ -6,14 +6,18 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models import FAMILIES, get_family
 from serving.autoscaling import QueueDepthSettings, autoscaling_config
 from serving.substrate import ServeRuntime
 
 
 class FamilyServing(BaseModel):
     """How one family's deployment runs."""
+
+    # A family's declared defaults land here: a misspelt one must not pass unseen.
+    model_config = ConfigDict(extra="forbid")
 
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per replica.")
@@ -188,12 +192,14 @@ class ServingSettings(BaseModel):
         return {"autoscaling_config": autoscaling_config(self.ingress_autoscaling)}
 
     families: dict[str, FamilyServing] = Field(
-        default_factory=lambda: {
-            "npc-behavior": FamilyServing(),
-            "difficulty-tuning": FamilyServing(),
-            "personalization": FamilyServing(max_batch_rows=256, max_ongoing_requests=256),
-        }
+        default_factory=lambda: {name: family_defaults(name) for name in FAMILIES},
+        description="Per family; each family declares its own defaults (its "
+        "serving_defaults), and a family left out here runs on them.",
     )
 
     def family(self, name: str) -> FamilyServing:
-        return self.families.get(name, FamilyServing())
+        return self.families[name] if name in self.families else family_defaults(name)
+
+
+def family_defaults(name: str) -> FamilyServing:
+    return FamilyServing.model_validate(get_family(name).serving_defaults)

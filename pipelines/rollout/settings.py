@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import FAMILIES, get_family
 
 
 class RolloutStep(BaseModel):
@@ -16,6 +18,9 @@ class RolloutStep(BaseModel):
 
 class Thresholds(BaseModel):
     """What a challenger may not exceed, measured against the champion in the same window."""
+
+    # A family's declared defaults land here: a misspelt one must not pass unseen.
+    model_config = ConfigDict(extra="forbid")
 
     min_requests: int = Field(default=50, ge=1, description="Samples before a step can pass")
     max_error_rate_increase: float = Field(default=0.01, ge=0)
@@ -59,12 +64,15 @@ class RolloutSettings(BaseModel):
     poll_interval_s: float = Field(default=2.0, gt=0, description="How often MLflow is read")
     decision_interval_s: float = Field(default=0.5, gt=0)
     families: dict[str, FamilyRollout] = Field(
-        default_factory=lambda: {
-            "npc-behavior": FamilyRollout(thresholds=Thresholds(max_divergence=0.2)),
-            "difficulty-tuning": FamilyRollout(thresholds=Thresholds(max_divergence=0.15)),
-            "personalization": FamilyRollout(thresholds=Thresholds(max_divergence=0.5)),
-        }
+        default_factory=lambda: {name: family_defaults(name) for name in FAMILIES},
+        description="Per family; each family declares its own thresholds (its "
+        "rollout_thresholds), and a family left out here rolls out on them.",
     )
 
     def family(self, name: str) -> FamilyRollout:
-        return self.families.get(name, FamilyRollout())
+        return self.families[name] if name in self.families else family_defaults(name)
+
+
+def family_defaults(name: str) -> FamilyRollout:
+    thresholds = Thresholds.model_validate(get_family(name).rollout_thresholds)
+    return FamilyRollout(thresholds=thresholds)

@@ -1,15 +1,17 @@
-"""The game API: JSON requests in a game's own terms, one route per family."""
+"""The game API: JSON requests in a game's own terms, one route per family that offers one.
+
+Each route comes from its family's declaration (``ModelFamily.game_route``, its
+request and response models): serving names no family.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from models.difficulty import DifficultyRequest, DifficultyResponse
-from models.npc import NpcActRequest, NpcActResponse
-from models.personalization import RankRequest, RankResponse
+from models.family import ModelFamily
 from serving.data_plane import DataPlane
 from serving.http.direct import Endpoint
 from serving.http.json_body import body_schema, parse, respond
@@ -22,16 +24,11 @@ class ModelRef(BaseModel):
     version: str
 
 
-class NpcActResult(NpcActResponse):
-    model: ModelRef
-
-
-class DifficultyResult(DifficultyResponse):
-    model: ModelRef
-
-
-class RankResult(RankResponse):
-    model: ModelRef
+@functools.cache
+def result_model(family: ModelFamily) -> type[BaseModel]:
+    """The family's response plus the model version that answered (``NpcActResult``...)."""
+    name = family.response_model.__name__.removesuffix("Response") + "Result"
+    return create_model(name, __base__=family.response_model, model=(ModelRef, ...))
 
 
 class ServedModel(BaseModel):
@@ -65,52 +62,51 @@ def routing_key(request: Request, fallback: str | None = None) -> str | None:
     return fallback
 
 
-# Request models the game routes parse themselves (serving/http/json_body.py);
-# the app adds them to its OpenAPI document.
-REQUEST_MODELS: list[type[BaseModel]] = [NpcActRequest, DifficultyRequest, RankRequest]
+def game_families(plane: DataPlane) -> list[ModelFamily]:
+    """The families this plane serves that offer a game route."""
+    families = (plane.family(name) for name in sorted(plane.backends))
+    return [family for family in families if family.game_route is not None]
+
+
+def request_models(plane: DataPlane) -> list[type[BaseModel]]:
+    """Request models the game routes parse themselves (json_body.py), for OpenAPI."""
+    return [family.request_model for family in game_families(plane)]
 
 
 def game_router(plane: DataPlane) -> APIRouter:
     router = APIRouter(prefix="/v1")
+    for family in game_families(plane):
+        route = family.game_route
+        assert route is not None
+        result = result_model(family)
+        # A per-tick route parses its own body, so it is served directly (direct.py).
+        router.post(
+            route.path,
+            tags=["game"],
+            response_model=result,
+            openapi_extra=body_schema(family.request_model),
+        )(_endpoint(plane, family, result))
+    _add_model_list(router, plane)
+    return router
 
-    def game_route(
-        path: str, request_model: type[BaseModel], result: type[BaseModel]
-    ) -> Callable[[Endpoint], Endpoint]:
-        """A per-tick route: it parses its own body (json_body.py), so it is served directly."""
-        return router.post(
-            path, tags=["game"], response_model=result, openapi_extra=body_schema(request_model)
-        )
 
-    async def answer(
-        name: str, request: BaseModel, key: str | None, result: type[BaseModel]
-    ) -> Response:
-        response, version = await plane.infer_domain(name, request, key)
-        model = ModelRef(name=name, version=version)
-        return respond(result(model=model, **dict(response)))
+def _endpoint(plane: DataPlane, family: ModelFamily, result: type[BaseModel]) -> Endpoint:
+    route = family.game_route
+    assert route is not None
+    pick = route.routing_key
 
-    @game_route("/npc/act", NpcActRequest, NpcActResult)
-    async def npc_act(http: Request) -> Response:
-        """Decide the next action of every NPC in one server tick.
+    async def endpoint(http: Request) -> Response:
+        request = parse(family.request_model, await http.body())
+        key = routing_key(http, pick(request) if pick is not None else None)
+        response, version = await plane.infer_domain(family.name, request, key)
+        return respond(result(model=ModelRef(name=family.name, version=version), **dict(response)))
 
-        Send ``X-Session-Id`` (the match) so a match stays on one model version.
-        """
-        request = parse(NpcActRequest, await http.body())
-        return await answer("npc-behavior", request, routing_key(http), NpcActResult)
+    endpoint.__name__ = route.path.strip("/").replace("/", "_")  # the OpenAPI operation
+    endpoint.__doc__ = route.summary
+    return endpoint
 
-    @game_route("/difficulty/recommend", DifficultyRequest, DifficultyResult)
-    async def difficulty_recommend(http: Request) -> Response:
-        """Quit risk and a difficulty adjustment for each player."""
-        request = parse(DifficultyRequest, await http.body())
-        key = routing_key(http, request.players[0].player_id)
-        return await answer("difficulty-tuning", request, key, DifficultyResult)
 
-    @game_route("/personalization/rank", RankRequest, RankResult)
-    async def personalization_rank(http: Request) -> Response:
-        """Top-k of the candidate items supplied, best first."""
-        request = parse(RankRequest, await http.body())
-        key = routing_key(http, request.player_id)
-        return await answer("personalization", request, key, RankResult)
-
+def _add_model_list(router: APIRouter, plane: DataPlane) -> None:
     @router.get("/models", tags=["operations"])
     async def list_models() -> ModelList:
         """Every family, the version serving it and its replica count."""
@@ -129,5 +125,3 @@ def game_router(plane: DataPlane) -> APIRouter:
                 for s in statuses
             ]
         )
-
-    return router

@@ -280,3 +280,24 @@ def test_broken_version_is_kept_out_and_nan_never_reaches_a_client(
     reported = next(r.getMessage() for r in caplog.records if "inference_failed" in r.getMessage())
     assert reported.startswith("replica_gameserve_"), reported
     assert "Traceback (most recent call last)" in reported
+
+
+def test_serving_processes_never_load_torch(served: ServeGateway, api: requests.Session) -> None:
+    # torch is for training and export; a replica that imported it would carry
+    # its libraries (hundreds of MB) for nothing. Read from each live process.
+    api.post(f"{served.url}/v1/npc/act", json=npc_tick(4), timeout=10).raise_for_status()
+    replicas = [
+        actor
+        for actor in list_actors(filters=[("state", "=", "ALIVE")])
+        if actor.class_name.startswith(f"ServeReplica:{served.settings.app_name}:")
+    ]
+    assert replicas
+    for actor in replicas:
+        maps = Path(f"/proc/{actor.pid}/maps").read_text()
+        assert "libtorch" not in maps, actor.class_name
+        rss_kb = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{actor.pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+        print(f"\n{actor.class_name}: RSS {rss_kb / 1024:.0f} MB, no torch")

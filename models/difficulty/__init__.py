@@ -9,18 +9,21 @@ player's success rate into the target band.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from pydantic import BaseModel, Field
 
 from models.contract import FamilyContract, RequestModel, TensorSpec
-from models.family import ModelFamily
+from models.family import GameRoute, ModelFamily
 from models.metrics import roc_auc
 from models.runtime import Predictor
 from models.training import Dataset
+
+if TYPE_CHECKING:
+    import torch
 
 WINDOW = 10
 ENCOUNTER_FEATURES = (
@@ -146,27 +149,6 @@ class PlayerPopulation:
         return np.stack([np.minimum(self.minutes / MAX_SESSION_MIN, 1.0), difficulty], axis=1)
 
 
-class _DifficultyNet(torch.nn.Module):
-    def __init__(self, hidden: int = 128) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Linear(WINDOW * len(ENCOUNTER_FEATURES) + len(SESSION_FEATURES), hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, hidden // 2),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden // 2, 2),
-        )
-
-    def raw(self, encounters: torch.Tensor, session: torch.Tensor) -> torch.Tensor:
-        return self.body(torch.cat([encounters.flatten(1), session], dim=1))  # type: ignore[no-any-return]
-
-    def forward(
-        self, encounters: torch.Tensor, session: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = self.raw(encounters, session)
-        return torch.sigmoid(raw[:, 0]), torch.tanh(raw[:, 1])
-
-
 class DifficultyTuning(ModelFamily):
     description = "Player telemetry window → quit risk and difficulty adjustment"
     contract: ClassVar[FamilyContract] = FamilyContract(
@@ -185,6 +167,12 @@ class DifficultyTuning(ModelFamily):
     response_model = DifficultyResponse
     batch_field = "players"
     headline_metric = "quit_auc"
+    game_route = GameRoute(
+        "/difficulty/recommend",
+        "Quit risk and a difficulty adjustment for each player.",
+        routing_key=lambda request: request.players[0].player_id,
+    )
+    rollout_thresholds: ClassVar[Mapping[str, Any]] = {"max_divergence": 0.15}
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)
@@ -214,7 +202,9 @@ class DifficultyTuning(ModelFamily):
         )
 
     def build_module(self) -> torch.nn.Module:
-        return _DifficultyNet()
+        from models.difficulty.network import DifficultyNet
+
+        return DifficultyNet(WINDOW * len(ENCOUNTER_FEATURES) + len(SESSION_FEATURES))
 
     def loss(
         self,
@@ -222,11 +212,9 @@ class DifficultyTuning(ModelFamily):
         inputs: dict[str, torch.Tensor],
         targets: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        assert isinstance(module, _DifficultyNet)
-        raw = module.raw(inputs["encounters"], inputs["session"])
-        quit_loss = torch.nn.functional.binary_cross_entropy_with_logits(raw[:, 0], targets["quit"])
-        adjust_loss = torch.nn.functional.mse_loss(torch.tanh(raw[:, 1]), targets["adjustment"])
-        return quit_loss + 2.0 * adjust_loss
+        from models.difficulty import network
+
+        return network.loss(module, inputs, targets)
 
     def evaluate(self, predict: Predictor, samples: int, seed: int) -> dict[str, float]:
         """Quit AUC, and closed-loop sessions steered by the model vs left alone."""

@@ -9,16 +9,19 @@ on playtests later without changing the contract.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from pydantic import BaseModel, Field
 
 from models.contract import FamilyContract, RequestModel, TensorSpec
-from models.family import ModelFamily
+from models.family import GameRoute, ModelFamily
 from models.runtime import Predictor
 from models.training import Dataset
+
+if TYPE_CHECKING:
+    import torch
 
 ACTIONS = (
     "idle",
@@ -244,24 +247,6 @@ def sample_observations(n: int, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-class _PolicyNet(torch.nn.Module):
-    def __init__(self, features: int, actions: int, hidden: int = 128) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Linear(features, hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, actions),
-        )
-
-    def logits(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.body(observation)  # type: ignore[no-any-return]
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(observation), dim=-1)
-
-
 class NpcBehavior(ModelFamily):
     """Behavior cloning of the utility-AI teacher."""
 
@@ -276,6 +261,12 @@ class NpcBehavior(ModelFamily):
     response_model = NpcActResponse
     batch_field = "npcs"
     headline_metric = "teacher_agreement"
+    game_route = GameRoute(
+        "/npc/act",
+        "Decide the next action of every NPC in one server tick.\n\n"
+        "Send ``X-Session-Id`` (the match) so a match stays on one model version.",
+    )
+    rollout_thresholds: ClassVar[Mapping[str, Any]] = {"max_divergence": 0.2}
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)
@@ -290,7 +281,9 @@ class NpcBehavior(ModelFamily):
         )
 
     def build_module(self) -> torch.nn.Module:
-        return _PolicyNet(len(FEATURES), len(ACTIONS))
+        from models.npc.network import PolicyNet
+
+        return PolicyNet(len(FEATURES), len(ACTIONS))
 
     def loss(
         self,
@@ -298,10 +291,9 @@ class NpcBehavior(ModelFamily):
         inputs: dict[str, torch.Tensor],
         targets: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        assert isinstance(module, _PolicyNet)
-        return torch.nn.functional.cross_entropy(
-            module.logits(inputs["observation"]), targets["action"]
-        )
+        from models.npc import network
+
+        return network.loss(module, inputs, targets)
 
     def evaluate(self, predict: Predictor, samples: int, seed: int) -> dict[str, float]:
         """Agreement with the teacher's choice, and the designer's invariants."""

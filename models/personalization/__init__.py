@@ -9,18 +9,21 @@ features must beat ranking by popularity alone.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
-import torch
 from pydantic import BaseModel, Field
 
 from models.contract import FamilyContract, RequestModel, TensorSpec
-from models.family import ModelFamily
+from models.family import GameRoute, ModelFamily
 from models.metrics import ndcg_at_k, recall_at_k
 from models.runtime import Predictor
 from models.training import Dataset
+
+if TYPE_CHECKING:
+    import torch
 
 LATENT = 8
 KINDS = ("store_offer", "quest", "game_mode")
@@ -119,26 +122,6 @@ def sample_players(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return features, items
 
 
-class _TwoTower(torch.nn.Module):
-    def __init__(self, embedding: int = 32, hidden: int = 64) -> None:
-        super().__init__()
-        self.player_tower = torch.nn.Sequential(
-            torch.nn.Linear(len(PLAYER_FEATURES), hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, embedding),
-        )
-        self.item_tower = torch.nn.Sequential(
-            torch.nn.Linear(len(ITEM_FEATURES), hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, embedding),
-        )
-
-    def forward(self, player: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        player_vec = self.player_tower(player)  # [N, E]
-        item_vecs = self.item_tower(items)  # [N, C, E]
-        return torch.matmul(item_vecs, player_vec.unsqueeze(-1)).squeeze(-1)
-
-
 class Personalization(ModelFamily):
     description = "Player and candidate items → scores (two-tower), top-k"
     contract: ClassVar[FamilyContract] = FamilyContract(
@@ -154,6 +137,17 @@ class Personalization(ModelFamily):
     response_model = RankResponse
     batch_field = "candidates"
     headline_metric = "recall_at_10"
+    game_route = GameRoute(
+        "/personalization/rank",
+        "Top-k of the candidate items supplied, best first.",
+        routing_key=lambda request: request.player_id,
+    )
+    # Bigger batches: a ranking request carries up to hundreds of candidate rows.
+    serving_defaults: ClassVar[Mapping[str, Any]] = {
+        "max_batch_rows": 256,
+        "max_ongoing_requests": 256,
+    }
+    rollout_thresholds: ClassVar[Mapping[str, Any]] = {"max_divergence": 0.5}
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         """(player, interacted item) pairs; ``samples`` counts pairs."""
@@ -165,7 +159,9 @@ class Personalization(ModelFamily):
         )
 
     def build_module(self) -> torch.nn.Module:
-        return _TwoTower()
+        from models.personalization.network import TwoTower
+
+        return TwoTower(len(PLAYER_FEATURES), len(ITEM_FEATURES))
 
     def loss(
         self,
@@ -173,11 +169,9 @@ class Personalization(ModelFamily):
         inputs: dict[str, torch.Tensor],
         targets: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        # A softmax over the whole catalog: exact, and cheap at 300 items.
-        assert isinstance(module, _TwoTower)
-        catalog = torch.from_numpy(np.array(world().item_features))
-        logits = module.player_tower(inputs["player"]) @ module.item_tower(catalog).T
-        return torch.nn.functional.cross_entropy(logits, targets["item"])
+        from models.personalization import network
+
+        return network.loss(module, inputs, targets, world().item_features)
 
     def example_inputs(self, rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
