@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from models.runtime import OnnxModel
 from models.training import TrainSettings
 from serving.app import create_app
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    model = FAMILIES[NPC].train(TrainSettings(train_samples=4_000, epochs=2)).export()
+    model = trainable_family(NPC).train(TrainSettings(train_samples=4_000, epochs=2)).export()
     session = OnnxModel(model, FAMILIES[NPC].contract, prefer_gpu=False)
     plane = DataPlane({NPC: InlineBackend(NPC, session, "1")}, max_rows_per_request=1024)
     keys = Path(tempfile.mkdtemp(prefix="gameserve-guard-")) / "keys.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from models.training import TrainSettings
 from pipelines.tracking_server import free_port
 from serving.model_source import DirectoryModelSource
@@ -20,8 +20,9 @@ from serving.substrate import ServeRuntime
 def train_models(root: Path) -> DirectoryModelSource:
     """Version "1" of every family, trained as the stack would on first start."""
     source = DirectoryModelSource(root)
-    for name, family in FAMILIES.items():
-        source.add(name, "1", family.train(TrainSettings(train_samples=20_000, epochs=3)).export())
+    for name in FAMILIES:
+        trained = trainable_family(name).train(TrainSettings(train_samples=20_000, epochs=3))
+        source.add(name, "1", trained.export())
     return source
 
 

@@ -1,16 +1,18 @@
-"""The contract every model family fulfils, and the result of training one."""
+"""What a model family declares, what a trainable one adds, and the result of training one."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel
 
 from models.contract import FamilyContract
+from models.errors import ModelNotFoundError
 from models.runtime import Predictor
 from models.training import Dataset, TrainSettings
 
@@ -27,36 +29,91 @@ class GameRoute:
 
     path: str  # under /v1, e.g. "/npc/act"
     summary: str  # the route's documentation, first line first
+    request_model: type[BaseModel]
+    response_model: type[BaseModel]
+    batch_field: str  # the list in a request whose entries become batch rows
     # The request's own id (a player) that keeps a caller on one version during
     # a rollout when it sends no X-Session-Id or X-Player-Id header.
     routing_key: Callable[[Any], str | None] | None = None
 
 
 class ModelFamily(ABC):
-    """A kind of gameplay model: data, network, quality measures, API shape.
+    """A kind of gameplay model as serving and rollouts see it, declared in one place.
 
-    Subclasses know nothing of serving or tracking; they describe the model.
+    Its contract, output checks, divergence measure, an optional game route and
+    its defaults for serving and rollouts: everything gameserve needs to serve
+    versions of it and canary one against another. Routes, settings and the CLI
+    derive from the registered families (``models.FAMILIES``). Subclasses know
+    nothing of serving or tracking.
     """
 
-    contract: ClassVar[FamilyContract]
-    request_model: ClassVar[type[BaseModel]]
-    response_model: ClassVar[type[BaseModel]]
-    description: ClassVar[str]
-    # The list in a domain request whose entries become batch rows.
-    batch_field: ClassVar[str]
-    # The quality figure (higher is better) rollouts compare versions on.
-    headline_metric: ClassVar[str]
+    contract: FamilyContract
+    description: str
     # None: served on the Open Inference Protocol v2 only.
-    game_route: ClassVar[GameRoute | None] = None
+    game_route: GameRoute | None = None
     # The family's own defaults, by setting name: for serving (its FamilyServing:
     # batching, placement, queue bounds) and for the canary's thresholds (its
     # Thresholds). Validated where they are used; settings override them.
-    serving_defaults: ClassVar[Mapping[str, Any]] = {}
-    rollout_thresholds: ClassVar[Mapping[str, Any]] = {}
+    serving_defaults: Mapping[str, Any] = MappingProxyType({})
+    rollout_thresholds: Mapping[str, Any] = MappingProxyType({})
+    # The quality figure (higher is better) pre-flight compares versions on;
+    # None where gameserve has no evaluation set for the family.
+    headline_metric: str | None = None
 
     @property
     def name(self) -> str:
         return self.contract.name
+
+    @property
+    def trainable(self) -> bool:
+        """Whether gameserve trains it; other families' versions arrive built."""
+        return False
+
+    def invalid_rows(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row: True where an output breaks the family's invariants.
+
+        The base check is finiteness; families add what their outputs promise.
+        """
+        rows = len(next(iter(outputs.values())))
+        bad = np.zeros(rows, dtype=bool)
+        for spec in self.contract.outputs:
+            value = outputs.get(spec.name)
+            if value is None or len(value) != rows:
+                return np.ones(rows, dtype=bool)
+            bad |= ~np.isfinite(value.reshape(rows, -1)).all(axis=1)
+        return bad
+
+    @abstractmethod
+    def divergence(
+        self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """Per row: how differently two versions behave on the same inputs, in [0, 1]."""
+
+    @abstractmethod
+    def example_inputs(self, rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+        """Valid inputs, reproducible from ``seed``: a new artifact must answer them."""
+
+    def evaluate(self, predict: Predictor, samples: int, seed: int) -> dict[str, float]:
+        """Quality metrics of ``predict``, ``headline_metric`` among them; {} without a set."""
+        return {}
+
+    def encode(self, request: Any) -> dict[str, np.ndarray]:
+        """Turn a validated game-route request into the model's input tensors."""
+        raise ModelNotFoundError(f"{self.name} has no game route")
+
+    def decode(self, request: Any, outputs: dict[str, np.ndarray]) -> BaseModel:
+        """Turn output tensors into the game-route response for ``request``."""
+        raise ModelNotFoundError(f"{self.name} has no game route")
+
+
+class TrainableFamily(ModelFamily):
+    """A family gameserve trains itself: synthetic data, a torch network, an evaluation set."""
+
+    headline_metric: str
+
+    @property
+    def trainable(self) -> bool:
+        return True
 
     @abstractmethod
     def make_dataset(self, samples: int, seed: int) -> Dataset:
@@ -83,34 +140,6 @@ class ModelFamily(ABC):
     def edge_cases(self) -> list[dict[str, np.ndarray]]:
         """Extreme but valid inputs that parity must hold on."""
 
-    @abstractmethod
-    def encode(self, request: Any) -> dict[str, np.ndarray]:
-        """Turn a validated domain request into the model's input tensors."""
-
-    @abstractmethod
-    def decode(self, request: Any, outputs: dict[str, np.ndarray]) -> BaseModel:
-        """Turn output tensors into the domain response for ``request``."""
-
-    def invalid_rows(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Per row: True where an output breaks the family's invariants.
-
-        The base check is finiteness; families add what their outputs promise.
-        """
-        rows = len(next(iter(outputs.values())))
-        bad = np.zeros(rows, dtype=bool)
-        for spec in self.contract.outputs:
-            value = outputs.get(spec.name)
-            if value is None or len(value) != rows:
-                return np.ones(rows, dtype=bool)
-            bad |= ~np.isfinite(value.reshape(rows, -1)).all(axis=1)
-        return bad
-
-    @abstractmethod
-    def divergence(
-        self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]
-    ) -> np.ndarray:
-        """Per row: how differently two versions behave on the same inputs, in [0, 1]."""
-
     def example_inputs(self, rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
         return self.make_dataset(max(rows, 2), seed).inputs
 
@@ -128,7 +157,7 @@ class ModelFamily(ABC):
 class TrainedModel:
     """A trained network of one family, ready to evaluate and export."""
 
-    family: ModelFamily
+    family: TrainableFamily
     module: torch.nn.Module
     settings: TrainSettings
     loss_history: list[float] = field(default_factory=list)

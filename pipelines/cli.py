@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from models import FAMILIES, get_family
+from models import FAMILIES, trainable_family
 from models.build import ModelBuild, build
 from models.errors import GameserveError
 from pipelines import key_commands, stack_commands
@@ -28,8 +28,9 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     """Train, export and evaluate families locally, without the registry."""
     settings.exports_dir.mkdir(parents=True, exist_ok=True)
     builds: list[ModelBuild] = []
-    for name in args.family or sorted(FAMILIES):
-        result = build(get_family(name), settings.train)
+    trainable = sorted(name for name, family in FAMILIES.items() if family.trainable)
+    for name in args.family or trainable:
+        result = build(trainable_family(name), settings.train)
         path = settings.exports_dir / f"{name}.onnx"
         path.write_bytes(result.onnx_model)
         (settings.exports_dir / f"{name}.metrics.json").write_text(
@@ -171,7 +172,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -180,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # is down that is a line a second; the controller and supervisor say it once.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
+        # Before the parser: its family choices include spec-file and installed families.
+        settings = settings.with_families()
+        args = _parser().parse_args(argv)
         code: int = args.handler(settings, args)
     except GameserveError as exc:  # the CLI's one error boundary: tracebacks are for bugs
         print(f"{exc.code}: {exc.message}", file=sys.stderr)

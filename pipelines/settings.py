@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.catalog import load_families
+from models.errors import InvalidInputError
 from models.training import TrainSettings
 from pipelines.rollout.settings import RolloutSettings
 from serving.settings import ServingSettings
@@ -71,6 +73,27 @@ class Settings(BaseSettings):
         default=None,
         description="The key the CLI and notebooks send; unset: <data_dir>/admin.key.",
     )
+    families_dir: Path | None = Field(
+        default=None,
+        description="Family spec files (*.toml, models/spec.py) served beside the built-in "
+        "families; unset: <data_dir>/families.",
+    )
+
+    @property
+    def family_specs_dir(self) -> Path:
+        return self.families_dir or self.data_dir / "families"
+
+    def with_families(self) -> Settings:
+        """Register installed and spec-file families; these settings, carrying the specs."""
+        specs = load_families(self.family_specs_dir)
+        for spec in specs:  # their defaults meet the settings models now, not mid-rollout
+            try:
+                self.serving.family(spec.name)
+                self.rollout.family(spec.name)
+            except ValidationError as exc:
+                raise InvalidInputError(f"family {spec.name!r}: {exc}") from exc
+        serving = self.serving.model_copy(update={"family_specs": specs})
+        return self.model_copy(update={"serving": serving})
 
     @property
     def exports_dir(self) -> Path:

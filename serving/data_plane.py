@@ -253,8 +253,11 @@ class DataPlane:
     ) -> tuple[Any, str]:
         """Run a game API request: encode, infer, decode."""
         family = self.family(name)
+        route = family.game_route
+        if route is None:
+            raise ModelNotFoundError(f"model {name!r} has no game route")
         prediction = await self.infer(
-            name, family.encode(request), field=family.batch_field, routing_key=routing_key
+            name, family.encode(request), field=route.batch_field, routing_key=routing_key
         )
         return family.decode(request, prediction.outputs), prediction.version
 

@@ -28,6 +28,8 @@ def build_application(
     models: dict[str, Any] = {}
     challengers: dict[str, Any] = {}
     champions: dict[str, str | None] = {}
+    # Families declared by spec files travel with the app: each replica registers them.
+    specs = [spec.model_dump() for spec in settings.family_specs]
     for name in FAMILIES:
         family = settings.family(name)
         if family.colocated:
@@ -45,13 +47,13 @@ def build_application(
             "user_config": config.model_dump(),
         }
         models[name] = FamilyModel.options(name=name, **family.replicas_config(), **common).bind(
-            name, source, family.intra_op_threads
+            name, source, family.intra_op_threads, specs
         )
         # Always declared, scaled to zero between rollouts: adding a deployment
         # later would change the app's code version and restart everything.
         challengers[name] = FamilyModel.options(
             name=name + CHALLENGER_SUFFIX, autoscaling_config=challenger_scale(0), **common
-        ).bind(name, source, family.intra_op_threads)
+        ).bind(name, source, family.intra_op_threads, specs)
     return Ingress.options(
         name=INGRESS_NAME,
         **settings.ingress_replicas_config(),

@@ -16,6 +16,7 @@ from ray.serve import Deployment
 from ray.serve.handle import DeploymentHandle
 
 from models import FAMILIES, get_family
+from models.catalog import install_families
 from serving.app import create_app
 from serving.collector import flush_forever
 from serving.colocated import ColocatedBackend
@@ -55,6 +56,7 @@ class IngressReplica:
     ) -> None:
         route_to_serve_log()
         serving = ServingSettings.model_validate(settings)
+        install_families(serving.family_specs)
         self.colocated: dict[str, tuple[ColocatedBackend, ColocatedBackend]] = {}
 
         def backends(handles: dict[str, DeploymentHandle[Any]]) -> dict[str, Backend]:

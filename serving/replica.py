@@ -10,6 +10,8 @@ from ray import serve
 from ray.serve import Deployment
 
 from models import get_family
+from models.catalog import install_families
+from models.spec import FamilySpec
 from serving.batching import run_batched, total_rows
 from serving.data_plane import Prediction
 from serving.model_slot import ModelSlot
@@ -28,8 +30,15 @@ class ReplicaConfig(BaseModel):
 class FamilyReplica:
     """One replica: an ONNX Runtime session of the version in ``user_config``."""
 
-    def __init__(self, family: str, source: ModelSource, intra_op_threads: int = 1) -> None:
+    def __init__(
+        self,
+        family: str,
+        source: ModelSource,
+        intra_op_threads: int = 1,
+        family_specs: list[dict[str, Any]] | None = None,
+    ) -> None:
         route_to_serve_log()
+        install_families(FamilySpec.model_validate(spec) for spec in family_specs or [])
         self._slot = ModelSlot(get_family(family), source, intra_op_threads)
         self._requests = 0
         self._model_calls = 0

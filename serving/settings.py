@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import FAMILIES, get_family
+from models.spec import FamilySpec
 from serving.autoscaling import QueueDepthSettings, autoscaling_config
 from serving.substrate import ServeRuntime
 
@@ -147,6 +148,11 @@ class ServingSettings(BaseModel):
         default=1024, ge=1, description="Largest NPC tick or player batch one request may carry."
     )
     retry_after_s: float = Field(default=1.0, gt=0, description="Sent with 503 when overloaded.")
+    family_specs: list[FamilySpec] = Field(
+        default_factory=list,
+        description="Families declared by spec files, carried to every replica; filled at "
+        "start from the files in the top-level families_dir.",
+    )
     runtime: ServeRuntime = Field(default_factory=ServeRuntime)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

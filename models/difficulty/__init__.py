@@ -9,15 +9,15 @@ player's success rate into the target band.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from models.contract import FamilyContract, RequestModel, TensorSpec
-from models.family import GameRoute, ModelFamily
+from models.family import GameRoute, TrainableFamily
 from models.metrics import roc_auc
 from models.runtime import Predictor
 from models.training import Dataset
@@ -149,9 +149,9 @@ class PlayerPopulation:
         return np.stack([np.minimum(self.minutes / MAX_SESSION_MIN, 1.0), difficulty], axis=1)
 
 
-class DifficultyTuning(ModelFamily):
+class DifficultyTuning(TrainableFamily):
     description = "Player telemetry window → quit risk and difficulty adjustment"
-    contract: ClassVar[FamilyContract] = FamilyContract(
+    contract = FamilyContract(
         name="difficulty-tuning",
         inputs=(
             TensorSpec("encounters", "float32", (None, WINDOW, len(ENCOUNTER_FEATURES))),
@@ -163,16 +163,16 @@ class DifficultyTuning(ModelFamily):
         ),
         opset=18,
     )
-    request_model = DifficultyRequest
-    response_model = DifficultyResponse
-    batch_field = "players"
     headline_metric = "quit_auc"
     game_route = GameRoute(
         "/difficulty/recommend",
         "Quit risk and a difficulty adjustment for each player.",
+        request_model=DifficultyRequest,
+        response_model=DifficultyResponse,
+        batch_field="players",
         routing_key=lambda request: request.players[0].player_id,
     )
-    rollout_thresholds: ClassVar[Mapping[str, Any]] = {"max_divergence": 0.15}
+    rollout_thresholds = MappingProxyType({"max_divergence": 0.15})
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)

@@ -9,14 +9,14 @@ on playtests later without changing the contract.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from models.contract import FamilyContract, RequestModel, TensorSpec
-from models.family import GameRoute, ModelFamily
+from models.family import GameRoute, TrainableFamily
 from models.runtime import Predictor
 from models.training import Dataset
 
@@ -247,26 +247,26 @@ def sample_observations(n: int, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-class NpcBehavior(ModelFamily):
+class NpcBehavior(TrainableFamily):
     """Behavior cloning of the utility-AI teacher."""
 
     description = "NPC observation → action probabilities (behavior cloning)"
-    contract: ClassVar[FamilyContract] = FamilyContract(
+    contract = FamilyContract(
         name="npc-behavior",
         inputs=(TensorSpec("observation", "float32", (None, len(FEATURES)), "FEATURES order"),),
         outputs=(TensorSpec("action_probs", "float32", (None, len(ACTIONS)), "ACTIONS order"),),
         opset=18,
     )
-    request_model = NpcActRequest
-    response_model = NpcActResponse
-    batch_field = "npcs"
     headline_metric = "teacher_agreement"
     game_route = GameRoute(
         "/npc/act",
         "Decide the next action of every NPC in one server tick.\n\n"
         "Send ``X-Session-Id`` (the match) so a match stays on one model version.",
+        request_model=NpcActRequest,
+        response_model=NpcActResponse,
+        batch_field="npcs",
     )
-    rollout_thresholds: ClassVar[Mapping[str, Any]] = {"max_divergence": 0.2}
+    rollout_thresholds = MappingProxyType({"max_divergence": 0.2})
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)

@@ -9,15 +9,15 @@ features must beat ranking by popularity alone.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from models.contract import FamilyContract, RequestModel, TensorSpec
-from models.family import GameRoute, ModelFamily
+from models.family import GameRoute, TrainableFamily
 from models.metrics import ndcg_at_k, recall_at_k
 from models.runtime import Predictor
 from models.training import Dataset
@@ -122,9 +122,9 @@ def sample_players(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return features, items
 
 
-class Personalization(ModelFamily):
+class Personalization(TrainableFamily):
     description = "Player and candidate items → scores (two-tower), top-k"
-    contract: ClassVar[FamilyContract] = FamilyContract(
+    contract = FamilyContract(
         name="personalization",
         inputs=(
             TensorSpec("player", "float32", (None, len(PLAYER_FEATURES)), "PLAYER_FEATURES"),
@@ -133,21 +133,23 @@ class Personalization(ModelFamily):
         outputs=(TensorSpec("scores", "float32", (None, None), "One score per candidate"),),
         opset=18,
     )
-    request_model = RankRequest
-    response_model = RankResponse
-    batch_field = "candidates"
     headline_metric = "recall_at_10"
     game_route = GameRoute(
         "/personalization/rank",
         "Top-k of the candidate items supplied, best first.",
+        request_model=RankRequest,
+        response_model=RankResponse,
+        batch_field="candidates",
         routing_key=lambda request: request.player_id,
     )
     # Bigger batches: a ranking request carries up to hundreds of candidate rows.
-    serving_defaults: ClassVar[Mapping[str, Any]] = {
-        "max_batch_rows": 256,
-        "max_ongoing_requests": 256,
-    }
-    rollout_thresholds: ClassVar[Mapping[str, Any]] = {"max_divergence": 0.5}
+    serving_defaults = MappingProxyType(
+        {
+            "max_batch_rows": 256,
+            "max_ongoing_requests": 256,
+        }
+    )
+    rollout_thresholds = MappingProxyType({"max_divergence": 0.5})
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         """(player, interacted item) pairs; ``samples`` counts pairs."""

@@ -48,14 +48,16 @@ def preflight(
     except GameserveError as exc:  # missing, corrupt, or not runnable in ONNX Runtime
         report.add("artifact", False, exc.message)
         return report
-    run_id = versions[challenger].run_id
-    recorded = client.get_run(run_id).data.metrics if run_id else {}
-    parity = recorded.get("parity_max_abs_diff")
-    report.add(
-        "parity",
-        parity is not None and parity <= PARITY_TOLERANCE,
-        f"max |torch - onnx| {parity} (limit {PARITY_TOLERANCE})",
-    )
+    if family.trainable:
+        # Only a version gameserve built from torch has a parity figure to check.
+        run_id = versions[challenger].run_id
+        recorded = client.get_run(run_id).data.metrics if run_id else {}
+        parity = recorded.get("parity_max_abs_diff")
+        report.add(
+            "parity",
+            parity is not None and parity <= PARITY_TOLERANCE,
+            f"max |torch - onnx| {parity} (limit {PARITY_TOLERANCE})",
+        )
     headline = family.headline_metric
     scores = {}
     for role, version in (("champion", champion), ("challenger", challenger)):
@@ -67,9 +69,14 @@ def preflight(
         if role == "challenger" and invalid.any():
             report.add("outputs", False, f"{int(invalid.sum())} of 256 rows invalid")
             return report
-        metrics = family.evaluate(model.predict, gates.eval_samples, gates.eval_seed)
-        scores[role] = metrics[headline]
-        report.metrics[f"preflight_{role}_{headline}"] = metrics[headline]
+        if headline is not None:
+            metrics = family.evaluate(model.predict, gates.eval_samples, gates.eval_seed)
+            scores[role] = metrics[headline]
+            report.metrics[f"preflight_{role}_{headline}"] = metrics[headline]
+    if headline is None:
+        # No evaluation set: the canary's live gates are the whole judgement.
+        report.add("quality", True, "no offline evaluation declared; judged on live traffic")
+        return report
     floor = scores["champion"] - gates.quality_tolerance
     report.add(
         "quality",

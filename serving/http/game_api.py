@@ -11,7 +11,7 @@ import functools
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, create_model
 
-from models.family import ModelFamily
+from models.family import GameRoute
 from serving.data_plane import DataPlane
 from serving.http.direct import Endpoint
 from serving.http.json_body import body_schema, parse, respond
@@ -25,10 +25,10 @@ class ModelRef(BaseModel):
 
 
 @functools.cache
-def result_model(family: ModelFamily) -> type[BaseModel]:
-    """The family's response plus the model version that answered (``NpcActResult``...)."""
-    name = family.response_model.__name__.removesuffix("Response") + "Result"
-    return create_model(name, __base__=family.response_model, model=(ModelRef, ...))
+def result_model(route: GameRoute) -> type[BaseModel]:
+    """The route's response plus the model version that answered (``NpcActResult``...)."""
+    name = route.response_model.__name__.removesuffix("Response") + "Result"
+    return create_model(name, __base__=route.response_model, model=(ModelRef, ...))
 
 
 class ServedModel(BaseModel):
@@ -62,44 +62,40 @@ def routing_key(request: Request, fallback: str | None = None) -> str | None:
     return fallback
 
 
-def game_families(plane: DataPlane) -> list[ModelFamily]:
-    """The families this plane serves that offer a game route."""
+def game_routes(plane: DataPlane) -> dict[str, GameRoute]:
+    """By family: the game routes of the families this plane serves that offer one."""
     families = (plane.family(name) for name in sorted(plane.backends))
-    return [family for family in families if family.game_route is not None]
+    return {f.name: f.game_route for f in families if f.game_route is not None}
 
 
 def request_models(plane: DataPlane) -> list[type[BaseModel]]:
     """Request models the game routes parse themselves (json_body.py), for OpenAPI."""
-    return [family.request_model for family in game_families(plane)]
+    return [route.request_model for route in game_routes(plane).values()]
 
 
 def game_router(plane: DataPlane) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    for family in game_families(plane):
-        route = family.game_route
-        assert route is not None
-        result = result_model(family)
+    for name, route in game_routes(plane).items():
+        result = result_model(route)
         # A per-tick route parses its own body, so it is served directly (direct.py).
         router.post(
             route.path,
             tags=["game"],
             response_model=result,
-            openapi_extra=body_schema(family.request_model),
-        )(_endpoint(plane, family, result))
+            openapi_extra=body_schema(route.request_model),
+        )(_endpoint(plane, name, route, result))
     _add_model_list(router, plane)
     return router
 
 
-def _endpoint(plane: DataPlane, family: ModelFamily, result: type[BaseModel]) -> Endpoint:
-    route = family.game_route
-    assert route is not None
+def _endpoint(plane: DataPlane, name: str, route: GameRoute, result: type[BaseModel]) -> Endpoint:
     pick = route.routing_key
 
     async def endpoint(http: Request) -> Response:
-        request = parse(family.request_model, await http.body())
+        request = parse(route.request_model, await http.body())
         key = routing_key(http, pick(request) if pick is not None else None)
-        response, version = await plane.infer_domain(family.name, request, key)
-        return respond(result(model=ModelRef(name=family.name, version=version), **dict(response)))
+        response, version = await plane.infer_domain(name, request, key)
+        return respond(result(model=ModelRef(name=name, version=version), **dict(response)))
 
     endpoint.__name__ = route.path.strip("/").replace("/", "_")  # the OpenAPI operation
     endpoint.__doc__ = route.summary

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from models import FAMILIES
 from models.build import build
+from models.catalog import load_families
+from models.spec import FamilySpec
 from pipelines.registry import (
     CHAMPION,
     ModelRegistry,
@@ -93,9 +96,23 @@ def replica_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("replica-cache")
 
 
+SPEC_FOLDER = Path(__file__).parent / "families"
+
+
+@pytest.fixture(scope="package")
+def spec_families() -> Iterator[list[FamilySpec]]:
+    """The families ``families/`` declares in spec files, registered for this package only."""
+    before = dict(FAMILIES)
+    specs = load_families(SPEC_FOLDER)
+    yield specs
+    FAMILIES.clear()
+    FAMILIES.update(before)
+
+
 @pytest.fixture(scope="package")
 def gateway(
     ray_cluster: str,
+    spec_families: list[FamilySpec],
     serve_port: int,
     registry: ModelRegistry,
     champion: object,
@@ -110,7 +127,9 @@ def gateway(
         registry.tracking_uri, tracking, replica_cache, signing_key, credentials_file
     )
     serving = ServeGateway(
-        ServingSettings(port=serve_port, auth=test_keys.auth), source, ray_cluster
+        ServingSettings(port=serve_port, auth=test_keys.auth, family_specs=spec_families),
+        source,
+        ray_cluster,
     )
     serving.deploy({NPC.name: registry.aliases(NPC.name)[CHAMPION]})
     try:

@@ -1,0 +1,177 @@
+"""A fourth family, declared by a spec file: served on v2, canaried and promoted.
+
+Nothing in gameserve names it: ``families/match-outcome.toml`` declares it, the
+package's gateway carries the spec to its replicas, and the versions are
+built here, outside gameserve, and registered the way a notebook would.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from models import get_family
+from models.export import export_onnx
+from models.family import ModelFamily
+from pipelines.registry import CHALLENGER, CHAMPION, ModelRegistry
+from pipelines.rollout.commands import RegistryControls
+from pipelines.rollout.controller import RolloutController
+from pipelines.rollout.settings import FamilyRollout, Preflight, RolloutSettings, Thresholds
+from pipelines.training import register_onnx
+from serving.gateway import ServeGateway
+from tests.auth import TestKeys
+from tests.e2e.rollouts import LIMITS, STEPS
+
+NAME = "match-outcome"
+
+
+class _WinModel(torch.nn.Module):
+    """A studio's own network: two teams' features in, softmax over the teams out."""
+
+    def __init__(self, seed: int, base: _WinModel | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.score = torch.nn.Linear(6, 1)
+        if base is not None:  # a retrained version: close to the last one
+            with torch.no_grad():
+                self.score.weight.copy_(base.score.weight + 0.05 * torch.randn(1, 6))
+                self.score.bias.copy_(base.score.bias)
+
+    def forward(self, teams: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.score(teams).squeeze(-1), dim=-1)
+
+
+def _register(family: ModelFamily, registry: ModelRegistry, module: torch.nn.Module) -> str:
+    """What the data scientist's notebook does: export, then register (signed by the stack)."""
+    onnx_model = export_onnx(module, family.contract, family.example_inputs(rows=4))
+    return register_onnx(
+        family, onnx_model, registry, metrics={}, params={"built_by": "studio notebook"}, seed=0
+    ).version
+
+
+@dataclass
+class _V2Load:
+    """Bounded v2 traffic for the family, every answer counted and checked."""
+
+    url: str
+    headers: dict[str, str]
+    max_s: float = 120.0
+    versions: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> _V2Load:
+        deadline = time.monotonic() + self.max_s
+        for worker in range(3):
+            thread = threading.Thread(target=self._run, args=(worker, deadline), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self, worker: int, deadline: float) -> None:
+        rng = random.Random(worker)
+        with requests.Session() as session:
+            session.headers.update(self.headers)
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                teams = [[rng.random() for _ in range(6)] for _ in range(2)]
+                body = {
+                    "inputs": [
+                        {"name": "teams", "shape": [1, 2, 6], "datatype": "FP32", "data": teams}
+                    ]
+                }
+                player = f"player-{rng.randrange(60)}"
+                try:
+                    answer = session.post(
+                        f"{self.url}/v2/models/{NAME}/infer",
+                        json=body,
+                        headers={"X-Player-Id": player},
+                        timeout=30,
+                    )
+                    outcome = _judge(answer)
+                except requests.RequestException as exc:
+                    outcome = repr(exc)
+                with self._lock:
+                    if outcome.startswith("v"):
+                        self.versions.append(outcome[1:])
+                    else:
+                        self.failures.append(outcome)
+
+
+def _judge(answer: requests.Response) -> str:
+    """``v<version>`` for a sound answer; what went wrong otherwise."""
+    if answer.status_code != 200:
+        return f"{answer.status_code}: {answer.text[:200]}"
+    body = answer.json()
+    (output,) = body["outputs"]
+    probabilities = np.asarray(output["data"], dtype=np.float64)
+    if output["shape"] != [1, 2] or abs(probabilities.sum() - 1.0) > 1e-3:
+        return f"unsound: {output}"
+    return f"v{body['model_version']}"
+
+
+@pytest.fixture
+def family(spec_families: object, gateway: ServeGateway) -> Iterator[ModelFamily]:
+    yield get_family(NAME)
+    gateway.deploy({**gateway.versions, NAME: None})
+
+
+def test_a_family_declared_by_a_spec_file_is_served_canaried_and_promoted(
+    family: ModelFamily, registry: ModelRegistry, gateway: ServeGateway, test_keys: TestKeys
+) -> None:
+    assert family.contract.input("teams").shape == (None, 2, 6)
+    first = _WinModel(seed=1)
+    v1 = _register(family, registry, first)
+    v2 = _register(family, registry, _WinModel(seed=2, base=first))
+
+    # Its declared thresholds, with the tier's short steps and sample counts.
+    thresholds = Thresholds(**{**LIMITS.model_dump(), **family.rollout_thresholds})
+    settings = RolloutSettings(
+        poll_interval_s=0.5,
+        decision_interval_s=0.25,
+        families={NAME: FamilyRollout(steps=STEPS, thresholds=thresholds, preflight=Preflight())},
+    )
+    controller = RolloutController(registry, gateway, settings)
+    controls = RegistryControls(registry)
+    controls.set_champion(NAME, v1)  # what `gameserve champion set` does
+    controller.run_once()  # the pass that serves a champion alias
+    assert gateway.versions[NAME] == v1
+
+    controls.start(NAME, v2)  # what `gameserve rollout start` does
+    with _V2Load(gateway.url, test_keys.headers) as load:
+        time.sleep(1.0)
+        result = controller.run_rollout(NAME, v1, v2)
+        time.sleep(1.0)
+    print(
+        f"\n{NAME}: {result.decision} ({result.reason}); {len(load.versions)} answers "
+        f"({load.versions.count(v1)} v{v1}, {load.versions.count(v2)} v{v2}), "
+        f"{len(load.failures)} failed"
+    )
+    assert result.decision == "promoted", result.reason
+    assert load.failures == []
+    assert {v1, v2} <= set(load.versions)  # the canary really split its traffic
+    assert registry.aliases(NAME)[CHAMPION] == v2
+    assert CHALLENGER not in registry.aliases(NAME)
+    assert gateway.versions[NAME] == v2
+    answer = requests.post(
+        f"{gateway.url}/v2/models/{NAME}/infer",
+        json={"inputs": [{"name": "teams", "shape": [1, 2, 6], "datatype": "FP32",
+                          "data": [[0.5] * 6, [0.4] * 6]}]},
+        headers=test_keys.headers,
+        timeout=10,
+    )  # fmt: skip
+    assert answer.json()["model_version"] == v2
