@@ -50,6 +50,10 @@ class ColocatedBackend:
         self.requests = 0
         self.rows = 0
 
+    @property
+    def version(self) -> str | None:
+        return self.slot.version
+
     async def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
         model, version = self.slot.current()
         if self.inline:

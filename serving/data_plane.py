@@ -66,6 +66,11 @@ class Replicas:
 class Backend(Protocol):
     """Runs one family's model; the data plane never knows how."""
 
+    @property
+    def version(self) -> str | None:
+        """The version it serves as far as this process knows; from memory, never a call."""
+        ...
+
     async def predict(self, inputs: dict[str, np.ndarray]) -> Prediction: ...
 
     async def status(self) -> ModelStatus: ...
@@ -147,7 +152,7 @@ class DataPlane:
         if version is not None:
             if route is not None and version == route.challenger_version:
                 return await self._explicit_challenger(family, tensors)
-            await self.require_version(name, version)
+            return await self._explicit_champion(family, tensors, version)
         if route is None:
             prediction = await self.backends[name].predict(tensors)
             _check_outputs(family, prediction)
@@ -241,6 +246,19 @@ class DataPlane:
         window.record(prediction.version, latency_ms, invalid=invalid, divergence=divergence)
         return not invalid
 
+    async def _explicit_champion(
+        self, family: ModelFamily, tensors: dict[str, np.ndarray], version: str
+    ) -> Prediction:
+        """A request naming the champion's version: no routing, and no status call per request."""
+        backend = self.backends[family.name]
+        if backend.version is not None and backend.version != version:
+            raise _not_serving(family.name, version, backend.version)
+        prediction = await backend.predict(tensors)
+        if prediction.version != version:  # it moved while this request waited
+            raise _not_serving(family.name, version, prediction.version)
+        _check_outputs(family, prediction)
+        return prediction
+
     async def _explicit_challenger(
         self, family: ModelFamily, tensors: dict[str, np.ndarray]
     ) -> Prediction:
@@ -268,10 +286,14 @@ class DataPlane:
     async def require_version(self, name: str, version: str) -> ModelStatus:
         status = await self.status(name)
         if status.version != version:
-            raise ModelNotFoundError(
-                f"model {name!r} version {version!r} is not serving (serving: {status.version})"
-            )
+            raise _not_serving(name, version, status.version)
         return status
+
+
+def _not_serving(name: str, version: str, serving: str | None) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model {name!r} version {version!r} is not serving (serving: {serving})"
+    )
 
 
 def _check_outputs(family: ModelFamily, prediction: Prediction) -> None:

@@ -23,7 +23,7 @@ from serving.colocated import ColocatedBackend
 from serving.data_plane import Backend, DataPlane
 from serving.model_slot import ModelSlot
 from serving.model_source import ModelSource
-from serving.ray_backend import RayBackend, replicas_of
+from serving.ray_backend import RayBackend, ReplicaWatch
 from serving.replica_logging import route_to_serve_log
 from serving.routing import Route
 from serving.settings import ServingSettings
@@ -58,10 +58,11 @@ class IngressReplica:
         serving = ServingSettings.model_validate(settings)
         install_families(serving.family_specs)
         self.colocated: dict[str, tuple[ColocatedBackend, ColocatedBackend]] = {}
+        self.watch = ReplicaWatch(serving.app_name)
 
         def backends(handles: dict[str, DeploymentHandle[Any]]) -> dict[str, Backend]:
             return {
-                name: RayBackend(name, handle, serving.app_name, serving.retry_after_s)
+                name: RayBackend(name, handle, self.watch, serving.retry_after_s)
                 for name, handle in handles.items()
             }
 
@@ -70,11 +71,11 @@ class IngressReplica:
             family = serving.family(name)
             if not family.colocated:
                 continue
-            champion, challenger = _colocated(name, family.intra_op_threads, source, serving)
+            champion, challenger = _colocated(name, family.intra_op_threads, source, self.watch)
             self.colocated[name] = (champion, challenger)
             champion_backends[name], challenger_backends[name] = champion, challenger
         self.plane = DataPlane(champion_backends, serving.max_rows_per_request, challenger_backends)
-        self._flusher: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self.settings = serving
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
@@ -93,8 +94,11 @@ class IngressReplica:
             champion.inline = name not in parsed.routes  # see serving/colocated.py
         self.plane.set_routes(parsed.routes)
         await asyncio.gather(*unloads)
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(flush_forever(self.plane.metrics))
+        if not self._background:
+            self._background = [
+                asyncio.create_task(flush_forever(self.plane.metrics)),
+                asyncio.create_task(self.watch.run()),
+            ]
 
     def stats(self, deployment: str) -> dict[str, Any]:
         """Counters of a family served here, named as its deployment would be."""
@@ -108,14 +112,14 @@ class IngressReplica:
 
 
 def _colocated(
-    name: str, threads: int, source: ModelSource, serving: ServingSettings
+    name: str, threads: int, source: ModelSource, watch: ReplicaWatch
 ) -> tuple[ColocatedBackend, ColocatedBackend]:
     """(champion, challenger) of a family served in this process."""
 
     def backend(inline: bool, max_in_flight: int | None) -> ColocatedBackend:
         return ColocatedBackend(
             ModelSlot(get_family(name), source, threads),
-            lambda: replicas_of(serving.app_name, INGRESS_NAME),
+            lambda: watch.replicas(INGRESS_NAME),
             inline=inline,
             max_in_flight=max_in_flight,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,8 @@ from ray.serve.handle import DeploymentHandle
 
 from models.errors import GameserveError, OverloadedError
 from serving.data_plane import ModelStatus, Prediction, Replicas
+
+logger = logging.getLogger(__name__)
 
 
 def _our_error(exc: BaseException) -> GameserveError | None:
@@ -25,12 +29,22 @@ def _our_error(exc: BaseException) -> GameserveError | None:
 
 class RayBackend:
     def __init__(
-        self, family: str, handle: DeploymentHandle[Any], app_name: str, retry_after_s: float
+        self,
+        family: str,
+        handle: DeploymentHandle[Any],
+        watch: ReplicaWatch,
+        retry_after_s: float,
     ) -> None:
         self.family = family
         self.handle = handle
-        self.app_name = app_name
+        self.watch = watch
         self.retry_after_s = retry_after_s
+
+    @property
+    def version(self) -> str | None:
+        # Its replicas swap versions on their own: a remembered one could be stale,
+        # so a request naming a version is checked against the prediction instead.
+        return None
 
     async def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
         try:
@@ -48,7 +62,7 @@ class RayBackend:
 
     async def status(self) -> ModelStatus:
         stats: dict[str, Any] = await self.handle.stats.remote()
-        replicas = replicas_of(self.app_name, self.family)
+        replicas = self.watch.replicas(self.family)
         return ModelStatus(
             family=self.family,
             version=stats["version"],
@@ -63,22 +77,52 @@ class RayBackend:
         return result
 
 
+class ReplicaWatch:
+    """Serve's view of one application's replicas, refreshed off the event loop.
+
+    ``serve.status()`` is a blocking call to the controller: made on a replica's
+    event loop it would hold up every request behind it, so status routes read
+    what this last saw (at most ``interval_s`` old) instead.
+    """
+
+    def __init__(self, app_name: str, interval_s: float = 2.0) -> None:
+        self.app_name = app_name
+        self.interval_s = interval_s
+        self._seen: dict[str, Replicas] = {}
+        self._failing = False
+
+    def replicas(self, deployment: str) -> Replicas:
+        return self._seen.get(deployment, Replicas(0, None))
+
+    def refresh(self) -> None:
+        """Read Serve's status now (blocking: from a thread, or before serving)."""
+        app = serve.status().applications.get(self.app_name)
+        deployments = {} if app is None else app.deployments
+        self._seen = {name: _replicas(status) for name, status in deployments.items()}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh)
+                self._failing = False
+            except Exception:  # the controller restarting: keep the last view, say so once
+                if not self._failing:
+                    logger.warning(
+                        "replica status unavailable; keeping the last view", exc_info=True
+                    )
+                self._failing = True
+            await asyncio.sleep(self.interval_s)
+
+
 # Serve's own words, in its status message, for a replica whose constructor or
 # first health check failed; it retries such a replica for as long as it takes.
 _START_FAILED = "failed to start"
 _FAILED_STATES = ("UNHEALTHY", "DEPLOY_FAILED")
 
 
-def replicas_of(app_name: str, deployment: str) -> Replicas:
-    """What Serve reports of ``deployment``'s replicas (a controller call: not per request).
-
-    A surviving replica keeps answering while its replacement crash-loops, so
-    "it answers" alone would hide the loop; the problem says what Serve saw.
-    """
-    app = serve.status().applications.get(app_name)
-    if app is None or deployment not in app.deployments:
-        return Replicas(0, None)
-    status = app.deployments[deployment]
+def _replicas(status: Any) -> Replicas:
+    """A surviving replica keeps answering while its replacement crash-loops, so
+    "it answers" alone would hide the loop; the problem says what Serve saw."""
     running = not_running = 0
     for state, count in status.replica_states.items():
         if str(state).endswith("RUNNING"):

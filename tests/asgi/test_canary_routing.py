@@ -88,3 +88,23 @@ def test_shadow_compares_without_changing_answers(
     challenger = plane.metrics.family(NPC).summary()["challenger"]
     assert challenger["requests"] == 15
     assert 0 <= challenger["divergence"] < 1
+
+
+def test_a_request_naming_a_version_gets_that_version_whatever_its_cohort(
+    canary: tuple[TestClient, DataPlane],
+) -> None:
+    client, plane = canary
+    observation = FAMILIES[NPC].example_inputs(rows=2)["observation"].tolist()
+    body = {"inputs": [{"name": "observation", "shape": [2, 40], "datatype": "FP32",
+                        "data": observation}]}  # fmt: skip
+    for session in range(30):  # half of these cohorts are routed to the challenger
+        headers = {"X-Session-Id": f"match-{session}"}
+        for version in ("1", "2"):
+            answer = client.post(
+                f"/v2/models/{NPC}/versions/{version}/infer", json=body, headers=headers
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == version
+    stale = client.post(f"/v2/models/{NPC}/versions/0/infer", json=body)
+    assert stale.status_code == 404
+    assert "serving: 1" in stale.json()["error"]
