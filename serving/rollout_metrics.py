@@ -17,6 +17,40 @@ RESERVOIR = 20_000
 
 
 @dataclass
+class Reservoir:
+    """A uniform sample of at most ``RESERVOIR`` of the ``seen`` values (algorithm R)."""
+
+    samples: list[float] = field(default_factory=list)
+    seen: int = 0
+
+    def add(self, value: float) -> None:
+        self.seen += 1
+        if len(self.samples) < RESERVOIR:
+            self.samples.append(value)
+            return
+        slot = random.randrange(self.seen)
+        if slot < RESERVOIR:
+            self.samples[slot] = value
+
+    def merge(self, other: Reservoir) -> None:
+        """A uniform sample of both windows: each side weighs what it saw, not what it kept.
+
+        Keeping the last samples instead would lean the merged p99 toward
+        whichever replica flushed last.
+        """
+        seen = self.seen + other.seen
+        if len(self.samples) + len(other.samples) <= RESERVOIR:
+            self.samples = self.samples + other.samples
+        else:
+            mine = round(RESERVOIR * self.seen / seen)
+            mine = min(max(mine, RESERVOIR - len(other.samples)), len(self.samples))
+            self.samples = random.sample(self.samples, mine) + random.sample(
+                other.samples, RESERVOIR - mine
+            )
+        self.seen = seen
+
+
+@dataclass
 class VersionWindow:
     """What one version did in the current window."""
 
@@ -24,8 +58,8 @@ class VersionWindow:
     requests: int = 0
     errors: int = 0
     invalid: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-    divergences: list[float] = field(default_factory=list)
+    latencies_ms: Reservoir = field(default_factory=Reservoir)
+    divergences: Reservoir = field(default_factory=Reservoir)
 
     def record(
         self,
@@ -40,20 +74,21 @@ class VersionWindow:
         self.errors += int(error)
         self.invalid += int(invalid)
         if latency_ms is not None:
-            _reservoir_add(self.latencies_ms, latency_ms, self.requests)
+            self.latencies_ms.add(latency_ms)
         if divergence is not None:
-            _reservoir_add(self.divergences, divergence, self.requests)
+            self.divergences.add(divergence)
 
     def merge(self, other: VersionWindow) -> None:
         self.version = other.version or self.version
         self.requests += other.requests
         self.errors += other.errors
         self.invalid += other.invalid
-        self.latencies_ms = (self.latencies_ms + other.latencies_ms)[-RESERVOIR:]
-        self.divergences = (self.divergences + other.divergences)[-RESERVOIR:]
+        self.latencies_ms.merge(other.latencies_ms)
+        self.divergences.merge(other.divergences)
 
     def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
+        latencies, divergences = self.latencies_ms.samples, self.divergences.samples
+        lat = np.asarray(latencies) if latencies else None
         return {
             "version": self.version,
             "requests": self.requests,
@@ -61,18 +96,9 @@ class VersionWindow:
             "invalid_rate": self.invalid / self.requests if self.requests else 0.0,
             "p50_ms": float(np.percentile(lat, 50)) if lat is not None else None,
             "p99_ms": float(np.percentile(lat, 99)) if lat is not None else None,
-            "divergence": float(np.mean(self.divergences)) if self.divergences else None,
-            "compared": len(self.divergences),
+            "divergence": float(np.mean(divergences)) if divergences else None,
+            "compared": self.divergences.seen,
         }
-
-
-def _reservoir_add(samples: list[float], value: float, seen: int) -> None:
-    if len(samples) < RESERVOIR:
-        samples.append(value)
-        return
-    slot = random.randrange(seen)
-    if slot < RESERVOIR:
-        samples[slot] = value
 
 
 @dataclass

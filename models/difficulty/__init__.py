@@ -45,6 +45,39 @@ MAX_DURATION_S = 600.0
 MAX_SESSION_MIN = 120.0
 
 
+def encounter_features(
+    won: np.ndarray,
+    duration_s: np.ndarray,
+    damage_taken: np.ndarray,
+    accuracy: np.ndarray,
+    deaths: np.ndarray,
+    retries: np.ndarray,
+    difficulty: np.ndarray,
+) -> np.ndarray:
+    """Encounter measurements -> features, in ``ENCOUNTER_FEATURES`` order (last axis).
+
+    The simulator that makes training data and the API's ``encode`` both call
+    this, so a model is always served the scaling it was trained on.
+    """
+    return np.stack(
+        [
+            np.asarray(won, dtype=np.float64),
+            np.minimum(duration_s, MAX_DURATION_S) / MAX_DURATION_S,
+            damage_taken,
+            accuracy,
+            np.minimum(deaths, 5) / 5.0,
+            np.minimum(retries, 5) / 5.0,
+            difficulty,
+        ],
+        axis=-1,
+    )
+
+
+def session_features(minutes: np.ndarray, difficulty: np.ndarray) -> np.ndarray:
+    """Session measurements -> features, in ``SESSION_FEATURES`` order (last axis)."""
+    return np.stack([np.minimum(minutes / MAX_SESSION_MIN, 1.0), difficulty], axis=-1)
+
+
 class Encounter(RequestModel):
     """One finished encounter (fight, level, round) of the player."""
 
@@ -131,22 +164,13 @@ class PlayerPopulation:
         self.minutes = self.minutes + duration_s / 60.0
         quit_hazard = 0.4 * _sigmoid(3.5 * (self.frustration - 2.2)) + 0.003
         quits = rng.random(n) < quit_hazard
-        features = np.stack(
-            [
-                won.astype(np.float64),
-                duration_s / MAX_DURATION_S,
-                damage,
-                accuracy,
-                np.minimum(deaths, 5) / 5.0,
-                np.minimum(retries, 5) / 5.0,
-                difficulty,
-            ],
-            axis=1,
+        features = encounter_features(
+            won, duration_s, damage, accuracy, deaths, retries, difficulty
         )
         return features, quits
 
     def session(self, difficulty: np.ndarray) -> np.ndarray:
-        return np.stack([np.minimum(self.minutes / MAX_SESSION_MIN, 1.0), difficulty], axis=1)
+        return session_features(self.minutes, difficulty)
 
 
 class DifficultyTuning(TrainableFamily):
@@ -268,28 +292,22 @@ class DifficultyTuning(TrainableFamily):
         ]
 
     def encode(self, request: DifficultyRequest) -> dict[str, np.ndarray]:
-        encounters = [
+        raw = np.asarray(
             [
                 [
-                    float(e.won),
-                    min(e.duration_s, MAX_DURATION_S) / MAX_DURATION_S,
-                    e.damage_taken,
-                    e.accuracy,
-                    min(e.deaths, 5) / 5.0,
-                    min(e.retries, 5) / 5.0,
-                    e.difficulty,
+                    (e.won, e.duration_s, e.damage_taken, e.accuracy, e.deaths, e.retries,
+                     e.difficulty)
+                    for e in player.encounters[-WINDOW:]
                 ]
-                for e in player.encounters[-WINDOW:]
-            ]
-            for player in request.players
-        ]
-        session = [
-            [min(p.session_minutes / MAX_SESSION_MIN, 1.0), p.current_difficulty]
-            for p in request.players
-        ]
+                for player in request.players
+            ],
+            dtype=np.float64,
+        )  # fmt: skip
+        minutes = np.asarray([p.session_minutes for p in request.players])
+        difficulty = np.asarray([p.current_difficulty for p in request.players])
         return {
-            "encounters": np.asarray(encounters, dtype=np.float32),
-            "session": np.asarray(session, dtype=np.float32),
+            "encounters": encounter_features(*np.moveaxis(raw, -1, 0)).astype(np.float32),
+            "session": session_features(minutes, difficulty).astype(np.float32),
         }
 
     def decode(

@@ -93,7 +93,7 @@ def test_shadow_compares_without_changing_answers(
 def test_a_request_naming_a_version_gets_that_version_whatever_its_cohort(
     canary: tuple[TestClient, DataPlane],
 ) -> None:
-    client, plane = canary
+    client, _ = canary
     observation = FAMILIES[NPC].example_inputs(rows=2)["observation"].tolist()
     body = {"inputs": [{"name": "observation", "shape": [2, 40], "datatype": "FP32",
                         "data": observation}]}  # fmt: skip

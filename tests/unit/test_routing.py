@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import FAMILIES
-from serving.rollout_metrics import MetricsWindows
+from serving.rollout_metrics import RESERVOIR, MetricsWindows, Reservoir
 from serving.routing import CHALLENGER_ROLE, CHAMPION_ROLE, Route, bucket, choose
 
 
@@ -53,6 +53,22 @@ def test_windows_merge_and_summarise() -> None:
     assert 98 < summary["p99_ms"] <= 100
     assert summary["divergence"] == pytest.approx(0.1)
     assert replica_a.families == {}
+
+
+def test_merged_reservoirs_weigh_what_each_replica_saw() -> None:
+    # A busy replica saw 90,000 fast requests, a quiet one 10,000 slow ones; both
+    # kept RESERVOIR samples. The merged sample must be ~90% fast, as the traffic
+    # was, whichever flushed last (keeping the last samples made it all slow).
+    busy, quiet = Reservoir(), Reservoir()
+    for _ in range(90_000):
+        busy.add(1.0)
+    for _ in range(10_000):
+        quiet.add(100.0)
+    busy.merge(quiet)
+    assert busy.seen == 100_000
+    assert len(busy.samples) == RESERVOIR
+    assert busy.samples.count(100.0) / RESERVOIR == pytest.approx(0.1, abs=0.01)
+    assert 1.0 < float(np.percentile(busy.samples, 95)) <= 100.0  # the slow tail is kept
 
 
 def test_behaviour_divergence_per_family() -> None:
