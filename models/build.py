@@ -6,7 +6,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from models.errors import InferenceError
+from models.errors import ModelArtifactError
 from models.export import ParityReport
 from models.family import TrainableFamily, TrainedModel
 from models.runtime import OnnxModel
@@ -44,7 +44,7 @@ def build(family: TrainableFamily, settings: TrainSettings) -> ModelBuild:
     onnx_model = trained.export()
     parity = trained.parity(onnx_model)
     if not parity.passed:
-        raise InferenceError(
+        raise ModelArtifactError(
             f"{family.name}: ONNX parity failed, max |torch - onnx| = {parity.max_abs_diff:.2e}"
         )
     runtime = OnnxModel(onnx_model, family.contract, prefer_gpu=False)

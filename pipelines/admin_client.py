@@ -8,8 +8,8 @@ import requests
 
 from models.errors import GameserveError, RegistryUnavailableError, error_for
 from pipelines.key_commands import stored_admin_key
-from pipelines.local_stack import StackState
 from pipelines.settings import Settings
+from pipelines.stack_state import StackState
 
 
 class AdminClient:

@@ -7,17 +7,22 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from models import FAMILIES, trainable_family
-from models.build import ModelBuild, build
 from models.errors import GameserveError
 from pipelines import key_commands, stack_commands
 from pipelines.admin_client import AdminClient
-from pipelines.local_stack import StackState
-from pipelines.registry import ModelRegistry, connect
 from pipelines.report import table
-from pipelines.rollout import commands as rollout_commands
 from pipelines.settings import Settings
+from pipelines.stack_state import StackState
+
+if TYPE_CHECKING:
+    from models.build import ModelBuild
+    from pipelines.registry import ModelRegistry
+
+# Commands import torch (train), MLflow (models) or Ray (up) only when they run
+# them: `gameserve rollout pause` starts in well under a second.
 from pipelines.signing import VersionSigner
 from pipelines.tracking_server import stack_credentials
 
@@ -26,6 +31,8 @@ logger = logging.getLogger("gameserve")
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     """Train, export and evaluate families locally, without the registry."""
+    from models.build import build
+
     settings.exports_dir.mkdir(parents=True, exist_ok=True)
     builds: list[ModelBuild] = []
     trainable = sorted(name for name, family in FAMILIES.items() if family.trainable)
@@ -72,6 +79,8 @@ def _models(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _registry(settings: Settings) -> ModelRegistry | None:
+    from pipelines.registry import connect
+
     state = StackState.read(settings)
     uri = settings.tracking.uri or (state.tracking_uri if state else None)
     if uri is None:
@@ -90,7 +99,9 @@ def _rollout(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         print(admin.start(args.family, args.version))
     elif args.action == "status":
-        print(rollout_commands.describe(admin.status(args.family)))
+        from pipelines.rollout.commands import describe
+
+        print(describe(admin.status(args.family)))
     else:
         print(admin.command(args.family, args.action))
     return 0
@@ -184,8 +195,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings.with_families()
         args = _parser().parse_args(argv)
         code: int = args.handler(settings, args)
-    except GameserveError as exc:  # the CLI's one error boundary: tracebacks are for bugs
+    except GameserveError as exc:  # the CLI's one error boundary
         print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a third party's (Ray, MLflow, the OS): one line, not a trace
+        logger.debug("the command failed", exc_info=True)
+        print(
+            f"internal_error: {type(exc).__name__}: {exc} "
+            "(GAMESERVE_LOG_LEVEL=DEBUG shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return code
 

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 
@@ -27,6 +27,7 @@ from pipelines.rollout.commands import RegistryControls
 from pipelines.rollout.controller import RolloutController
 from pipelines.settings import Settings
 from pipelines.signing import VersionSigner
+from pipelines.stack_state import StackState
 from pipelines.supervisor import TrackingSupervisor
 from pipelines.tracking_server import (
     EmbeddedTrackingServer,
@@ -41,29 +42,6 @@ from serving.keys import KeyStore
 from serving.log_follower import ReplicaErrorFollower
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StackState:
-    """What a running stack publishes about itself."""
-
-    pid: int
-    api_url: str
-    dashboard_url: str
-    tracking_uri: str
-    champions: dict[str, str]
-    admin_url: str = ""
-
-    @staticmethod
-    def path(settings: Settings) -> Path:
-        return settings.data_dir / "stack.json"
-
-    @classmethod
-    def read(cls, settings: Settings) -> StackState | None:
-        path = cls.path(settings)
-        if not path.is_file():
-            return None
-        return cls(**json.loads(path.read_text()))
 
 
 class LocalStack:

@@ -10,13 +10,17 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import requests
 
 from models import get_family
 from pipelines.key_commands import key_file, stored_admin_key
 from pipelines.leftovers import running
-from pipelines.local_stack import LocalStack, StackState
+from pipelines.stack_state import StackState
+
+if TYPE_CHECKING:
+    from pipelines.local_stack import LocalStack
 from pipelines.report import table
 from pipelines.settings import Settings
 from pipelines.tracking_server import is_healthy
@@ -41,6 +45,8 @@ def up(settings: Settings, *, exit_after_start: bool) -> int:
             signal.signal(sig, request_stop)
 
     handle_signals()
+    from pipelines.local_stack import LocalStack  # Ray, MLflow: only the command that runs them
+
     with LocalStack(settings) as stack:
         # ray.init installs its own SIGTERM handler, which exits without cleanup.
         handle_signals()

@@ -58,7 +58,7 @@ def test_train_challenger_notebook_registers_and_aliases_a_candidate(
     candidate = versions[-1]
     assert candidate.tags["gameserve.data_seed"] == "11"
     assert f"'candidate': '{candidate.version}'" in result
-    if "'passed': True" in result:
-        assert registry.aliases("npc-behavior")[CHALLENGER] == candidate.version
-    else:
-        assert registry.aliases("npc-behavior").get(CHALLENGER) != candidate.version
+    # Seeded training is deterministic: this candidate is within the notebook's
+    # tolerance of the champion, so the notebook must have asked for its rollout.
+    assert "'passed': True" in result, result
+    assert registry.aliases("npc-behavior")[CHALLENGER] == candidate.version

@@ -29,3 +29,32 @@ def test_unknown_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAMESERVE_TRAIN__EPOCHS", "zero")
     with pytest.raises(ValueError, match="epochs"):
         main(["train"])
+
+
+def test_the_cli_starts_without_ray_mlflow_or_torch() -> None:
+    # `gameserve rollout pause` must not spend seconds importing what it never uses;
+    # only `up`, `train` and `models` load them, when they run.
+    import subprocess
+    import sys
+
+    heavy = ("ray", "mlflow", "torch", "onnx", "fastapi")
+    probe = f"import sys, pipelines.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_a_broken_family_spec_stops_the_cli_with_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "families"
+    folder.mkdir()
+    (folder / "skill.toml").write_text('name = "skill"\ndescription = "d"\n')
+    monkeypatch.setenv("GAMESERVE_DATA_DIR", str(tmp_path))
+    assert main(["status"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("invalid_input: ")
+    assert "skill.toml" in error
+    assert "inputs" in error  # the field it lacks
+    assert "Traceback" not in error
