@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,7 +37,8 @@ def ensure_champions(
     propagates, because that is an operator's decision.
     """
     statuses = []
-    for family in FAMILIES.values() if families is None else families:
+    chosen = list(FAMILIES.values() if families is None else families)
+    for number, family in enumerate(chosen, start=1):
         try:
             resolved = registry.resolve(family.name, CHAMPION)
             metrics = _logged_metrics(registry, resolved)
@@ -46,9 +48,26 @@ def ensure_champions(
             if not isinstance(family, TrainableFamily):
                 logger.info("%s: no champion yet; its versions are built elsewhere", family.name)
                 continue
-            logger.info("%s: no champion yet; training one", family.name)
+        # The first start trains every family: say what is happening, one at a time.
+        logger.info(
+            "%s: no champion yet; training one (%d of %d, %d samples x %d epochs)",
+            family.name,
+            number,
+            len(chosen),
+            settings.train_samples,
+            settings.epochs,
+        )
+        started = time.monotonic()
         registered = train_and_register(family, settings, registry)
         registry.promote(family.name, registered.version)
+        logger.info(
+            "%s: v%s trained and made champion in %.0f s (%s %.3f)",
+            family.name,
+            registered.version,
+            time.monotonic() - started,
+            family.headline_metric,
+            registered.metrics.get(family.headline_metric, float("nan")),
+        )
         statuses.append(
             ChampionStatus(
                 registry.resolve(family.name, CHAMPION),

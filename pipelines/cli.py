@@ -13,7 +13,7 @@ from models import FAMILIES, trainable_family
 from models.errors import GameserveError
 from pipelines import key_commands, stack_commands
 from pipelines.admin_client import AdminClient
-from pipelines.report import table
+from pipelines.report import quiet_third_parties, table
 from pipelines.settings import Settings
 from pipelines.stack_state import StackState
 
@@ -190,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow's client retries through urllib3, which warns on every retry: while MLflow
     # is down that is a line a second; the controller and supervisor say it once.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    quiet_third_parties(settings.log_level)
     try:
         # Before the parser: its family choices include spec-file and installed families.
         settings = settings.with_families()

@@ -1,8 +1,25 @@
-"""Plain-text tables for the CLI: what a person reads after a command."""
+"""What a person reads in the terminal: plain-text tables, and no third-party chatter."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
+# INFO lines of libraries that are not for an operator: onnxscript's export
+# steps, MLflow's run links, Ray Serve's router objects, Alembic's migrations.
+# Their warnings and errors still show.
+CHATTY = ("onnxscript", "onnx_ir", "mlflow", "alembic", "ray.serve", "serve", "torch.onnx")
+
+
+def quiet_third_parties(level: str) -> None:
+    """Raise chatty libraries to WARNING unless the operator asked for DEBUG.
+
+    Call again after importing them: some configure their own loggers on import.
+    """
+    if logging.getLevelName(level) == logging.DEBUG:
+        return
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -21,7 +21,7 @@ from pipelines.stack_state import StackState
 
 if TYPE_CHECKING:
     from pipelines.local_stack import LocalStack
-from pipelines.report import table
+from pipelines.report import quiet_third_parties, table
 from pipelines.settings import Settings
 from pipelines.tracking_server import is_healthy
 
@@ -46,6 +46,8 @@ def up(settings: Settings, *, exit_after_start: bool) -> int:
 
     handle_signals()
     from pipelines.local_stack import LocalStack  # Ray, MLflow: only the command that runs them
+
+    quiet_third_parties(settings.log_level)  # again: MLflow set its own level on import
 
     with LocalStack(settings) as stack:
         # ray.init installs its own SIGTERM handler, which exits without cleanup.

@@ -147,7 +147,7 @@ class EmbeddedTrackingServer:
             "--artifacts-destination", str((self.root / "artifacts").resolve()),
             "--workers", "1",
         ]  # fmt: skip
-        # Job execution spawns a dozen helper processes and ~1.3 GiB we never use.
+        # Job execution spawns a dozen helper processes and over a GiB we never use.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         if self.credentials is not None:
             command += ["--app-name", "basic-auth"]

@@ -107,7 +107,7 @@ class LimitSettings(BaseModel):
         default=1024 * 1024,
         ge=1024,
         description="413 beyond it, from HAProxy's Content-Length check and the replica's "
-        "count of the bytes read. A 1,024-NPC tick as JSON is ~140 kB.",
+        "count of the bytes read; a 1,024-NPC tick as JSON fits well within the default.",
     )
     max_in_flight: int = Field(
         default=256,
@@ -165,16 +165,16 @@ class ServingSettings(BaseModel):
     access_log: bool = Field(
         default=False,
         description="Ray Serve's per-request log line in every replica. Off by default: "
-        "at game-server rates it is ~5% of an ingress replica's CPU, and the load "
-        "balancer in front logs requests anyway; errors are logged either way.",
+        "at game-server rates it costs a visible share of an ingress replica's CPU, and "
+        "the load balancer in front logs requests anyway; errors are logged either way.",
     )
     ingress_replicas: int = Field(
         default=2,
         ge=1,
         description="Ingress replicas when not autoscaled. Two by default: a replica is one "
-        "event loop on one core, HAProxy balances across them (single-NPC req/s at c=16 "
-        "~2,700 with one, ~3,500 with two on 2 cores), and a crashed or restarting one "
-        "leaves the other serving.",
+        "event loop on one core, HAProxy balances across them (two carry about a third "
+        "more than one on 2 cores), and a crashed or restarting one leaves the other "
+        "serving.",
     )
     ingress_num_cpus: float = Field(default=0.25, ge=0)
     ingress_autoscaling: QueueDepthSettings | None = Field(

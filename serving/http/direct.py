@@ -2,9 +2,10 @@
 
 A game server calls ``/v1/npc/act`` (or the v2 ``infer`` route) every tick. For
 such a call FastAPI walks its route list, solves the endpoint's dependencies and
-runs its exception middleware: ~85 µs per call here, as much as parsing,
-running the NPC model and writing the answer together. An endpoint that takes
-just the ``Request`` and returns a ``Response`` needs none of that, so
+runs its exception middleware: as much time as parsing, running the NPC
+model and writing the answer together (benchmarks/reference/design-measurements.md).
+An endpoint that takes just the ``Request`` and returns a ``Response`` needs
+none of that, so
 ``DirectRoutes`` (a plain ASGI middleware) matches those routes first and calls
 the endpoint itself; errors go through the same ``response_for`` as the app's
 exception handlers. The routes stay declared on the app, so the OpenAPI

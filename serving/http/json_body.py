@@ -4,9 +4,8 @@ FastAPI parses a body with Python's ``json`` module, validates the resulting
 dicts, then validates the returned model again before writing it. For a
 single-NPC request that is most of the application's time per call. Here a
 route takes the raw bytes, ``model_validate_json`` parses and validates in one
-pass, and the answer is written by ``model_dump_json``: a single-NPC call took
-~35 µs less in-process (216 → 183 µs; the rest of the saving, to 129 µs, is
-``serving/http/direct.py``).
+pass, and the answer is written by ``model_dump_json`` (the saving is in
+``benchmarks/reference/design-measurements.md``).
 
 The routes keep their OpenAPI description: ``body_schema`` documents the model
 the route parses, and ``register_schemas`` adds the models it refers to.

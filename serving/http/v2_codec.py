@@ -124,7 +124,7 @@ def _requested_outputs(value: Any) -> list[tuple[str, bool]]:
 
 def _load_json(text: bytes) -> Any:
     try:
-        # orjson, not json: a 128-NPC tick as JSON parses in ~0.1 ms instead of ~1.3 ms.
+        # orjson, not json: an order of magnitude faster on a tick's arrays.
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         if "recursion" in str(exc).lower():
