@@ -40,6 +40,11 @@ def trainable_family(name: str) -> TrainableFamily:
     return family
 
 
+def trainable_families() -> dict[str, TrainableFamily]:
+    """The registered families gameserve trains, by name."""
+    return {name: f for name, f in FAMILIES.items() if isinstance(f, TrainableFamily)}
+
+
 def register(family: ModelFamily) -> ModelFamily:
     """Add ``family``; the same declaration again is a no-op, a different one an error."""
     known = FAMILIES.get(family.name)
@@ -67,5 +72,6 @@ __all__ = [
     "TrainedModel",
     "get_family",
     "register",
+    "trainable_families",
     "trainable_family",
 ]

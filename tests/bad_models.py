@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from models import FAMILIES
+from models import trainable_family
 from models.export import export_onnx
 
-NPC = FAMILIES["npc-behavior"]
+NPC = trainable_family("npc-behavior")
 ATTACK = 4
 
 

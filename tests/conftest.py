@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from models import trainable_family
 from tests.auth import TestKeys
 
 TIERS = ("unit", "asgi", "ray", "mlflow", "e2e", "cluster")
@@ -58,7 +59,7 @@ def ray_cluster() -> Iterator[str]:
             dashboard_port=free_port(),
             logging_level=logging.WARNING,
         )
-    _SESSION["dir"] = Path(context.address_info["session_dir"])
+    _SESSION["dir"] = Path(context.address_info["session_dir"])  # type: ignore[attr-defined]
     try:
         yield f"http://{context.dashboard_url}"
     finally:
@@ -92,12 +93,11 @@ def nan_npc_model() -> bytes:
     """A real ONNX model with the NPC contract whose every output is NaN."""
     import torch
 
-    from models import FAMILIES
     from models.export import export_onnx
 
     class NanPolicy(torch.nn.Module):
         def forward(self, observation: torch.Tensor) -> torch.Tensor:
             return torch.log(observation[:, :10] * 0.0 - 1.0)
 
-    family = FAMILIES["npc-behavior"]
+    family = trainable_family("npc-behavior")
     return export_onnx(NanPolicy(), family.contract, family.example_inputs())

@@ -22,7 +22,7 @@ RECOVERY_LIMIT_S = 120.0
 def alive(class_name: str) -> list[int]:
     """PIDs of this Ray's live actors of one class."""
     actors = list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
-    return sorted(actor.pid for actor in actors)
+    return sorted(actor.pid for actor in actors if actor.pid is not None)
 
 
 def ingress_pids(served: ServeGateway) -> list[int]:

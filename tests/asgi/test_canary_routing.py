@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from serving.data_plane import DataPlane
 from serving.routing import Route
 from tests.asgi.conftest import FAST, backend, open_client
@@ -20,7 +20,7 @@ NPC = "npc-behavior"
 
 @pytest.fixture(scope="module")
 def second_version() -> bytes:
-    return FAMILIES[NPC].train(FAST.model_copy(update={"seed": 99})).export()
+    return trainable_family(NPC).train(FAST.model_copy(update={"seed": 99})).export()
 
 
 def _plane(onnx_models: dict[str, bytes], challenger: bytes, route: Route) -> DataPlane:

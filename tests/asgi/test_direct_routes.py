@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from models.errors import OverloadedError
@@ -15,8 +17,9 @@ from tests.payloads import npc_tick
 
 
 def _direct_paths(app: FastAPI) -> set[str]:
-    (middleware,) = [m for m in app.user_middleware if m.cls is DirectRoutes]
-    return {route.path for route in middleware.kwargs["routes"]}
+    (middleware,) = [m for m in app.user_middleware if cast(object, m.cls) is DirectRoutes]
+    routes: list[APIRoute] = middleware.kwargs["routes"]  # type: ignore[assignment]
+    return {route.path for route in routes}
 
 
 def test_the_per_tick_routes_are_served_directly(client: TestClient) -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from tests.payloads import v2_binary_body
 
-NPC = FAMILIES["npc-behavior"]
+NPC = trainable_family("npc-behavior")
 HEADER = "Inference-Header-Content-Length"
 
 

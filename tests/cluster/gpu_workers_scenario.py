@@ -23,7 +23,7 @@ import yaml
 from ray import serve
 from ray.cluster_utils import AutoscalingCluster
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from models.training import TrainSettings
 from pipelines.tracking_server import free_port
 from serving.gateway_app import build_application
@@ -36,7 +36,7 @@ GPU_PER_REPLICA = 0.25
 TIMEOUT_S = 150
 
 
-class FakeCluster(AutoscalingCluster):  # type: ignore[misc]
+class FakeCluster(AutoscalingCluster):
     """``AutoscalingCluster`` with the fake provider's config built here.
 
     Ray's wheel does not ship the example file the base class starts from.
@@ -111,7 +111,8 @@ def _busy_reasons() -> dict[str, list[str]]:
 
     status = get_cluster_status(ray.get_runtime_context().gcs_address)
     return {
-        n.ray_node_type_name or n.node_id: list(n.node_activity or []) for n in status.active_nodes
+        str(n.ray_node_type_name or n.node_id): list(n.node_activity or [])
+        for n in status.active_nodes
     }
 
 
@@ -138,7 +139,7 @@ def main(out: Path) -> None:
         record("cluster_started", gpu_nodes=_gpu_nodes())
         source = DirectoryModelSource(Path(tempfile.mkdtemp()))
         fast = TrainSettings(train_samples=3_000, epochs=1)
-        source.add(NPC, "1", FAMILIES[NPC].train(fast).export())
+        source.add(NPC, "1", trainable_family(NPC).train(fast).export())
         port = free_port()
         families = {name: FamilyServing(num_cpus=0.25) for name in FAMILIES if name != NPC} | {
             NPC: FamilyServing(num_replicas=2, num_cpus=0.5, num_gpus=GPU_PER_REPLICA)
@@ -163,7 +164,9 @@ def main(out: Path) -> None:
             time.sleep(0.5)
         deploy.join(timeout=60)
         record("replicas_running", states=_npc_states(), gpu_nodes=_gpu_nodes())
-        body = {"npcs": [{"npc_id": "a", "health": 0.2, "ammo": 0.5, "threat": 0.9}]}
+        body: dict[str, Any] = {
+            "npcs": [{"npc_id": "a", "health": 0.2, "ammo": 0.5, "threat": 0.9}]
+        }
         answer = requests.post(f"http://127.0.0.1:{port}/v1/npc/act", json=body, timeout=30)
         record("answered", status=answer.status_code, model=answer.json().get("model"))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models import FAMILIES
+from models import trainable_family
 from models.training import TrainSettings
 from pipelines.rollout.settings import (
     FamilyRollout,
@@ -12,7 +12,7 @@ from pipelines.rollout.settings import (
     Thresholds,
 )
 
-NPC = FAMILIES["npc-behavior"]
+NPC = trainable_family("npc-behavior")
 GOOD = TrainSettings(train_samples=20_000, eval_samples=2_000, epochs=5)
 STEPS = [
     RolloutStep(name="shadow", weight=0.0, shadow=1.0, bake_s=2.0),

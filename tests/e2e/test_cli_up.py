@@ -13,17 +13,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import requests
 import tritonclient.http as triton
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from pipelines.leftovers import haproxy_dir, processes_under
 from pipelines.tracking_server import MlflowCredentials, free_port, port_in_use
 
-GAMESERVE = shutil.which("gameserve", path=str(Path(sys.executable).parent))
+GAMESERVE = shutil.which("gameserve", path=str(Path(sys.executable).parent)) or "gameserve"
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -52,7 +53,7 @@ def _gameserve(env: dict[str, str], *args: str, timeout: float = 600) -> str:
     return done.stdout
 
 
-def _readme_curl() -> tuple[str, dict[str, object]]:
+def _readme_curl() -> tuple[str, dict[str, Any]]:
     """The README's curl: the key file its Authorization header reads, and its body."""
     match = re.search(
         r"curl -s -X POST \S+/v1/npc/act -H \"Authorization: Bearer \$\(cat \.gameserve/(\S+)\)\""
@@ -98,7 +99,7 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
 
         client = triton.InferenceServerClient(url=api.removeprefix("http://"))
         assert client.is_server_ready()  # open: probes and load balancers send no key
-        observation = FAMILIES["npc-behavior"].example_inputs(rows=3)["observation"]
+        observation = trainable_family("npc-behavior").example_inputs(rows=3)["observation"]
         tensor = triton.InferInput("observation", [3, 40], "FP32")
         tensor.set_data_from_numpy(observation, binary_data=True)
         probs = client.infer("npc-behavior", [tensor], headers=auth).as_numpy("action_probs")

@@ -232,6 +232,7 @@ def test_operator_abort_and_rollback_to_previous(
 
 def _rollout_runs(registry: ModelRegistry, challenger: str) -> int:
     experiment = registry.client.get_experiment_by_name("gameserve-rollouts")
+    assert experiment is not None
     runs = registry.client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`gameserve.challenger` = '{challenger}'"
     )

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ class _V2Load:
             session.headers.update(self.headers)
             while not self._stop.is_set() and time.monotonic() < deadline:
                 teams = [[rng.random() for _ in range(6)] for _ in range(2)]
-                body = {
+                body: dict[str, Any] = {
                     "inputs": [
                         {"name": "teams", "shape": [1, 2, 6], "datatype": "FP32", "data": teams}
                     ]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import requests
 
-from models import FAMILIES
+from models import trainable_family
 from pipelines import cli
 from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
@@ -37,9 +38,11 @@ def admin(registry: ModelRegistry, keys: TestKeys) -> Iterator[str]:
 
 @pytest.fixture
 def versions(registry: ModelRegistry) -> tuple[str, str]:
-    first = train_and_register(FAMILIES[NPC], FAST, registry).version
+    first = train_and_register(trainable_family(NPC), FAST, registry).version
     registry.promote(NPC, first)
-    second = train_and_register(FAMILIES[NPC], FAST.model_copy(update={"seed": 5}), registry)
+    second = train_and_register(
+        trainable_family(NPC), FAST.model_copy(update={"seed": 5}), registry
+    )
     return first, second.version
 
 
@@ -98,7 +101,7 @@ def test_rollout_commands_champion_and_rollback_through_the_api(
         ("POST", "/families/chess/rollout", {"version": "1"}, 404, "chess"),
         ("POST", f"/families/{NPC}/rollout/explode", None, 422, "action"),
     ]:
-        answer = session.request(method, admin + path, json=body)
+        answer = session.request(method, admin + path, json=cast(Any, body))
         assert answer.status_code == status_code, (path, answer.text)
         assert names in answer.json()["error"]["message"], answer.text
     assert registry.aliases(NPC)[CHAMPION] == first

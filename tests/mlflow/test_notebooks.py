@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from models import FAMILIES
+from models import trainable_family
 from pipelines.registry import CHALLENGER, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
 from pipelines.tracking_server import EmbeddedTrackingServer
@@ -31,7 +31,7 @@ def test_train_challenger_notebook_registers_and_aliases_a_candidate(
     signing_key: Path,
     credentials_file: Path,
 ) -> None:
-    champion = train_and_register(FAMILIES["npc-behavior"], FAST, registry)
+    champion = train_and_register(trainable_family("npc-behavior"), FAST, registry)
     registry.promote("npc-behavior", champion.version)
     # The kernel inherits this environment: the notebook reads its settings from it.
     monkeypatch.setenv("GAMESERVE_TRACKING__URI", tracking_server.url)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pytest
 import requests
 
-from models import FAMILIES
+from models import trainable_family
 from models.errors import ModelArtifactError, ModelNotFoundError, RegistryUnavailableError
 from models.runtime import OnnxModel
 from pipelines.registry import (
@@ -31,7 +32,7 @@ from tests.attacks import forge_cache_entry, move_champion, register_outside_the
 from tests.bad_models import beyond_onnx_runtime
 from tests.mlflow.conftest import CLIENT, FAST
 
-NPC = FAMILIES["npc-behavior"]
+NPC = trainable_family("npc-behavior")
 
 
 def _register(registry: ModelRegistry, seed: int) -> RegisteredVersion:
@@ -97,9 +98,14 @@ def test_resolved_file_is_onnx_only_cached_once_and_runs(
     registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registered = _register(registry, seed=4)
-    downloads = []
+    downloads: list[object] = []
     original = registry._download
-    monkeypatch.setattr(registry, "_download", lambda *a: downloads.append(a) or original(*a))
+
+    def counted(*args: Any) -> Any:
+        downloads.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(registry, "_download", counted)
     first = registry.resolve_version(NPC.name, registered.version)
     again = registry.resolve_version(NPC.name, registered.version)
     assert first.path == again.path

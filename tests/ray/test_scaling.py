@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
 from ray import serve
 
-from models import FAMILIES
+from models import trainable_family
 from serving.application import SourceSpec
 from serving.autoscaling import aggressive
 from serving.gateway import ServeGateway
@@ -31,7 +32,7 @@ def _replicas(app: str, deployment: str) -> int:
 
 @pytest.fixture(scope="module")
 def slow_version(model_source: DirectoryModelSource) -> str:
-    policy = FAMILIES[NPC].train(FAST).module
+    policy = trainable_family(NPC).train(FAST).module
     model_source.add(NPC, "slow", bad_models.export(bad_models.Slow(policy)))
     return "slow"
 
@@ -105,7 +106,7 @@ def test_a_full_queue_answers_503_with_retry_after(
     tiny_queue: ServeGateway, api: requests.Session
 ) -> None:
     def call(i: int) -> requests.Response:
-        body = {"npcs": [{"npc_id": f"n{i}", "health": 1, "ammo": 1, "threat": 0}]}
+        body: dict[str, Any] = {"npcs": [{"npc_id": f"n{i}", "health": 1, "ammo": 1, "threat": 0}]}
         return api.post(f"{tiny_queue.url}/v1/npc/act", json=body, timeout=60)
 
     with ThreadPoolExecutor(max_workers=24) as pool:

@@ -15,7 +15,7 @@ import requests
 import tritonclient.http as triton
 from ray.util.state import list_actors
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from models.errors import ModelArtifactError
 from models.runtime import OnnxModel
 from serving.gateway import ServeGateway
@@ -25,7 +25,7 @@ from serving.substrate import ServeRuntime
 from tests.auth import TestKeys
 from tests.payloads import difficulty_request, npc, npc_tick, rank_request
 
-NPC = FAMILIES["npc-behavior"]
+NPC = trainable_family("npc-behavior")
 DIFFICULTY = "difficulty-tuning"
 
 
@@ -185,7 +185,7 @@ def _ingress_processes(served: ServeGateway) -> set[int]:
     """PIDs of the live ingress replicas: unchanged by a swap that restarts nothing."""
     name = f"ServeReplica:{served.settings.app_name}:ingress"
     actors = list_actors(filters=[("class_name", "=", name), ("state", "=", "ALIVE")])
-    return {actor.pid for actor in actors}
+    return {actor.pid for actor in actors if actor.pid is not None}
 
 
 def test_version_swap_under_load_loses_no_request(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from models import FAMILIES
+from models import trainable_families
 from models.build import ModelBuild, build
 from models.training import TrainSettings
 
@@ -22,4 +22,4 @@ def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
 def builds() -> dict[str, ModelBuild]:
     """Every family trained from scratch, exported and evaluated, once per session."""
     settings = TrainSettings()
-    return {name: build(family, settings) for name, family in FAMILIES.items()}
+    return {name: build(family, settings) for name, family in trainable_families().items()}

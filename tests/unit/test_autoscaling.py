@@ -26,7 +26,8 @@ def run(
     settings: QueueDepthSettings, loads: list[float], start: int = 1, dt: float = 1.0
 ) -> list[int]:
     """Replica counts after each tick, feeding each decision back as the next count."""
-    replicas, state, counts = start, {}, []
+    replicas, counts = start, []
+    state: dict[str, Any] = {}
     for tick, load in enumerate(loads):
         replicas, state = decide(settings, replicas, load, tick * dt, state)
         counts.append(replicas)
@@ -56,7 +57,7 @@ def test_draining_queue_waits_for_calm_then_steps_down_one_at_a_time() -> None:
 
 
 def test_noisy_load_around_a_boundary_does_not_flap() -> None:
-    noisy = [25 + (10 if i % 2 else -3) for i in range(300)]  # 22..35 requests
+    noisy = [25.0 + (10 if i % 2 else -3) for i in range(300)]  # 22..35 requests
     counts = run(NPC, noisy, start=1)
     flips = sum(counts[i] != counts[i - 1] for i in range(1, len(counts)))
     assert counts[-1] == 4

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from models import FAMILIES
+from models import trainable_family
 from models.runtime import OnnxModel
 from pipelines.cli import main
 
@@ -21,7 +21,7 @@ def test_train_writes_onnx_and_metrics_and_prints_them(
     metrics = json.loads((tmp_path / "exports" / "npc-behavior.metrics.json").read_text())
     assert 0 < metrics["teacher_agreement"] <= 1
     assert "teacher_agreement" in capsys.readouterr().out
-    family = FAMILIES["npc-behavior"]
+    family = trainable_family("npc-behavior")
     OnnxModel(exported, family.contract, prefer_gpu=False).predict(family.example_inputs())
 
 

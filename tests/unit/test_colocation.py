@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from models import FAMILIES
+from models import trainable_family
 from models.errors import ModelArtifactError, ModelNotReadyError, OverloadedError
 from models.training import TrainSettings
 from serving.autoscaling import aggressive
@@ -19,7 +20,7 @@ from serving.model_slot import ModelSlot
 from serving.model_source import DirectoryModelSource
 from serving.settings import FamilyServing
 
-NPC = FAMILIES["npc-behavior"]
+NPC = trainable_family("npc-behavior")
 
 
 def test_cpu_families_run_in_the_ingress_unless_they_need_their_own_deployment() -> None:
@@ -46,7 +47,7 @@ def _predict_on(backend: ColocatedBackend) -> tuple[str, str]:
     model, _ = backend.slot.current()
     run = model.run_validated
 
-    def spy(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def spy(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         seen.append(threading.current_thread().name)
         return run(feeds)
 
@@ -104,7 +105,7 @@ def test_a_busy_challenger_refuses_at_once_instead_of_queueing(
     release = threading.Event()
     run = model.run_validated
 
-    def stuck(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def stuck(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         release.wait(10)
         return run(feeds)
 

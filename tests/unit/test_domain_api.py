@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from models.build import ModelBuild
 from models.difficulty import WINDOW, DifficultyRequest
 from models.npc import ACTIONS, FEATURES, NpcActRequest
-from models.personalization import ITEM_FEATURES, PLAYER_FEATURES, RankRequest
+from models.personalization import ITEM_FEATURES, PLAYER_FEATURES, Candidate, RankRequest
 from models.runtime import OnnxModel
 
 ENCOUNTER = {
@@ -51,7 +51,10 @@ def test_npc_tick_returns_one_decision_per_npc_in_order(builds: dict[str, ModelB
             ]
         }
     )
-    assert FAMILIES["npc-behavior"].encode(request)["observation"].shape == (3, len(FEATURES))
+    assert trainable_family("npc-behavior").encode(request)["observation"].shape == (
+        3,
+        len(FEATURES),
+    )
     response = _run(builds, "npc-behavior", request)
     decisions = response.decisions  # type: ignore[attr-defined]
     assert [d.npc_id for d in decisions] == ["grunt-1", "grunt-2", "guard-3"]
@@ -119,7 +122,9 @@ def test_rank_returns_top_k_of_the_supplied_candidates(builds: dict[str, ModelBu
         player_id="p1",
         player_features=rng.uniform(-1, 1, len(PLAYER_FEATURES)).tolist(),
         candidates=[
-            {"item_id": f"offer-{i}", "features": rng.uniform(-1, 1, len(ITEM_FEATURES)).tolist()}
+            Candidate(
+                item_id=f"offer-{i}", features=rng.uniform(-1, 1, len(ITEM_FEATURES)).tolist()
+            )
             for i in range(25)
         ],
         k=5,

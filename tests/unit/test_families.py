@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from models.build import ModelBuild
 from models.export import PARITY_TOLERANCE
 from models.runtime import OnnxModel
@@ -65,7 +65,7 @@ def test_npc_agrees_with_the_teacher_and_keeps_designer_invariants(
 
 
 def test_npc_probabilities_sum_to_one(builds: dict[str, ModelBuild]) -> None:
-    family = FAMILIES["npc-behavior"]
+    family = trainable_family("npc-behavior")
     runtime = OnnxModel(builds["npc-behavior"].onnx_model, family.contract, prefer_gpu=False)
     probs = runtime.predict(family.example_inputs(rows=100))["action_probs"]
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -89,7 +89,7 @@ def test_personalization_beats_popularity(builds: dict[str, ModelBuild]) -> None
 
 def test_training_is_reproducible_from_the_seed() -> None:
     settings = TrainSettings(train_samples=2_000, epochs=2)
-    family = FAMILIES["npc-behavior"]
+    family = trainable_family("npc-behavior")
     first, second = family.train(settings).module, family.train(settings).module
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

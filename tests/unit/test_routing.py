@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from models import FAMILIES
+from models import FAMILIES, trainable_family
 from serving.rollout_metrics import RESERVOIR, MetricsWindows, Reservoir
 from serving.routing import CHALLENGER_ROLE, CHAMPION_ROLE, Route, bucket, choose
 
@@ -72,7 +72,7 @@ def test_merged_reservoirs_weigh_what_each_replica_saw() -> None:
 
 
 def test_behaviour_divergence_per_family() -> None:
-    npc = FAMILIES["npc-behavior"]
+    npc = trainable_family("npc-behavior")
     uniform = {"action_probs": np.full((2, 10), 0.1, np.float32)}
     attack = {"action_probs": np.eye(10, dtype=np.float32)[[4, 4]]}
     assert np.allclose(npc.divergence(uniform, uniform), 0.0)
