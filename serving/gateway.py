@@ -10,6 +10,7 @@ running replicas in place: nothing restarts, no in-flight request is dropped.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +49,9 @@ class ServeGateway:
         self._versions: dict[str, str | None] = {}
         self._challengers: dict[str, str] = {}
         self._routes: dict[str, Route] = {}
+        # Each family's rollout loop calls in from its own thread; every change
+        # redeploys the whole application from this state, so changes take turns.
+        self._lock = threading.RLock()
 
     @property
     def url(self) -> str:
@@ -119,45 +123,50 @@ class ServeGateway:
 
     def deploy(self, versions: Mapping[str, str | None], timeout_s: float = 180.0) -> None:
         """Serve ``versions`` as champions; returns once every replica serves them."""
-        target = {name: versions.get(name) for name in FAMILIES}
-        self._check_fetchable(target, self._versions)
-        previous, self._versions = self._versions, target
-        try:
-            self._apply(timeout_s)
-        except BaseException:
-            self._versions = previous
-            raise
+        with self._lock:
+            target = {name: versions.get(name) for name in FAMILIES}
+            self._check_fetchable(target, self._versions)
+            previous, self._versions = self._versions, target
+            try:
+                self._apply(timeout_s)
+            except BaseException:
+                self._versions = previous
+                raise
         logger.info("serving %s at %s", target, self.url)
 
     def set_version(self, family: str, version: str) -> None:
         """Move one family to ``version`` in place, without dropping requests."""
-        self.deploy({**self._versions, family: version})
+        with self._lock:
+            self.deploy({**self._versions, family: version})
 
     def start_challenger(self, family: str, version: str) -> None:
         """Run ``version`` beside the champion, with no traffic yet."""
-        self._check_fetchable({family: version}, self._challengers)
-        self._challengers[family] = version
-        self._routes.pop(family, None)
-        self._apply()
+        with self._lock:
+            self._check_fetchable({family: version}, self._challengers)
+            self._challengers[family] = version
+            self._routes.pop(family, None)
+            self._apply()
 
     def set_traffic(self, family: str, weight: float, shadow: float, salt: str) -> None:
         """Send ``weight`` of ``family``'s traffic to its challenger, mirror ``shadow``."""
-        version = self._challengers[family]
-        self._routes[family] = Route(
-            challenger_version=version, weight=weight, shadow=shadow, salt=salt
-        )
-        self._apply()
+        with self._lock:
+            version = self._challengers[family]
+            self._routes[family] = Route(
+                challenger_version=version, weight=weight, shadow=shadow, salt=salt
+            )
+            self._apply()
 
     def stop_challenger(self, family: str, promote: bool) -> None:
         """End a rollout: promote the challenger in place, or drop it; it then drains."""
-        version = self._challengers.get(family)
-        if promote and version is not None:
-            # The champion replicas swap first, so the cohort on the challenger
-            # moves to the same version before the challenger replicas drain.
-            self.set_version(family, version)
-        self._routes.pop(family, None)
-        self._challengers.pop(family, None)
-        self._apply()
+        with self._lock:
+            version = self._challengers.get(family)
+            if promote and version is not None:
+                # The champion replicas swap first, so the cohort on the challenger
+                # moves to the same version before the challenger replicas drain.
+                self.set_version(family, version)
+            self._routes.pop(family, None)
+            self._challengers.pop(family, None)
+            self._apply()
 
     def rollout_metrics(self, family: str, reset: bool = False) -> dict[str, dict[str, Any]]:
         """Champion and challenger figures since the last reset, from every ingress."""

@@ -6,6 +6,9 @@ gateway (``gameserve up``), not in a Ray actor: MLflow is its state of record
 through ``ServeGateway``, and replicas stay free of MLflow writes. If the
 process stops mid-rollout, the challenger's traffic is withdrawn and its alias
 kept, so the next start runs the rollout again from the beginning.
+
+Each family has its own loop (a thread): a rollout bakes for as long as its
+steps say, and meanwhile another family's rollout or champion change goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from models import FAMILIES
-from models.errors import GameserveError, RegistryUnavailableError
+from models.errors import GameserveError, ModelNotFoundError, RegistryUnavailableError
 from pipelines.registry import CHALLENGER, CHAMPION, ModelRegistry
 from pipelines.rollout.policy import judge
 from pipelines.rollout.preflight import preflight
@@ -64,61 +67,78 @@ class RolloutController:
         self._refused_champions: dict[str, str] = {}
         self._rejected: set[tuple[str, str]] = set()
         self._unsent: list[RolloutRecord] = []  # records MLflow could not take yet
+        self._unsent_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="rollout-controller", daemon=True)
-        self._thread.start()
+        """One loop per registered family, each on its own thread."""
+        for family in FAMILIES:
+            thread = threading.Thread(
+                target=self._loop, args=(family,), name=f"rollout-{family}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout_s: float = 60.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(timeout=max(deadline - time.monotonic(), 0.1))
 
-    def _loop(self) -> None:
+    def _loop(self, family: str) -> None:
         last_problem: str | None = None
         while not self._stop.is_set():
             problem = None
             try:
-                self.run_once()
+                self._flush_unsent()
+                self.run_family(family)
             except GameserveError as exc:
                 problem = exc.message
             except Exception as exc:
                 problem = repr(exc)
                 if problem != last_problem:
-                    logger.exception("rollout controller pass failed")
+                    logger.exception("%s: rollout controller pass failed", family)
             # Once per change, not once per poll: an outage is one line, not thousands.
             if problem != last_problem:
                 if problem is None:
-                    logger.info("rollout controller: passes succeed again")
+                    logger.info("%s: rollout controller passes succeed again", family)
                 else:
-                    logger.warning("rollout controller: %s", problem)
+                    logger.warning("%s: rollout controller: %s", family, problem)
                 last_problem = problem
             self._stop.wait(self.settings.poll_interval_s)
 
     def run_once(self) -> None:
-        """One pass: serve each champion alias, run any pending challenger."""
-        self._unsent = [record for record in self._unsent if not record.flush()]
+        """One pass over every family in turn (the loops run ``run_family`` each)."""
+        self._flush_unsent()
         for family in FAMILIES:
-            if self._stop.is_set():
-                return
             try:
-                aliases = self.registry.aliases(family)
+                self.run_family(family)
             except GameserveError as exc:  # one family's trouble must not stall the others
                 logger.debug("%s: %s", family, exc.message)
-                continue
-            champion = aliases.get(CHAMPION)
-            if champion is not None and self.gateway.versions.get(family) != champion:
-                self._serve_champion(family, champion)
-            challenger = aliases.get(CHALLENGER)
-            if champion is None or challenger is None or challenger == champion:
-                continue
-            if (family, challenger) in self._rejected:
-                # Rolled back, but its alias could not be removed then: try that alone.
-                self.registry.delete_alias(family, CHALLENGER)
-                continue
-            self.history.append(self.run_rollout(family, champion, challenger))
+
+    def run_family(self, family: str) -> None:
+        """Serve the family's champion alias; run its pending challenger to the end."""
+        try:
+            aliases = self.registry.aliases(family)
+        except ModelNotFoundError:
+            return  # nothing registered for it yet
+
+        champion = aliases.get(CHAMPION)
+        if champion is not None and self.gateway.versions.get(family) != champion:
+            self._serve_champion(family, champion)
+        challenger = aliases.get(CHALLENGER)
+        if champion is None or challenger is None or challenger == champion:
+            return
+        if (family, challenger) in self._rejected:
+            # Rolled back, but its alias could not be removed then: try that alone.
+            self.registry.delete_alias(family, CHALLENGER)
+            return
+        self.history.append(self.run_rollout(family, champion, challenger))
+
+    def _flush_unsent(self) -> None:
+        with self._unsent_lock:
+            self._unsent = [record for record in self._unsent if not record.flush()]
 
     def _serve_champion(self, family: str, champion: str) -> None:
         """Serve the champion alias, or keep the current version and say why, once."""
@@ -156,7 +176,8 @@ class RolloutController:
             return self._run(family, champion, challenger, plan, record)
         finally:
             if not record.flush():
-                self._unsent.append(record)  # sent by a later pass, once MLflow is back
+                with self._unsent_lock:
+                    self._unsent.append(record)  # sent by a later pass, once MLflow is back
 
     def _run(
         self,
