@@ -11,16 +11,23 @@ from __future__ import annotations
 from models.contract import FamilyContract, TensorSpec
 from models.difficulty import DifficultyTuning
 from models.errors import InvalidInputError, ModelNotFoundError
-from models.family import GameRoute, ModelFamily, TrainableFamily, TrainedModel
+from models.family import (
+    AnyFamily,
+    AnyTrainableFamily,
+    GameRoute,
+    ModelFamily,
+    TrainableFamily,
+    TrainedModel,
+)
 from models.npc import NpcBehavior
 from models.personalization import Personalization
 
-FAMILIES: dict[str, ModelFamily] = {
+FAMILIES: dict[str, AnyFamily] = {
     family.name: family for family in (NpcBehavior(), DifficultyTuning(), Personalization())
 }
 
 
-def get_family(name: str) -> ModelFamily:
+def get_family(name: str) -> AnyFamily:
     """The family called ``name``; raises ``ModelNotFoundError`` otherwise."""
     try:
         return FAMILIES[name]
@@ -29,7 +36,7 @@ def get_family(name: str) -> ModelFamily:
         raise ModelNotFoundError(f"unknown model family {name!r} (known: {known})") from None
 
 
-def trainable_family(name: str) -> TrainableFamily:
+def trainable_family(name: str) -> AnyTrainableFamily:
     """The family called ``name`` if gameserve trains it; its versions arrive built otherwise."""
     family = get_family(name)
     if not isinstance(family, TrainableFamily):
@@ -40,12 +47,12 @@ def trainable_family(name: str) -> TrainableFamily:
     return family
 
 
-def trainable_families() -> dict[str, TrainableFamily]:
+def trainable_families() -> dict[str, AnyTrainableFamily]:
     """The registered families gameserve trains, by name."""
     return {name: f for name, f in FAMILIES.items() if isinstance(f, TrainableFamily)}
 
 
-def register(family: ModelFamily) -> ModelFamily:
+def register(family: AnyFamily) -> AnyFamily:
     """Add ``family``; the same declaration again is a no-op, a different one an error."""
     known = FAMILIES.get(family.name)
     if known is None:

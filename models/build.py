@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from models.errors import ModelArtifactError
 from models.export import ParityReport
-from models.family import TrainableFamily, TrainedModel
+from models.family import AnyTrainableFamily, TrainedModel
 from models.runtime import OnnxModel
 from models.training import TrainSettings
 
@@ -24,7 +24,7 @@ class ModelBuild:
     train_seconds: float
 
     @property
-    def family(self) -> TrainableFamily:
+    def family(self) -> AnyTrainableFamily:
         return self.trained.family
 
     @property
@@ -32,7 +32,7 @@ class ModelBuild:
         return hashlib.sha256(self.onnx_model).hexdigest()
 
 
-def build(family: TrainableFamily, settings: TrainSettings) -> ModelBuild:
+def build(family: AnyTrainableFamily, settings: TrainSettings) -> ModelBuild:
     """Train ``family`` and evaluate the exported ONNX model, not the torch one.
 
     The ONNX model is what serves, so its figures are the ones recorded.

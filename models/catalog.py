@@ -20,7 +20,7 @@ from pathlib import Path
 
 from models import FAMILIES, register
 from models.errors import InvalidInputError
-from models.family import ModelFamily
+from models.family import AnyFamily, ModelFamily
 from models.spec import FamilySpec, SpecFamily, read_spec_folder
 
 ENTRY_POINT_GROUP = "gameserve.families"
@@ -28,7 +28,7 @@ ENTRY_POINT_GROUP = "gameserve.families"
 logger = logging.getLogger(__name__)
 
 
-def load_entry_points() -> list[ModelFamily]:
+def load_entry_points() -> list[AnyFamily]:
     """Register the families installed packages declare."""
     added = []
     for entry in entry_points(group=ENTRY_POINT_GROUP):
@@ -43,7 +43,7 @@ def load_entry_points() -> list[ModelFamily]:
     return added
 
 
-def install_specs(specs: Iterable[FamilySpec]) -> list[ModelFamily]:
+def install_specs(specs: Iterable[FamilySpec]) -> list[AnyFamily]:
     """Register a family per spec; the same spec again changes nothing."""
     return [register(SpecFamily(spec)) for spec in specs]
 

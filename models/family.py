@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -23,22 +23,30 @@ if TYPE_CHECKING:
     from models.export import ParityReport
 
 
+RequestT = TypeVar("RequestT", bound=BaseModel)
+ResponseT = TypeVar("ResponseT", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class GameRoute:
+class GameRoute(Generic[RequestT, ResponseT]):
     """How a family is offered on the game API: JSON in the game's own terms."""
 
     path: str  # under /v1, e.g. "/npc/act"
     summary: str  # the route's documentation, first line first
-    request_model: type[BaseModel]
-    response_model: type[BaseModel]
+    request_model: type[RequestT]
+    response_model: type[ResponseT]
     batch_field: str  # the list in a request whose entries become batch rows
     # The request's own id (a player) that keeps a caller on one version during
     # a rollout when it sends no X-Session-Id or X-Player-Id header.
-    routing_key: Callable[[Any], str | None] | None = None
+    routing_key: Callable[[RequestT], str | None] | None = None
 
 
-class ModelFamily(ABC):
+class ModelFamily(ABC, Generic[RequestT, ResponseT]):
     """A kind of gameplay model as serving and rollouts see it, declared in one place.
+
+    Generic over its game route's request and response models, so a family's
+    ``encode`` and ``decode`` are typed where it is named; in the registry,
+    where any family may be, it is ``AnyFamily``.
 
     Its contract, output checks, divergence measure, an optional game route and
     its defaults for serving and rollouts: everything gameserve needs to serve
@@ -50,7 +58,7 @@ class ModelFamily(ABC):
     contract: FamilyContract
     description: str
     # None: served on the Open Inference Protocol v2 only.
-    game_route: GameRoute | None = None
+    game_route: GameRoute[RequestT, ResponseT] | None = None
     # The family's own defaults, by setting name: for serving (its FamilyServing:
     # batching, placement, queue bounds) and for the canary's thresholds (its
     # Thresholds). Validated where they are used; settings override them.
@@ -97,16 +105,16 @@ class ModelFamily(ABC):
         """Quality metrics of ``predict``, ``headline_metric`` among them; {} without a set."""
         return {}
 
-    def encode(self, request: Any) -> dict[str, np.ndarray]:
+    def encode(self, request: RequestT) -> dict[str, np.ndarray]:
         """Turn a validated game-route request into the model's input tensors."""
         raise ModelNotFoundError(f"{self.name} has no game route")
 
-    def decode(self, request: Any, outputs: dict[str, np.ndarray]) -> BaseModel:
+    def decode(self, request: RequestT, outputs: dict[str, np.ndarray]) -> ResponseT:
         """Turn output tensors into the game-route response for ``request``."""
         raise ModelNotFoundError(f"{self.name} has no game route")
 
 
-class TrainableFamily(ModelFamily):
+class TrainableFamily(ModelFamily[RequestT, ResponseT]):
     """A family gameserve trains itself: synthetic data, a torch network, an evaluation set."""
 
     headline_metric: str
@@ -157,7 +165,7 @@ class TrainableFamily(ModelFamily):
 class TrainedModel:
     """A trained network of one family, ready to evaluate and export."""
 
-    family: TrainableFamily
+    family: TrainableFamily[Any, Any]
     module: torch.nn.Module
     settings: TrainSettings
     loss_history: list[float] = field(default_factory=list)
@@ -186,3 +194,8 @@ class TrainedModel:
         single = {name: array[:1] for name, array in random_batch.items()}
         cases = [random_batch, single, *self.family.edge_cases()]
         return check_parity(self.module, onnx_model, self.family.contract, cases)
+
+
+# A family as the registry holds it: any request and response models.
+AnyFamily = ModelFamily[Any, Any]
+AnyTrainableFamily = TrainableFamily[Any, Any]

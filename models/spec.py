@@ -123,7 +123,7 @@ class FamilySpec(_Strict):
         return next((o for o in self.outputs if o.name == wanted), None)
 
 
-class SpecFamily(ModelFamily):
+class SpecFamily(ModelFamily[BaseModel, BaseModel]):
     """A family built from a ``FamilySpec``: no Python of its own, v2 only."""
 
     def __init__(self, spec: FamilySpec) -> None:

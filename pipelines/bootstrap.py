@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from models import FAMILIES
 from models.errors import ModelNotFoundError
-from models.family import ModelFamily, TrainableFamily
+from models.family import AnyFamily, TrainableFamily
 from models.training import TrainSettings
 from pipelines.registry import CHAMPION, ModelRegistry, ResolvedModel
 from pipelines.training import train_and_register
@@ -27,7 +27,7 @@ class ChampionStatus:
 def ensure_champions(
     registry: ModelRegistry,
     settings: TrainSettings,
-    families: Iterable[ModelFamily] | None = None,
+    families: Iterable[AnyFamily] | None = None,
 ) -> list[ChampionStatus]:
     """Resolve each family's champion, training and registering one where none exists.
 

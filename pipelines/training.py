@@ -17,7 +17,7 @@ from mlflow.types.schema import TensorSpec as MlflowTensorSpec
 
 from models.build import ModelBuild, build
 from models.contract import TensorSpec
-from models.family import ModelFamily, TrainableFamily
+from models.family import AnyFamily, AnyTrainableFamily
 from models.runtime import choose_providers, open_verified
 from models.training import TrainSettings
 from pipelines.registry import (
@@ -43,7 +43,7 @@ class RegisteredVersion:
 
 
 def train_and_register(
-    family: TrainableFamily, settings: TrainSettings, registry: ModelRegistry
+    family: AnyTrainableFamily, settings: TrainSettings, registry: ModelRegistry
 ) -> RegisteredVersion:
     """Train ``family`` from scratch and register the result as a new version."""
     return register_build(build(family, settings), registry)
@@ -64,7 +64,7 @@ def register_build(result: ModelBuild, registry: ModelRegistry) -> RegisteredVer
 
 
 def register_onnx(
-    family: ModelFamily,
+    family: AnyFamily,
     onnx_model: bytes,
     registry: ModelRegistry,
     *,

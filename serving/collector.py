@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import ray
 
-from serving.rollout_metrics import FamilyWindow, MetricsWindows
+from serving.rollout_metrics import FamilyWindow, MetricsWindows, RolloutWindow
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class _Collector:
     def merge(self, windows: dict[str, FamilyWindow]) -> None:
         self.windows.merge(windows)
 
-    def read(self, family: str, reset: bool) -> dict[str, dict[str, Any]]:
+    def read(self, family: str, reset: bool) -> RolloutWindow:
         summary = self.windows.family(family).summary()
         if reset:
             self.windows.families.pop(family, None)

@@ -28,7 +28,7 @@ from models.errors import (
     ModelNotReadyError,
     OverloadedError,
 )
-from models.family import ModelFamily
+from models.family import AnyFamily
 from models.runtime import OnnxModel
 from serving.batching import rows
 from serving.rollout_metrics import MetricsWindows, VersionWindow
@@ -117,7 +117,7 @@ class DataPlane:
         self._rng = random.Random()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
 
-    def family(self, name: str) -> ModelFamily:
+    def family(self, name: str) -> AnyFamily:
         if name not in self.backends:
             raise ModelNotFoundError(f"model {name!r} is not served here")
         return get_family(name)
@@ -168,7 +168,7 @@ class DataPlane:
         return prediction
 
     async def _timed_champion(
-        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+        self, family: AnyFamily, tensors: dict[str, np.ndarray]
     ) -> Prediction:
         window = self.metrics.family(family.name).champion
         started = time.perf_counter()
@@ -182,7 +182,7 @@ class DataPlane:
         return prediction
 
     async def _challenger_with_fallback(
-        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+        self, family: AnyFamily, tensors: dict[str, np.ndarray]
     ) -> Prediction:
         """Serve the challenger's answer only if it is sound; the champion's otherwise.
 
@@ -202,7 +202,7 @@ class DataPlane:
         return reference
 
     async def _shadow(
-        self, family: ModelFamily, tensors: dict[str, np.ndarray], reference: Prediction
+        self, family: AnyFamily, tensors: dict[str, np.ndarray], reference: Prediction
     ) -> None:
         try:
             challenger = await self._try_challenger(family, tensors)
@@ -211,7 +211,7 @@ class DataPlane:
         self._record_challenger(family, challenger, reference)
 
     async def _try_challenger(
-        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+        self, family: AnyFamily, tensors: dict[str, np.ndarray]
     ) -> tuple[Prediction, float] | None:
         """The challenger's answer and latency; None if it failed. A busy
         challenger's refusal (OverloadedError) is the caller's to weigh."""
@@ -227,7 +227,7 @@ class DataPlane:
 
     def _record_challenger(
         self,
-        family: ModelFamily,
+        family: AnyFamily,
         challenger: tuple[Prediction, float] | None,
         reference: Prediction,
     ) -> bool:
@@ -247,7 +247,7 @@ class DataPlane:
         return not invalid
 
     async def _explicit_champion(
-        self, family: ModelFamily, tensors: dict[str, np.ndarray], version: str
+        self, family: AnyFamily, tensors: dict[str, np.ndarray], version: str
     ) -> Prediction:
         """A request naming the champion's version: no routing, and no status call per request."""
         backend = self.backends[family.name]
@@ -260,7 +260,7 @@ class DataPlane:
         return prediction
 
     async def _explicit_challenger(
-        self, family: ModelFamily, tensors: dict[str, np.ndarray]
+        self, family: AnyFamily, tensors: dict[str, np.ndarray]
     ) -> Prediction:
         prediction = await self.challengers[family.name].predict(tensors)
         _check_outputs(family, prediction)
@@ -296,7 +296,7 @@ def _not_serving(name: str, version: str, serving: str | None) -> ModelNotFoundE
     )
 
 
-def _check_outputs(family: ModelFamily, prediction: Prediction) -> None:
+def _check_outputs(family: AnyFamily, prediction: Prediction) -> None:
     """A model that emits NaN or broken outputs fails loudly, never reaches a game server."""
     if family.invalid_rows(prediction.outputs).any():
         raise InferenceError(

@@ -28,6 +28,7 @@ from serving.collector import collector
 from serving.gateway_app import challenger_scale
 from serving.ingress import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
 from serving.replica import ReplicaConfig
+from serving.rollout_metrics import RolloutWindow
 from serving.routing import Route
 from serving.settings import ServingSettings
 
@@ -168,10 +169,10 @@ class ServeGateway:
             self._challengers.pop(family, None)
             self._apply()
 
-    def rollout_metrics(self, family: str, reset: bool = False) -> dict[str, dict[str, Any]]:
+    def rollout_metrics(self, family: str, reset: bool = False) -> RolloutWindow:
         """Champion and challenger figures since the last reset, from every ingress."""
-        summary: dict[str, dict[str, Any]] = ray.get(collector().read.remote(family, reset))
-        return summary
+        window: RolloutWindow = ray.get(collector().read.remote(family, reset))
+        return window
 
     def replica_stats(self, deployment: str) -> dict[str, Any]:
         """Counters of one replica serving ``deployment`` (a family, or its challenger)."""

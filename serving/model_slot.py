@@ -11,7 +11,7 @@ import logging
 import os
 
 from models.errors import GameserveError, ModelNotReadyError
-from models.family import ModelFamily
+from models.family import AnyFamily
 from models.runtime import OnnxModel, open_verified
 from serving.model_source import ModelSource
 
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 class ModelSlot:
     """Holds (session, version); requests read both at once, so a swap never mixes them."""
 
-    def __init__(self, family: ModelFamily, source: ModelSource, intra_op_threads: int = 1) -> None:
+    def __init__(self, family: AnyFamily, source: ModelSource, intra_op_threads: int = 1) -> None:
         self.family = family
         self._source = source
         self._threads = intra_op_threads

@@ -7,7 +7,7 @@ it into one collector, so the rollout controller sees every replica's traffic.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,43 @@ class Reservoir:
         self.seen = seen
 
 
+@dataclass(frozen=True)
+class WindowSummary:
+    """What one version did in a window, as the canary policy judges it."""
+
+    version: str
+    requests: int
+    error_rate: float
+    invalid_rate: float
+    p50_ms: float | None  # None: no latency measured yet
+    p99_ms: float | None
+    divergence: float | None  # mean, over the requests compared with the other version
+    compared: int
+
+    def figures(self) -> dict[str, float]:
+        """The measured figures, for a rollout's record."""
+        values = {
+            "requests": self.requests,
+            "error_rate": self.error_rate,
+            "invalid_rate": self.invalid_rate,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "divergence": self.divergence,
+        }
+        return {name: float(value) for name, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class RolloutWindow:
+    """Champion and challenger over the same window: what serving hands the controller."""
+
+    champion: WindowSummary
+    challenger: WindowSummary
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return asdict(self)
+
+
 @dataclass
 class VersionWindow:
     """What one version did in the current window."""
@@ -86,19 +123,19 @@ class VersionWindow:
         self.latencies_ms.merge(other.latencies_ms)
         self.divergences.merge(other.divergences)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> WindowSummary:
         latencies, divergences = self.latencies_ms.samples, self.divergences.samples
         lat = np.asarray(latencies) if latencies else None
-        return {
-            "version": self.version,
-            "requests": self.requests,
-            "error_rate": self.errors / self.requests if self.requests else 0.0,
-            "invalid_rate": self.invalid / self.requests if self.requests else 0.0,
-            "p50_ms": float(np.percentile(lat, 50)) if lat is not None else None,
-            "p99_ms": float(np.percentile(lat, 99)) if lat is not None else None,
-            "divergence": float(np.mean(divergences)) if divergences else None,
-            "compared": self.divergences.seen,
-        }
+        return WindowSummary(
+            version=self.version,
+            requests=self.requests,
+            error_rate=self.errors / self.requests if self.requests else 0.0,
+            invalid_rate=self.invalid / self.requests if self.requests else 0.0,
+            p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
+            p99_ms=float(np.percentile(lat, 99)) if lat is not None else None,
+            divergence=float(np.mean(divergences)) if divergences else None,
+            compared=self.divergences.seen,
+        )
 
 
 @dataclass
@@ -110,8 +147,8 @@ class FamilyWindow:
         self.champion.merge(other.champion)
         self.challenger.merge(other.challenger)
 
-    def summary(self) -> dict[str, dict[str, Any]]:
-        return {"champion": self.champion.summary(), "challenger": self.challenger.summary()}
+    def summary(self) -> RolloutWindow:
+        return RolloutWindow(self.champion.summary(), self.challenger.summary())
 
 
 class MetricsWindows:

@@ -173,7 +173,7 @@ class PlayerPopulation:
         return session_features(self.minutes, difficulty)
 
 
-class DifficultyTuning(TrainableFamily):
+class DifficultyTuning(TrainableFamily[DifficultyRequest, DifficultyResponse]):
     description = "Player telemetry window → quit risk and difficulty adjustment"
     contract = FamilyContract(
         name="difficulty-tuning",

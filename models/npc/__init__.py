@@ -127,7 +127,7 @@ def observation_features(obs: NpcObservation) -> list[float]:
     ]
 
 
-class NpcBehavior(TrainableFamily):
+class NpcBehavior(TrainableFamily[NpcActRequest, NpcActResponse]):
     """Behavior cloning of the utility-AI teacher."""
 
     description = "NPC observation → action probabilities (behavior cloning)"

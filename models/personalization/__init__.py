@@ -122,7 +122,7 @@ def sample_players(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return features, items
 
 
-class Personalization(TrainableFamily):
+class Personalization(TrainableFamily[RankRequest, RankResponse]):
     description = "Player and candidate items → scores (two-tower), top-k"
     contract = FamilyContract(
         name="personalization",

@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from mlflow.exceptions import MlflowException
 
@@ -36,6 +35,7 @@ from pipelines.rollout.settings import (
     Thresholds,
 )
 from serving.gateway import ServeGateway
+from serving.rollout_metrics import RolloutWindow
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class RolloutController:
 
     def _bake(
         self, record: RolloutRecord, challenger: str, step: RolloutStep, limits: Thresholds
-    ) -> tuple[str, str, dict[str, dict[str, Any]]]:
+    ) -> tuple[str, str, RolloutWindow]:
         """Run one step until it passes its bake, fails, or an operator intervenes."""
         family = record.family
         started, paused, registry_down = time.monotonic(), False, False
@@ -281,7 +281,7 @@ class RolloutController:
                 record.publish(challenger, f"{step.name}{' (paused)' if paused else ''}")
             window = self.gateway.rollout_metrics(family)
             baked = time.monotonic() - started >= step.bake_s
-            verdict = judge(window["champion"], window["challenger"], limits, baked=baked)
+            verdict = judge(window.champion, window.challenger, limits, baked=baked)
             if verdict.action == "fail":  # even while paused: safety does not wait
                 return "fail", verdict.reason, window
             if verdict.action == "pass" and baked and not paused and not registry_down:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pipelines.rollout.settings import Thresholds
+from serving.rollout_metrics import WindowSummary
 
 Action = Literal["pass", "fail", "wait"]
 
@@ -17,8 +18,8 @@ class Verdict:
 
 
 def judge(
-    champion: dict[str, Any],
-    challenger: dict[str, Any],
+    champion: WindowSummary,
+    challenger: WindowSummary,
     limits: Thresholds,
     *,
     baked: bool = True,
@@ -32,42 +33,44 @@ def judge(
     a window is one scheduling hiccup on a busy host, and the full window is what
     a player would feel.
     """
-    seen = int(challenger["requests"])
+    seen = challenger.requests
     if seen == 0:
         return Verdict("wait", "no challenger traffic yet")
-    if challenger["invalid_rate"] > limits.max_invalid_rate:
+    if challenger.invalid_rate > limits.max_invalid_rate:
         return Verdict(
             "fail",
-            f"invalid outputs: {challenger['invalid_rate']:.1%} of {seen} requests "
+            f"invalid outputs: {challenger.invalid_rate:.1%} of {seen} requests "
             f"(limit {limits.max_invalid_rate:.1%})",
         )
     if seen < limits.min_requests:
         return Verdict("wait", f"{seen} of {limits.min_requests} challenger requests")
-    error_limit = champion["error_rate"] + limits.max_error_rate_increase
-    if challenger["error_rate"] > error_limit:
+    error_limit = champion.error_rate + limits.max_error_rate_increase
+    if challenger.error_rate > error_limit:
         return Verdict(
             "fail",
-            f"error rate {challenger['error_rate']:.1%} above {error_limit:.1%} "
-            f"(champion {champion['error_rate']:.1%})",
+            f"error rate {challenger.error_rate:.1%} above {error_limit:.1%} "
+            f"(champion {champion.error_rate:.1%})",
         )
-    if challenger["compared"] < limits.min_requests:
-        return Verdict("wait", f"{challenger['compared']} behaviour comparisons so far")
-    if challenger["divergence"] > limits.max_divergence:
+    if challenger.compared < limits.min_requests or challenger.divergence is None:
+        return Verdict("wait", f"{challenger.compared} behaviour comparisons so far")
+    if challenger.divergence > limits.max_divergence:
         return Verdict(
             "fail",
-            f"behaviour diverges from the champion: {challenger['divergence']:.3f} "
+            f"behaviour diverges from the champion: {challenger.divergence:.3f} "
             f"above {limits.max_divergence:.3f}",
         )
-    latency_samples = min(int(champion["requests"]), seen)
+    latency_samples = min(champion.requests, seen)
     if latency_samples < limits.min_latency_samples:
         return Verdict("wait", f"{latency_samples} of {limits.min_latency_samples} latency samples")
+    if champion.p99_ms is None or challenger.p99_ms is None:
+        return Verdict("wait", "no latency measured yet for one of the versions")
     latency_limit = max(
-        champion["p99_ms"] * limits.max_p99_ratio, champion["p99_ms"] + limits.p99_slack_ms
+        champion.p99_ms * limits.max_p99_ratio, champion.p99_ms + limits.p99_slack_ms
     )
-    if challenger["p99_ms"] > latency_limit:
+    if challenger.p99_ms > latency_limit:
         return Verdict(
             "fail" if baked else "wait",
-            f"latency: p99 {challenger['p99_ms']:.1f} ms above {latency_limit:.1f} ms "
-            f"(champion {champion['p99_ms']:.1f} ms)",
+            f"latency: p99 {challenger.p99_ms:.1f} ms above {latency_limit:.1f} ms "
+            f"(champion {champion.p99_ms:.1f} ms)",
         )
     return Verdict("pass", "within every threshold")

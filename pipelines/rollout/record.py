@@ -20,10 +20,10 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
 from models.errors import RegistryUnavailableError
+from serving.rollout_metrics import RolloutWindow
 
 EXPERIMENT = "gameserve-rollouts"
 STATE_TAG = "gameserve.rollout.state"
-_FIGURES = ("requests", "error_rate", "invalid_rate", "p50_ms", "p99_ms", "divergence")
 
 
 class RolloutRecord:
@@ -89,15 +89,14 @@ class RolloutRecord:
             log = functools.partial(self.client.log_metric, self.run_id, key, value, step=step or 0)
             self.write(log)
 
-    def step(self, index: int, name: str, window: dict[str, dict[str, Any]], outcome: str) -> None:
+    def step(self, index: int, name: str, window: RolloutWindow, outcome: str) -> None:
         figures = {
-            f"{role}_{figure}": float(window[role][figure])
-            for role in ("champion", "challenger")
-            for figure in _FIGURES
-            if window[role].get(figure) is not None
+            f"{role}_{figure}": value
+            for role, summary in (("champion", window.champion), ("challenger", window.challenger))
+            for figure, value in summary.figures().items()
         }
         self.metrics(figures, step=index)
-        self.event("step", index=index, name=name, outcome=outcome, window=window)
+        self.event("step", index=index, name=name, outcome=outcome, window=window.as_dict())
 
     def finish(self, decision: str, reason: str) -> None:
         self.write(lambda: self.client.set_tag(self.run_id, "gameserve.decision", decision))

@@ -7,6 +7,7 @@ request and response models): serving names no family.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, create_model
@@ -25,7 +26,7 @@ class ModelRef(BaseModel):
 
 
 @functools.cache
-def result_model(route: GameRoute) -> type[BaseModel]:
+def result_model(route: GameRoute[Any, Any]) -> type[BaseModel]:
     """The route's response plus the model version that answered (``NpcActResult``...)."""
     name = route.response_model.__name__.removesuffix("Response") + "Result"
     return create_model(name, __base__=route.response_model, model=(ModelRef, ...))
@@ -62,7 +63,7 @@ def routing_key(request: Request, fallback: str | None = None) -> str | None:
     return fallback
 
 
-def game_routes(plane: DataPlane) -> dict[str, GameRoute]:
+def game_routes(plane: DataPlane) -> dict[str, GameRoute[Any, Any]]:
     """By family: the game routes of the families this plane serves that offer one."""
     families = (plane.family(name) for name in sorted(plane.backends))
     return {f.name: f.game_route for f in families if f.game_route is not None}
@@ -88,7 +89,9 @@ def game_router(plane: DataPlane) -> APIRouter:
     return router
 
 
-def _endpoint(plane: DataPlane, name: str, route: GameRoute, result: type[BaseModel]) -> Endpoint:
+def _endpoint(
+    plane: DataPlane, name: str, route: GameRoute[Any, Any], result: type[BaseModel]
+) -> Endpoint:
     pick = route.routing_key
 
     async def endpoint(http: Request) -> Response:

@@ -55,8 +55,8 @@ def test_each_session_stays_on_one_version(canary: tuple[TestClient, DataPlane])
     assert all(len(versions) == 1 for versions in seen.values())
     assert {v for versions in seen.values() for v in versions} == {"1", "2"}
     window = plane.metrics.family(NPC).summary()
-    assert window["challenger"]["requests"] > 0
-    assert window["challenger"]["compared"] == window["challenger"]["requests"]
+    assert window.challenger.requests > 0
+    assert window.challenger.compared == window.challenger.requests
 
 
 def test_an_invalid_challenger_answer_is_replaced_by_the_champions(
@@ -68,8 +68,8 @@ def test_an_invalid_challenger_answer_is_replaced_by_the_champions(
             response = client.post("/v1/npc/act", json=npc_tick(3), headers={"X-Player-Id": str(i)})
             assert response.status_code == 200
             assert response.json()["model"]["version"] == "1"
-    challenger = plane.metrics.family(NPC).summary()["challenger"]
-    assert (challenger["requests"], challenger["invalid_rate"]) == (20, 1.0)
+    challenger = plane.metrics.family(NPC).summary().challenger
+    assert (challenger.requests, challenger.invalid_rate) == (20, 1.0)
 
 
 def test_shadow_compares_without_changing_answers(
@@ -85,9 +85,10 @@ def test_shadow_compares_without_changing_answers(
         while plane.metrics.family(NPC).challenger.requests < 15 and time.monotonic() < deadline:
             time.sleep(0.05)
     assert versions == {"1"}
-    challenger = plane.metrics.family(NPC).summary()["challenger"]
-    assert challenger["requests"] == 15
-    assert 0 <= challenger["divergence"] < 1
+    challenger = plane.metrics.family(NPC).summary().challenger
+    assert challenger.requests == 15
+    assert challenger.divergence is not None
+    assert 0 <= challenger.divergence < 1
 
 
 def test_a_request_naming_a_version_gets_that_version_whatever_its_cohort(

@@ -21,7 +21,7 @@ import torch
 
 from models import get_family
 from models.export import export_onnx
-from models.family import ModelFamily
+from models.family import AnyFamily
 from pipelines.registry import CHALLENGER, CHAMPION, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
 from pipelines.rollout.controller import RolloutController
@@ -50,7 +50,7 @@ class _WinModel(torch.nn.Module):
         return torch.softmax(self.score(teams).squeeze(-1), dim=-1)
 
 
-def _register(family: ModelFamily, registry: ModelRegistry, module: torch.nn.Module) -> str:
+def _register(family: AnyFamily, registry: ModelRegistry, module: torch.nn.Module) -> str:
     """What the data scientist's notebook does: export, then register (signed by the stack)."""
     onnx_model = export_onnx(module, family.contract, family.example_inputs(rows=4))
     return register_onnx(
@@ -126,13 +126,13 @@ def _judge(answer: requests.Response) -> str:
 
 
 @pytest.fixture
-def family(spec_families: object, gateway: ServeGateway) -> Iterator[ModelFamily]:
+def family(spec_families: object, gateway: ServeGateway) -> Iterator[AnyFamily]:
     yield get_family(NAME)
     gateway.deploy({**gateway.versions, NAME: None})
 
 
 def test_a_family_declared_by_a_spec_file_is_served_canaried_and_promoted(
-    family: ModelFamily, registry: ModelRegistry, gateway: ServeGateway, test_keys: TestKeys
+    family: AnyFamily, registry: ModelRegistry, gateway: ServeGateway, test_keys: TestKeys
 ) -> None:
     assert family.contract.input("teams").shape == (None, 2, 6)
     first = _WinModel(seed=1)

@@ -8,6 +8,7 @@ import pytest
 
 from pipelines.rollout.policy import judge
 from pipelines.rollout.settings import Thresholds
+from serving.rollout_metrics import WindowSummary
 
 LIMITS = Thresholds(
     min_requests=50,
@@ -18,7 +19,7 @@ LIMITS = Thresholds(
 )
 
 
-def window(**overrides: Any) -> dict[str, Any]:
+def window(**overrides: Any) -> WindowSummary:
     base: dict[str, Any] = {
         "version": "2",
         "requests": 200,
@@ -29,7 +30,7 @@ def window(**overrides: Any) -> dict[str, Any]:
         "divergence": 0.05,
         "compared": 200,
     }
-    return {**base, **overrides}
+    return WindowSummary(**{**base, **overrides})
 
 
 @pytest.mark.parametrize(
@@ -48,7 +49,7 @@ def window(**overrides: Any) -> dict[str, Any]:
         (window(), "pass", "within"),
     ],
 )
-def test_judge(challenger: dict[str, Any], action: str, words: str) -> None:
+def test_judge(challenger: WindowSummary, action: str, words: str) -> None:
     verdict = judge(window(version="1"), challenger, LIMITS)
     assert verdict.action == action
     assert words in verdict.reason
