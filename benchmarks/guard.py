@@ -24,7 +24,8 @@ from models import FAMILIES, trainable_family
 from models.runtime import OnnxModel
 from models.training import TrainSettings
 from serving.app import create_app
-from serving.data_plane import DataPlane, LocalBackend, Prediction
+from serving.backend import LocalBackend, Prediction
+from serving.data_plane import DataPlane
 from serving.keys import KeyStore
 from serving.settings import AuthSettings, ServingSettings
 from tests.payloads import npc_tick

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from models.errors import OverloadedError
+from serving.backend import ModelStatus, Prediction, Replicas
 from serving.batching import rows
-from serving.data_plane import ModelStatus, Prediction, Replicas
 from serving.model_slot import ModelSlot
 
 

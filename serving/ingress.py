@@ -18,9 +18,10 @@ from ray.serve.handle import DeploymentHandle
 from models import FAMILIES, get_family
 from models.catalog import install_families
 from serving.app import create_app
+from serving.backend import Backend
 from serving.collector import flush_forever
 from serving.colocated import ColocatedBackend
-from serving.data_plane import Backend, DataPlane
+from serving.data_plane import DataPlane
 from serving.model_slot import ModelSlot
 from serving.model_source import ModelSource
 from serving.ray_backend import RayBackend, ReplicaWatch

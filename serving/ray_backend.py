@@ -12,7 +12,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from models.errors import GameserveError, OverloadedError
-from serving.data_plane import ModelStatus, Prediction, Replicas
+from serving.backend import ModelStatus, Prediction, Replicas
 
 logger = logging.getLogger(__name__)
 

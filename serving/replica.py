@@ -12,8 +12,8 @@ from ray.serve import Deployment
 from models import get_family
 from models.catalog import install_families
 from models.spec import FamilySpec
+from serving.backend import Prediction
 from serving.batching import run_batched, total_rows
-from serving.data_plane import Prediction
 from serving.model_slot import ModelSlot
 from serving.model_source import ModelSource
 from serving.replica_logging import route_to_serve_log

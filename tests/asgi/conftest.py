@@ -10,7 +10,8 @@ from models import FAMILIES, trainable_families
 from models.runtime import OnnxModel
 from models.training import TrainSettings
 from serving.app import create_app
-from serving.data_plane import DataPlane, LocalBackend
+from serving.backend import LocalBackend
+from serving.data_plane import DataPlane
 from serving.keys import KeyStore
 from serving.settings import AuthSettings, ServingSettings
 

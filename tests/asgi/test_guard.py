@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from serving.app import create_app
-from serving.data_plane import DataPlane, LocalBackend
+from serving.backend import LocalBackend
+from serving.data_plane import DataPlane
 from serving.http.guard import Guard
 from serving.keys import KeyStore
 from serving.rate_limit import RateLimiter

@@ -14,8 +14,8 @@ from models import trainable_family
 from models.errors import ModelArtifactError, ModelNotReadyError, OverloadedError
 from models.training import TrainSettings
 from serving.autoscaling import aggressive
+from serving.backend import Replicas
 from serving.colocated import ColocatedBackend
-from serving.data_plane import Replicas
 from serving.model_slot import ModelSlot
 from serving.model_source import DirectoryModelSource
 from serving.settings import FamilyServing
