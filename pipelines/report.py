@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 # INFO lines of libraries that are not for an operator: onnxscript's export
@@ -18,6 +19,8 @@ def quiet_third_parties(level: str) -> None:
     """
     if logging.getLevelName(level) == logging.DEBUG:
         return
+    # MLflow writes a run's links to stdout itself, outside logging, unless told not to.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -28,7 +28,7 @@ from pipelines.training import train_and_register
 from serving.gateway import ServeGateway
 from tests.auth import TestKeys
 from tests.e2e.load import Load
-from tests.e2e.rollouts import GOOD, NPC, rollout_settings
+from tests.e2e.rollouts import GOOD, LIMITS, NPC, rollout_settings
 from tests.faults import RECOVERY_LIMIT_S, ingress_pids, under_load
 
 
@@ -55,6 +55,11 @@ def test_mlflow_sigkilled_mid_rollout_pauses_it_and_it_resumes_with_no_failed_re
         RolloutStep(name="10%", weight=0.1, bake_s=4.0),
         RolloutStep(name="100%", weight=1.0, bake_s=2.0),
     ]
+    # What is judged here is the outage; an MLflow restarting on the same two cores
+    # slows both versions' tails (CI once measured 46 vs 15 ms), which is not.
+    settings.families[NPC.name].thresholds = LIMITS.model_copy(
+        update={"max_p99_ratio": 10.0, "p99_slack_ms": 200.0}
+    )
     controller = RolloutController(registry, gateway, settings)
     RegistryControls(registry).start(NPC.name, candidate)
     results: list[RolloutResult] = []
