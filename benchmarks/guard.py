@@ -23,10 +23,10 @@ import numpy as np
 from models import FAMILIES, trainable_family
 from models.runtime import OnnxModel
 from models.training import TrainSettings
-from serving.app import create_app
-from serving.backend import LocalBackend, Prediction
-from serving.data_plane import DataPlane
-from serving.keys import KeyStore
+from serving.dataplane.backend import LocalBackend, Prediction
+from serving.dataplane.plane import DataPlane
+from serving.http.app import create_app
+from serving.http.keys import KeyStore
 from serving.settings import AuthSettings, ServingSettings
 from tests.payloads import npc_tick
 

@@ -13,8 +13,8 @@ from ray import serve
 from models import FAMILIES, trainable_family
 from models.training import TrainSettings
 from pipelines.tracking_server import free_port
-from serving.model_source import DirectoryModelSource
-from serving.substrate import ServeRuntime
+from serving.dataplane.model_source import DirectoryModelSource
+from serving.runtime.substrate import ServeRuntime
 
 
 def train_models(root: Path) -> DirectoryModelSource:

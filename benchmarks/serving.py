@@ -5,7 +5,7 @@
 Measures, in this order: ONNX Runtime in-process (the limit), a plain FastAPI
 process calling ONNX Runtime (the baseline), then gameserve on a local Ray with
 three substrates (Serve's proxy; Ray's throughput-optimized mode; HAProxy
-ingress, see serving/substrate.py) and, on HAProxy, with one ingress replica
+ingress, see serving/runtime/substrate.py) and, on HAProxy, with one ingress replica
 and with the default two: single-NPC JSON, a 128-NPC tick as JSON, and the
 same tick as a binary v2 tensor. Load comes from wrk on loopback. Prints
 req/s, NPC decisions/s, p50 and p99 and each figure's ratio to the baseline (or,
@@ -39,11 +39,11 @@ from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
 from models.runtime import OnnxModel
 from pipelines.tracking_server import free_port
-from serving.application import SourceSpec
-from serving.gateway import ServeGateway
-from serving.keys import KeyStore
+from serving.app.builder import SourceSpec
+from serving.app.gateway import ServeGateway
+from serving.http.keys import KeyStore
+from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, ServingSettings
-from serving.substrate import ServeRuntime
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
@@ -204,7 +204,7 @@ def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[str]:
     settings = ServingSettings(port=free_port(), **{**keyed, **overrides})
     with local_ray(settings.runtime) as dashboard:
         spec = SourceSpec(
-            import_path="serving.model_source:DirectoryModelSource",
+            import_path="serving.dataplane.model_source:DirectoryModelSource",
             arguments={"root": str(root)},
         )
         gateway = ServeGateway(settings, spec, dashboard)

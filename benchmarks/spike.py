@@ -29,12 +29,12 @@ from ray import serve
 from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
 from pipelines.tracking_server import free_port
-from serving.application import SourceSpec
-from serving.autoscaling import aggressive
-from serving.gateway import ServeGateway
-from serving.keys import KeyStore
+from serving.app.autoscaling import aggressive
+from serving.app.builder import SourceSpec
+from serving.app.gateway import ServeGateway
+from serving.http.keys import KeyStore
+from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, FamilyServing, ServingSettings
-from serving.substrate import ServeRuntime
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
@@ -85,7 +85,8 @@ def deploy(dashboard: str, port: int) -> tuple[ServeGateway, str]:
         auth=AuthSettings(keys_file=root / "keys.json"),
     )
     spec = SourceSpec(
-        import_path="serving.model_source:DirectoryModelSource", arguments={"root": str(root)}
+        import_path="serving.dataplane.model_source:DirectoryModelSource",
+        arguments={"root": str(root)},
     )
     gateway = ServeGateway(settings, spec, dashboard)
     gateway.deploy(dict.fromkeys(FAMILIES, "1"))
@@ -275,7 +276,7 @@ def main() -> None:
     parser.add_argument(
         "--serve-proxy",
         action="store_true",
-        help="Serve's own proxy instead of the default substrate (serving/substrate.py)",
+        help="Serve's own proxy instead of the default substrate (serving/runtime/substrate.py)",
     )
     args = parser.parse_args()
     phases = [

@@ -35,11 +35,11 @@ from pipelines.tracking_server import (
     is_healthy,
     port_in_use,
 )
-from serving.admin_server import AdminServer
-from serving.gateway import ServeGateway
+from serving.app.gateway import ServeGateway
+from serving.app.log_follower import ReplicaErrorFollower
 from serving.http.admin import create_admin_app
-from serving.keys import KeyStore
-from serving.log_follower import ReplicaErrorFollower
+from serving.http.admin_server import AdminServer
+from serving.http.keys import KeyStore
 
 logger = logging.getLogger(__name__)
 

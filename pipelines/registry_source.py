@@ -12,7 +12,7 @@ from pipelines.registry import ModelRegistry, connect
 from pipelines.settings import TrackingSettings
 from pipelines.signing import VersionSigner
 from pipelines.tracking_server import MlflowCredentials
-from serving.application import SourceSpec
+from serving.app.builder import SourceSpec
 
 
 class RegistryModelSource:

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import FAMILIES, get_family
 from models.spec import FamilySpec
-from serving.autoscaling import QueueDepthSettings, autoscaling_config
-from serving.substrate import ServeRuntime
+from serving.app.autoscaling import QueueDepthSettings, autoscaling_config
+from serving.runtime.substrate import ServeRuntime
 
 
 class FamilyServing(BaseModel):
@@ -46,7 +46,7 @@ class FamilyServing(BaseModel):
     placement: Literal["auto", "ingress", "deployment"] = Field(
         default="auto",
         description="Where the model runs. 'ingress': in the ingress replica's process, no "
-        "Ray hop per request (serving/colocated.py). 'deployment': its own Ray Serve "
+        "Ray hop per request (serving/dataplane/colocated.py). 'deployment': its own Ray Serve "
         "deployment, for GPUs, cross-request batching and its own autoscaling. 'auto': "
         "'deployment' when num_gpus or autoscaling is set, 'ingress' otherwise.",
     )
@@ -83,7 +83,7 @@ class FamilyServing(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """API keys (``serving/keys.py``) and their default rate limits."""
+    """API keys (``serving/http/keys.py``) and their default rate limits."""
 
     mode: Literal["on", "off"] = Field(
         default="on",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from serving.keys import KeyStore
+from serving.http.keys import KeyStore
 from serving.settings import AuthSettings
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ray.util.state import list_actors
 
-from serving.gateway import ServeGateway
+from serving.app.gateway import ServeGateway
 from tests.auth import TestKeys
 from tests.e2e.load import Load
 

@@ -34,8 +34,8 @@ from pipelines.rollout.settings import (
     RolloutStep,
     Thresholds,
 )
-from serving.gateway import ServeGateway
-from serving.rollout_metrics import RolloutWindow
+from serving.app.gateway import ServeGateway
+from serving.dataplane.rollout_metrics import RolloutWindow
 
 logger = logging.getLogger(__name__)
 

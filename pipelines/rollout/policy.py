@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipelines.rollout.settings import Thresholds
-from serving.rollout_metrics import WindowSummary
+from serving.dataplane.rollout_metrics import WindowSummary
 
 Action = Literal["pass", "fail", "wait"]
 

@@ -20,7 +20,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
 from models.errors import RegistryUnavailableError
-from serving.rollout_metrics import RolloutWindow
+from serving.dataplane.rollout_metrics import RolloutWindow
 
 EXPERIMENT = "gameserve-rollouts"
 STATE_TAG = "gameserve.rollout.state"

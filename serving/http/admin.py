@@ -17,8 +17,8 @@ from models.contract import RequestModel
 from models.errors import ModelNotFoundError
 from serving.http.errors import install_error_handlers
 from serving.http.guard import ADMIN_PREFIX, Guard
-from serving.keys import KeyRecord, KeyStore, Scope
-from serving.rate_limit import RateLimiter
+from serving.http.keys import KeyRecord, KeyStore, Scope
+from serving.http.rate_limit import RateLimiter
 
 Command = Literal["pause", "resume", "abort", "promote"]
 

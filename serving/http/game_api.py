@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, create_model
 
 from models.family import GameRoute
-from serving.data_plane import DataPlane
+from serving.dataplane.plane import DataPlane
 from serving.http.direct import Endpoint
 from serving.http.json_body import body_schema, parse, respond
 

@@ -24,9 +24,9 @@ from models.errors import (
     PayloadTooLargeError,
 )
 from serving.http.errors import error_response
-from serving.keys import KeyStore
-from serving.keys import Scope as KeyScope
-from serving.rate_limit import RateLimiter
+from serving.http.keys import KeyStore
+from serving.http.keys import Scope as KeyScope
+from serving.http.rate_limit import RateLimiter
 
 # Load balancers and probes call these without a key.
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})

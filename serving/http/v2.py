@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from models.contract import TensorSpec
 from models.errors import ModelNotReadyError
-from serving.data_plane import DataPlane
+from serving.dataplane.plane import DataPlane
 from serving.http.game_api import routing_key
 from serving.http.v2_codec import HEADER_LENGTH, datatype_of, encode_response, parse_request
 

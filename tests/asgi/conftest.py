@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 from models import FAMILIES, trainable_families
 from models.runtime import OnnxModel
 from models.training import TrainSettings
-from serving.app import create_app
-from serving.backend import LocalBackend
-from serving.data_plane import DataPlane
-from serving.keys import KeyStore
+from serving.dataplane.backend import LocalBackend
+from serving.dataplane.plane import DataPlane
+from serving.http.app import create_app
+from serving.http.keys import KeyStore
 from serving.settings import AuthSettings, ServingSettings
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models import FAMILIES, trainable_family
-from serving.data_plane import DataPlane
-from serving.routing import Route
+from serving.dataplane.plane import DataPlane
+from serving.dataplane.routing import Route
 from tests.asgi.conftest import FAST, backend, open_client
 from tests.payloads import npc_tick
 

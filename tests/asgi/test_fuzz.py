@@ -20,9 +20,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from models.errors import InvalidInputError
-from serving.app import create_app
-from serving.backend import LocalBackend
-from serving.data_plane import DataPlane
+from serving.dataplane.backend import LocalBackend
+from serving.dataplane.plane import DataPlane
+from serving.http.app import create_app
 from serving.http.v2_codec import DATATYPES, HEADER_LENGTH, parse_request
 from tests.asgi.conftest import MAX_ROWS, settings_with_keys
 from tests.payloads import npc

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.npc import ACTIONS
-from serving.backend import LocalBackend
+from serving.dataplane.backend import LocalBackend
 from tests.asgi.conftest import MAX_ROWS, backend
 from tests.payloads import difficulty_request, npc, npc_tick, rank_request
 

@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from serving.app import create_app
-from serving.backend import LocalBackend
-from serving.data_plane import DataPlane
+from serving.dataplane.backend import LocalBackend
+from serving.dataplane.plane import DataPlane
+from serving.http.app import create_app
 from serving.http.guard import Guard
-from serving.keys import KeyStore
-from serving.rate_limit import RateLimiter
+from serving.http.keys import KeyStore
+from serving.http.rate_limit import RateLimiter
 from serving.settings import AuthSettings, LimitSettings, ServingSettings
 from tests.asgi.conftest import MAX_ROWS
 from tests.payloads import npc_tick

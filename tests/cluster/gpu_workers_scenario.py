@@ -26,8 +26,8 @@ from ray.cluster_utils import AutoscalingCluster
 from models import FAMILIES, trainable_family
 from models.training import TrainSettings
 from pipelines.tracking_server import free_port
-from serving.gateway_app import build_application
-from serving.model_source import DirectoryModelSource
+from serving.app.graph import build_application
+from serving.dataplane.model_source import DirectoryModelSource
 from serving.settings import AuthSettings, FamilyServing, ServingSettings
 
 NPC = "npc-behavior"

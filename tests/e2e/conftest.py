@@ -22,7 +22,7 @@ from pipelines.signing import VersionSigner
 from pipelines.supervisor import TrackingSupervisor
 from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials
 from pipelines.training import register_build
-from serving.gateway import ServeGateway
+from serving.app.gateway import ServeGateway
 from serving.settings import ServingSettings
 from tests.auth import TestKeys
 from tests.e2e.rollouts import GOOD, NPC

@@ -27,7 +27,7 @@ from pipelines.rollout.settings import (
 )
 from pipelines.tracking_server import EmbeddedTrackingServer
 from pipelines.training import register_onnx, train_and_register
-from serving.gateway import ServeGateway
+from serving.app.gateway import ServeGateway
 from tests import bad_models as rollout_models
 from tests.attacks import move_champion, register_outside_the_pipeline
 from tests.auth import TestKeys

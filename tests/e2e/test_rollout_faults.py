@@ -25,7 +25,7 @@ from pipelines.settings import TrackingSettings
 from pipelines.supervisor import TrackingSupervisor
 from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials, is_healthy
 from pipelines.training import train_and_register
-from serving.gateway import ServeGateway
+from serving.app.gateway import ServeGateway
 from tests.auth import TestKeys
 from tests.e2e.load import Load
 from tests.e2e.rollouts import GOOD, LIMITS, NPC, rollout_settings

@@ -27,7 +27,7 @@ from pipelines.rollout.commands import RegistryControls
 from pipelines.rollout.controller import RolloutController
 from pipelines.rollout.settings import FamilyRollout, Preflight, RolloutSettings, Thresholds
 from pipelines.training import register_onnx
-from serving.gateway import ServeGateway
+from serving.app.gateway import ServeGateway
 from tests.auth import TestKeys
 from tests.e2e.rollouts import LIMITS, STEPS
 

@@ -14,9 +14,9 @@ from pipelines.registry import CHALLENGER, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
 from pipelines.tracking_server import EmbeddedTrackingServer
 from pipelines.training import train_and_register
-from serving.admin_server import AdminServer
 from serving.http.admin import create_admin_app
-from serving.keys import KeyStore
+from serving.http.admin_server import AdminServer
+from serving.http.keys import KeyStore
 from tests.auth import TestKeys
 from tests.mlflow.conftest import FAST
 

@@ -9,9 +9,9 @@ import ray
 
 from models import FAMILIES, trainable_families
 from models.training import TrainSettings
-from serving.application import SourceSpec
-from serving.gateway import ServeGateway
-from serving.model_source import DirectoryModelSource
+from serving.app.builder import SourceSpec
+from serving.app.gateway import ServeGateway
+from serving.dataplane.model_source import DirectoryModelSource
 from serving.settings import FamilyServing, ServingSettings
 from tests.auth import TestKeys
 
@@ -45,7 +45,7 @@ def gateway(
         port=serve_port, max_rows_per_request=256, families=families, auth=test_keys.auth
     )
     source = SourceSpec(
-        import_path="serving.model_source:DirectoryModelSource",
+        import_path="serving.dataplane.model_source:DirectoryModelSource",
         arguments={"root": str(model_source.root)},
     )
     serving = ServeGateway(settings, source, ray_cluster)

@@ -10,8 +10,8 @@ from typing import Any
 import requests
 from ray import serve
 
-from serving.gateway import ServeGateway
-from serving.model_source import DirectoryModelSource
+from serving.app.gateway import ServeGateway
+from serving.dataplane.model_source import DirectoryModelSource
 from tests.auth import TestKeys
 from tests.e2e.load import Load
 from tests.faults import alive, ingress_pids, under_load

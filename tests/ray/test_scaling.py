@@ -12,10 +12,10 @@ import requests
 from ray import serve
 
 from models import trainable_family
-from serving.application import SourceSpec
-from serving.autoscaling import aggressive
-from serving.gateway import ServeGateway
-from serving.model_source import DirectoryModelSource
+from serving.app.autoscaling import aggressive
+from serving.app.builder import SourceSpec
+from serving.app.gateway import ServeGateway
+from serving.dataplane.model_source import DirectoryModelSource
 from serving.settings import FamilyServing
 from tests import bad_models
 from tests.auth import TestKeys

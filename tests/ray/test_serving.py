@@ -18,10 +18,10 @@ from ray.util.state import list_actors
 from models import FAMILIES, trainable_family
 from models.errors import ModelArtifactError
 from models.runtime import OnnxModel
-from serving.gateway import ServeGateway
-from serving.log_follower import ReplicaErrorFollower
-from serving.model_source import DirectoryModelSource
-from serving.substrate import ServeRuntime
+from serving.app.gateway import ServeGateway
+from serving.app.log_follower import ReplicaErrorFollower
+from serving.dataplane.model_source import DirectoryModelSource
+from serving.runtime.substrate import ServeRuntime
 from tests.auth import TestKeys
 from tests.payloads import difficulty_request, npc, npc_tick, rank_request
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.serve.config import AutoscalingConfig
 
-from serving.autoscaling import (
+from serving.app.autoscaling import (
     CalendarEvent,
     QueueDepthPolicy,
     QueueDepthSettings,

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.rollout.policy import judge
 from pipelines.rollout.settings import Thresholds
-from serving.rollout_metrics import WindowSummary
+from serving.dataplane.rollout_metrics import WindowSummary
 
 LIMITS = Thresholds(
     min_requests=50,

@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from models import trainable_family
 from models.errors import ModelArtifactError, ModelNotReadyError, OverloadedError
 from models.training import TrainSettings
-from serving.autoscaling import aggressive
-from serving.backend import Replicas
-from serving.colocated import ColocatedBackend
-from serving.model_slot import ModelSlot
-from serving.model_source import DirectoryModelSource
+from serving.app.autoscaling import aggressive
+from serving.dataplane.backend import Replicas
+from serving.dataplane.colocated import ColocatedBackend
+from serving.dataplane.model_slot import ModelSlot
+from serving.dataplane.model_source import DirectoryModelSource
 from serving.settings import FamilyServing
 
 NPC = trainable_family("npc-behavior")
@@ -39,6 +39,10 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> DirectoryModelSource:
     source.add(NPC.name, "1", model)
     source.add(NPC.name, "2", model)
     return source
+
+
+async def _one_replica() -> Replicas:
+    return Replicas(1, None)
 
 
 def _predict_on(backend: ColocatedBackend) -> tuple[str, str]:
@@ -63,7 +67,7 @@ def _predict_on(backend: ColocatedBackend) -> tuple[str, str]:
 def test_champion_runs_on_the_loop_and_moves_off_it_during_a_rollout(
     source: DirectoryModelSource,
 ) -> None:
-    backend = ColocatedBackend(ModelSlot(NPC, source), replicas=lambda: Replicas(1, None))
+    backend = ColocatedBackend(ModelSlot(NPC, source), replicas=_one_replica)
     with pytest.raises(ModelNotReadyError):
         asyncio.run(backend.predict(NPC.example_inputs(rows=1)))
     asyncio.run(backend.slot.load("1"))
@@ -95,7 +99,7 @@ def test_a_busy_challenger_refuses_at_once_instead_of_queueing(
 ) -> None:
     backend = ColocatedBackend(
         ModelSlot(NPC, source),
-        replicas=lambda: Replicas(1, None),
+        replicas=_one_replica,
         threads=1,
         inline=False,
         max_in_flight=1,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from serving.haproxy_listeners import bind_to, harden
-from serving.substrate import ServeRuntime
+from serving.runtime.haproxy_listeners import bind_to, harden
+from serving.runtime.substrate import ServeRuntime
 
 CONFIG = """frontend prometheus
     bind :9101

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from models.errors import InvalidInputError, RateLimitedError, UnauthorizedError
-from serving.keys import KeyStore, parse_scopes
-from serving.rate_limit import RateLimiter, TokenBucket
+from serving.http.keys import KeyStore, parse_scopes
+from serving.http.rate_limit import RateLimiter, TokenBucket
 from serving.settings import AuthSettings, ServingSettings
 
 

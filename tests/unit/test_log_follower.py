@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from serving.log_follower import ReplicaErrorFollower
+from serving.app.log_follower import ReplicaErrorFollower
 
 TRACEBACK = [
     "ERROR 2026-11-25 10:00:01,000 serving.http.errors -- /v1/npc/act inference_failed: NaN",
     "Traceback (most recent call last):",
-    '  File "serving/data_plane.py", line 10, in infer',
+    '  File "serving/dataplane/plane.py", line 10, in infer',
     "models.errors.InferenceError: outputs are not finite",
 ]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models import FAMILIES, trainable_family
-from serving.rollout_metrics import RESERVOIR, MetricsWindows, Reservoir
-from serving.routing import CHALLENGER_ROLE, CHAMPION_ROLE, Route, bucket, choose
+from serving.dataplane.rollout_metrics import RESERVOIR, MetricsWindows, Reservoir
+from serving.dataplane.routing import CHALLENGER_ROLE, CHAMPION_ROLE, Route, bucket, choose
 
 
 def test_no_route_means_champion_only() -> None:

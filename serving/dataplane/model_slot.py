@@ -1,7 +1,7 @@
 """One family's loaded version, swapped in place without dropping a request.
 
 Shared by the two places a model runs: a family deployment's replica and the
-ingress replica (for families served in-process, see ``serving/colocated.py``).
+ingress replica (for families served in-process, see ``serving/dataplane/colocated.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from models.errors import GameserveError, ModelNotReadyError
 from models.family import AnyFamily
 from models.runtime import OnnxModel, open_verified
-from serving.model_source import ModelSource
+from serving.dataplane.model_source import ModelSource
 
 logger = logging.getLogger(__name__)
 

@@ -22,19 +22,19 @@ from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from models import FAMILIES, get_family
 from models.errors import GameserveError
 from models.runtime import open_verified
-from serving.application import AppArgs, SourceSpec
-from serving.autoscaling import RUNTIME_ENV_VARS
-from serving.collector import collector
-from serving.gateway_app import challenger_scale
-from serving.ingress import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
-from serving.replica import ReplicaConfig
-from serving.rollout_metrics import RolloutWindow
-from serving.routing import Route
+from serving.app.autoscaling import RUNTIME_ENV_VARS
+from serving.app.builder import AppArgs, SourceSpec
+from serving.app.collector import collector
+from serving.app.graph import challenger_scale
+from serving.app.ingress import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
+from serving.app.replica import ReplicaConfig
+from serving.dataplane.rollout_metrics import RolloutWindow
+from serving.dataplane.routing import Route
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-APP_BUILDER = "serving.application:app_builder"
+APP_BUILDER = "serving.app.builder:app_builder"
 
 
 class ServeGateway:

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from serving.gateway_app import build_application
-from serving.model_source import ModelSource
+from serving.app.graph import build_application
+from serving.dataplane.model_source import ModelSource
 from serving.settings import ServingSettings
 
 

@@ -38,14 +38,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from serving.haproxy_listeners import (
+from serving.runtime.haproxy_listeners import (
     BINARY_VARIABLE,
     HOST_VARIABLE,
     HTTP_REQUEST_TIMEOUT_VARIABLE,
     MAX_BODY_VARIABLE,
 )
 
-# The console script of serving/haproxy_listeners.py, beside this Python.
+# The console script of serving/runtime/haproxy_listeners.py, beside this Python.
 HAPROXY_WRAPPER = "gameserve-haproxy"
 
 
@@ -75,7 +75,7 @@ class ServeRuntime(BaseModel):
     listener_host: str = Field(
         default="127.0.0.1",
         description="Where HAProxy's stats and Prometheus listeners bind (Ray binds them "
-        "to every interface; serving/haproxy_listeners.py moves them). '*' keeps Ray's.",
+        "to every interface; serving/runtime/haproxy_listeners.py moves them). '*' keeps Ray's.",
     )
     haproxy_metrics: bool = Field(
         default=False,

@@ -19,9 +19,9 @@ import numpy as np
 
 from models.errors import GameserveError, InferenceError, OverloadedError
 from models.family import AnyFamily
-from serving.backend import Backend, Prediction
-from serving.rollout_metrics import MetricsWindows, VersionWindow
-from serving.routing import CHALLENGER_ROLE, Route, choose
+from serving.dataplane.backend import Backend, Prediction
+from serving.dataplane.rollout_metrics import MetricsWindows, VersionWindow
+from serving.dataplane.routing import CHALLENGER_ROLE, Route, choose
 
 logger = logging.getLogger(__name__)
 

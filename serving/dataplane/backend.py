@@ -1,7 +1,7 @@
 """What runs a family's model for the data plane, and what it answers.
 
-A backend is either a Ray Serve deployment (``serving.ray_backend``), a
-session in the ingress replica's own process (``serving.colocated``), or a
+A backend is either a Ray Serve deployment (``serving.app.ray_backend``), a
+session in the ingress replica's own process (``serving.dataplane.colocated``), or a
 plain in-process ONNX session (``LocalBackend``, for tools and tests).
 """
 

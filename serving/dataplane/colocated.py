@@ -19,15 +19,15 @@ backlog would otherwise outlive its rollout).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from models.errors import OverloadedError
-from serving.backend import ModelStatus, Prediction, Replicas
-from serving.batching import rows
-from serving.model_slot import ModelSlot
+from serving.dataplane.backend import ModelStatus, Prediction, Replicas
+from serving.dataplane.batching import rows
+from serving.dataplane.model_slot import ModelSlot
 
 
 class ColocatedBackend:
@@ -36,7 +36,7 @@ class ColocatedBackend:
     def __init__(
         self,
         slot: ModelSlot,
-        replicas: Callable[[], Replicas],
+        replicas: Callable[[], Awaitable[Replicas]],
         threads: int = 2,
         inline: bool = True,
         max_in_flight: int | None = None,
@@ -75,7 +75,7 @@ class ColocatedBackend:
 
     async def status(self) -> ModelStatus:
         version = self.slot.version
-        replicas = self._replicas()
+        replicas = await self._replicas()
         return ModelStatus(
             family=self.slot.family.name,
             version=version,

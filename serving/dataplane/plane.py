@@ -1,9 +1,9 @@
 """The data plane: every route's way to a model, whatever protocol it speaks.
 
 Routes translate HTTP; the data plane validates tensors against the family
-contract, bounds the request, dispatches it (``serving.canary`` decides which
+contract, bounds the request, dispatches it (``serving.dataplane.canary`` decides which
 version answers during a rollout) and checks what comes back. Backends are in
-``serving.backend``.
+``serving.dataplane.backend``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pydantic import BaseModel
 from models import get_family
 from models.errors import InvalidInputError, ModelNotFoundError
 from models.family import AnyFamily
-from serving.backend import Backend, ModelStatus, Prediction
-from serving.batching import rows
-from serving.canary import Canary, check_outputs
-from serving.rollout_metrics import MetricsWindows
-from serving.routing import Route
+from serving.dataplane.backend import Backend, ModelStatus, Prediction
+from serving.dataplane.batching import rows
+from serving.dataplane.canary import Canary, check_outputs
+from serving.dataplane.rollout_metrics import MetricsWindows
+from serving.dataplane.routing import Route
 
 
 class DataPlane:

@@ -7,15 +7,15 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from serving.data_plane import DataPlane
+from serving.dataplane.plane import DataPlane
 from serving.http.direct import install_direct_routes
 from serving.http.errors import install_error_handlers
 from serving.http.game_api import game_router, request_models
 from serving.http.guard import Guard
 from serving.http.json_body import register_schemas
+from serving.http.keys import KeyStore
+from serving.http.rate_limit import RateLimiter
 from serving.http.v2 import v2_router
-from serving.keys import KeyStore
-from serving.rate_limit import RateLimiter
 from serving.settings import ServingSettings
 
 _NO_KEYS = Path("/nonexistent/gameserve-keys.json")

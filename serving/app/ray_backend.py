@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from models.errors import GameserveError, OverloadedError
-from serving.backend import ModelStatus, Prediction, Replicas
+from serving.dataplane.backend import ModelStatus, Prediction, Replicas
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class RayBackend:
 
     async def status(self) -> ModelStatus:
         stats: dict[str, Any] = await self.handle.stats.remote()
-        replicas = self.watch.replicas(self.family)
+        replicas = await self.watch.replicas(self.family)
         return ModelStatus(
             family=self.family,
             version=stats["version"],
@@ -78,40 +79,44 @@ class RayBackend:
 
 
 class ReplicaWatch:
-    """Serve's view of one application's replicas, refreshed off the event loop.
+    """Serve's view of one application's replicas, read off the event loop.
 
     ``serve.status()`` is a blocking call to the controller: made on a replica's
-    event loop it would hold up every request behind it, so status routes read
-    what this last saw (at most ``interval_s`` old) instead.
+    event loop it would hold up every request behind it. Status routes (model
+    lists, readiness probes) ask this instead; it reads Serve's status on a
+    thread, at most once per ``max_age_s``, and every caller meanwhile shares
+    the last view. Requests that run a model never ask.
     """
 
-    def __init__(self, app_name: str, interval_s: float = 2.0) -> None:
+    def __init__(self, app_name: str, max_age_s: float = 1.0) -> None:
         self.app_name = app_name
-        self.interval_s = interval_s
+        self.max_age_s = max_age_s
         self._seen: dict[str, Replicas] = {}
+        self._read_at = float("-inf")
+        self._lock = asyncio.Lock()
         self._failing = False
 
-    def replicas(self, deployment: str) -> Replicas:
+    async def replicas(self, deployment: str) -> Replicas:
+        if time.monotonic() - self._read_at > self.max_age_s:
+            async with self._lock:  # one read at a time; the others then find it fresh
+                if time.monotonic() - self._read_at > self.max_age_s:
+                    await self._refresh()
         return self._seen.get(deployment, Replicas(0, None))
 
-    def refresh(self) -> None:
-        """Read Serve's status now (blocking: from a thread, or before serving)."""
+    async def _refresh(self) -> None:
+        try:
+            self._seen = await asyncio.to_thread(self._read)
+            self._failing = False
+        except Exception:  # the controller restarting: keep the last view, say so once
+            if not self._failing:
+                logger.warning("replica status unavailable; keeping the last view", exc_info=True)
+            self._failing = True
+        self._read_at = time.monotonic()
+
+    def _read(self) -> dict[str, Replicas]:
         app = serve.status().applications.get(self.app_name)
         deployments = {} if app is None else app.deployments
-        self._seen = {name: _replicas(status) for name, status in deployments.items()}
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.refresh)
-                self._failing = False
-            except Exception:  # the controller restarting: keep the last view, say so once
-                if not self._failing:
-                    logger.warning(
-                        "replica status unavailable; keeping the last view", exc_info=True
-                    )
-                self._failing = True
-            await asyncio.sleep(self.interval_s)
+        return {name: _replicas(status) for name, status in deployments.items()}
 
 
 # Serve's own words, in its status message, for a replica whose constructor or

@@ -12,11 +12,11 @@ from ray.serve import Deployment
 from models import get_family
 from models.catalog import install_families
 from models.spec import FamilySpec
-from serving.backend import Prediction
-from serving.batching import run_batched, total_rows
-from serving.model_slot import ModelSlot
-from serving.model_source import ModelSource
-from serving.replica_logging import route_to_serve_log
+from serving.app.replica_logging import route_to_serve_log
+from serving.dataplane.backend import Prediction
+from serving.dataplane.batching import run_batched, total_rows
+from serving.dataplane.model_slot import ModelSlot
+from serving.dataplane.model_source import ModelSource
 
 
 class ReplicaConfig(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-POLICY_PATH = "serving.autoscaling:QueueDepthPolicy"
+POLICY_PATH = "serving.app.autoscaling:QueueDepthPolicy"
 # Ray pushes queue metrics every 10 s by default: far too slow to follow a spike.
 METRIC_PUSH_INTERVAL_S = 0.5
 RUNTIME_ENV_VARS = {

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from models import FAMILIES
-from serving.ingress import CHALLENGER_SUFFIX, INGRESS_NAME, Ingress, IngressConfig
-from serving.model_source import ModelSource
-from serving.replica import FamilyModel, ReplicaConfig
+from serving.app.ingress import CHALLENGER_SUFFIX, INGRESS_NAME, Ingress, IngressConfig
+from serving.app.replica import FamilyModel, ReplicaConfig
+from serving.dataplane.model_source import ModelSource
 from serving.settings import ServingSettings
 
 

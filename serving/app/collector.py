@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import ray
 
-from serving.rollout_metrics import FamilyWindow, MetricsWindows, RolloutWindow
+from serving.dataplane.rollout_metrics import FamilyWindow, MetricsWindows, RolloutWindow
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The HTTP ingress deployment: the FastAPI app over the families' backends.
 
-A family runs either here, in this replica's process (``serving/colocated.py``),
-or in its own deployment reached through a Ray handle (``serving/ray_backend.py``).
+A family runs either here, in this replica's process (``serving/dataplane/colocated.py``),
+or in its own deployment reached through a Ray handle (``serving/app/ray_backend.py``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from ray.serve.handle import DeploymentHandle
 
 from models import FAMILIES, get_family
 from models.catalog import install_families
-from serving.app import create_app
-from serving.backend import Backend
-from serving.collector import flush_forever
-from serving.colocated import ColocatedBackend
-from serving.data_plane import DataPlane
-from serving.model_slot import ModelSlot
-from serving.model_source import ModelSource
-from serving.ray_backend import RayBackend, ReplicaWatch
-from serving.replica_logging import route_to_serve_log
-from serving.routing import Route
+from serving.app.collector import flush_forever
+from serving.app.ray_backend import RayBackend, ReplicaWatch
+from serving.app.replica_logging import route_to_serve_log
+from serving.dataplane.backend import Backend
+from serving.dataplane.colocated import ColocatedBackend
+from serving.dataplane.model_slot import ModelSlot
+from serving.dataplane.model_source import ModelSource
+from serving.dataplane.plane import DataPlane
+from serving.dataplane.routing import Route
+from serving.http.app import create_app
 from serving.settings import ServingSettings
 
 CHALLENGER_SUFFIX = "-challenger"
@@ -76,7 +76,7 @@ class IngressReplica:
             self.colocated[name] = (champion, challenger)
             champion_backends[name], challenger_backends[name] = champion, challenger
         self.plane = DataPlane(champion_backends, serving.max_rows_per_request, challenger_backends)
-        self._background: list[asyncio.Task[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self.settings = serving
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
@@ -92,14 +92,11 @@ class IngressReplica:
         # used them are gone, so no request meets an empty challenger.
         await asyncio.gather(*loads)
         for name, (champion, _) in self.colocated.items():
-            champion.inline = name not in parsed.routes  # see serving/colocated.py
+            champion.inline = name not in parsed.routes  # see serving/dataplane/colocated.py
         self.plane.set_routes(parsed.routes)
         await asyncio.gather(*unloads)
-        if not self._background:
-            self._background = [
-                asyncio.create_task(flush_forever(self.plane.metrics)),
-                asyncio.create_task(self.watch.run()),
-            ]
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(flush_forever(self.plane.metrics))
 
     def stats(self, deployment: str) -> dict[str, Any]:
         """Counters of a family served here, named as its deployment would be."""

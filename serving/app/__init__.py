@@ -1,0 +1,1 @@
+"""The Ray Serve application: its graph, its deployments, and the gateway that deploys it."""

@@ -1,0 +1,1 @@
+"""Process-level settings of Ray Serve and its HAProxy, applied before they start."""
