@@ -81,7 +81,4 @@ def ensure_champions(
 def _logged_metrics(registry: ModelRegistry, resolved: ResolvedModel) -> dict[str, float]:
     if resolved.source != "registry":
         return {}
-    version = registry.client.get_model_version(resolved.family, resolved.version)
-    if not version.run_id:
-        return {}
-    return dict(registry.client.get_run(version.run_id).data.metrics)
+    return registry.version_metrics(resolved.family, resolved.version)

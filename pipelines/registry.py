@@ -33,6 +33,7 @@ from models.errors import (
 )
 from models.runtime import open_verified
 from pipelines.model_cache import MODEL_FILE, ModelCache, sha256_of
+from pipelines.rollout.record import RolloutRecord, recent_rollouts
 from pipelines.settings import TrackingSettings
 from pipelines.signing import VersionSigner
 from pipelines.tracking_server import MlflowCredentials
@@ -104,7 +105,8 @@ class ModelRegistry:
 
     def __init__(self, tracking_uri: str, cache_dir: Path, signer: VersionSigner) -> None:
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # Private: every other module reaches MLflow through this class's verbs.
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.cache = ModelCache(cache_dir)
         self.signer = signer
 
@@ -118,7 +120,7 @@ class ModelRegistry:
         """
         get_family(family)
         try:
-            version = self.client.get_model_version_by_alias(family, alias)
+            version = self._client.get_model_version_by_alias(family, alias)
             if alias == CHAMPION:
                 self.verify_champion(family, str(version.version))
         except MlflowException as exc:
@@ -133,7 +135,7 @@ class ModelRegistry:
         """The verified ONNX file of one version, by number."""
         get_family(family)
         try:
-            model_version = self.client.get_model_version(family, version)
+            model_version = self._client.get_model_version(family, version)
         except MlflowException as exc:
             if _is_not_found(exc):
                 raise ModelNotFoundError(f"{family}: version {version} does not exist") from exc
@@ -146,7 +148,7 @@ class ModelRegistry:
 
     def verify_champion(self, family: str, version: str) -> None:
         """ModelArtifactError unless the pipeline itself made ``version`` the champion."""
-        signed = self.client.get_registered_model(family).tags.get(TAG_SIGNED_CHAMPION)
+        signed = self._client.get_registered_model(family).tags.get(TAG_SIGNED_CHAMPION)
         if not self.signer.verifies_alias(family, CHAMPION, version, signed):
             raise ModelArtifactError(
                 f"{family}: the champion alias names v{version}, but the pipeline did not "
@@ -221,7 +223,7 @@ class ModelRegistry:
 
     def _download(self, family: str, version: str, destination: Path) -> Path:
         try:
-            root = self.client.get_model_version_download_uri(family, version)
+            root = self._client.get_model_version_download_uri(family, version)
             path = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"{root.rstrip('/')}/{MODEL_FILE}",
                 dst_path=str(destination),
@@ -238,26 +240,26 @@ class ModelRegistry:
     def aliases(self, family: str) -> dict[str, str]:
         """alias → version for every alias of ``family``."""
         try:
-            model = self.client.get_registered_model(family)
+            model = self._client.get_registered_model(family)
         except MlflowException as exc:
             raise _translate(exc, f"{family}: no registered model") from exc
         return {alias: str(version) for alias, version in model.aliases.items()}
 
     def set_alias(self, family: str, alias: str, version: str) -> None:
-        self._call(lambda: self.client.set_registered_model_alias(family, alias, version), family)
+        self._call(lambda: self._client.set_registered_model_alias(family, alias, version), family)
 
     def _set_champion(self, family: str, version: str) -> None:
         """Sign first: a reader that sees the new alias can already verify it."""
         signed = self.signer.sign_alias(family, CHAMPION, version)
         self._call(
-            lambda: self.client.set_registered_model_tag(family, TAG_SIGNED_CHAMPION, signed),
+            lambda: self._client.set_registered_model_tag(family, TAG_SIGNED_CHAMPION, signed),
             family,
         )
         self.set_alias(family, CHAMPION, version)
 
     def delete_alias(self, family: str, alias: str) -> None:
         if alias in self.aliases(family):
-            self._call(lambda: self.client.delete_registered_model_alias(family, alias), family)
+            self._call(lambda: self._client.delete_registered_model_alias(family, alias), family)
 
     def promote(self, family: str, version: str) -> None:
         """Make ``version`` the champion; the old champion becomes ``previous``."""
@@ -288,7 +290,9 @@ class ModelRegistry:
     # -- versions and events -------------------------------------------------
 
     def list_versions(self, family: str) -> list[VersionInfo]:
-        versions = self._call(lambda: self.client.search_model_versions(f"name='{family}'"), family)
+        versions = self._call(
+            lambda: self._client.search_model_versions(f"name='{family}'"), family
+        )
         # Search results carry no aliases; the registered model has them all.
         by_version: dict[str, list[str]] = {}
         for alias, version in self.aliases(family).items():
@@ -306,13 +310,47 @@ class ModelRegistry:
         ]
         return sorted(infos, key=lambda info: int(info.version))
 
+    def version_tags(self, family: str, version: str) -> dict[str, str]:
+        return dict(
+            self._call(lambda: self._client.get_model_version(family, version), family).tags
+        )
+
+    def version_metrics(self, family: str, version: str) -> dict[str, float]:
+        """The figures logged with the run that built ``version``; {} without one."""
+        model_version = self._call(lambda: self._client.get_model_version(family, version), family)
+        run_id = model_version.run_id
+        if not run_id:
+            return {}
+        run = self._call(lambda: self._client.get_run(run_id), family)
+        return dict(run.data.metrics)
+
+    def set_version_tag(self, family: str, version: str, key: str, value: str) -> None:
+        self._call(lambda: self._client.set_model_version_tag(family, version, key, value), family)
+
+    def family_tags(self, family: str) -> dict[str, str]:
+        return dict(self._call(lambda: self._client.get_registered_model(family), family).tags)
+
+    def set_family_tag(self, family: str, key: str, value: str) -> None:
+        self._call(lambda: self._client.set_registered_model_tag(family, key, value), family)
+
+    def delete_family_tag(self, family: str, key: str) -> None:
+        self._call(lambda: self._client.delete_registered_model_tag(family, key), family)
+
+    def rollout_record(self, family: str, champion: str, challenger: str) -> RolloutRecord:
+        """A new MLflow run for one rollout, written behind (``pipelines/rollout/record.py``)."""
+        return RolloutRecord(self._client, family, champion, challenger)
+
+    def recent_rollouts(self, family: str, limit: int = 5) -> list[dict[str, str]]:
+        """The family's latest rollout runs, newest first."""
+        return recent_rollouts(self._client, family, limit)
+
     def record_event(
         self, family: str, version: str, event: str, details: dict[str, object] | None = None
     ) -> None:
         """Append a rollout event to the version's tags, readable in the MLflow UI."""
         key = f"{EVENT_TAG_PREFIX}{time.time_ns() // 1_000_000}.{event}"
         value = json.dumps(details or {}, sort_keys=True, default=str)
-        self._call(lambda: self.client.set_model_version_tag(family, version, key, value), family)
+        self._call(lambda: self._client.set_model_version_tag(family, version, key, value), family)
 
     def _call(self, action: Callable[[], _T], family: str) -> _T:
         try:

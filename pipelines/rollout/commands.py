@@ -15,7 +15,7 @@ from models import FAMILIES
 from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from pipelines.report import table
 from pipelines.rollout.controller import COMMAND_TAG
-from pipelines.rollout.record import EXPERIMENT, STATE_TAG
+from pipelines.rollout.record import STATE_TAG
 from serving.http.admin import Command
 
 
@@ -35,7 +35,7 @@ class RegistryControls:
         return f"{family} v{version} is the challenger; the controller starts its rollout"
 
     def command(self, family: str, action: Command) -> str:
-        self.registry.client.set_registered_model_tag(family, COMMAND_TAG, action)
+        self.registry.set_family_tag(family, COMMAND_TAG, action)
         return f"{family}: asked the controller to {action}"
 
     def rollback(self, family: str) -> str:
@@ -48,29 +48,13 @@ class RegistryControls:
         return f"{family}: champion is v{version}; serving follows within seconds"
 
     def status(self, family: str) -> dict[str, Any]:
-        client = self.registry.client
         aliases = self.registry.aliases(family)
-        state = client.get_registered_model(family).tags.get(STATE_TAG)
-        experiments = [e.experiment_id for e in client.search_experiments() if e.name == EXPERIMENT]
-        runs = client.search_runs(
-            experiments,
-            filter_string=f"tags.`gameserve.family` = '{family}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=5,
-        )
+        state = self.registry.family_tags(family).get(STATE_TAG)
         return {
             "family": family,
             "aliases": {a: aliases.get(a) for a in (CHAMPION, CHALLENGER, PREVIOUS)},
             "rollout": json.loads(state) if state else None,
-            "recent": [
-                {
-                    "champion": r.data.tags.get("gameserve.champion"),
-                    "challenger": r.data.tags.get("gameserve.challenger"),
-                    "decision": r.data.tags.get("gameserve.decision", "running"),
-                    "reason": r.data.tags.get("gameserve.reason", ""),
-                }
-                for r in runs
-            ],
+            "recent": self.registry.recent_rollouts(family, limit=5),
         }
 
 

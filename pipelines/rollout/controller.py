@@ -162,7 +162,7 @@ class RolloutController:
 
     def run_rollout(self, family: str, champion: str, challenger: str) -> RolloutResult:
         plan = self.settings.family(family)
-        record = RolloutRecord(self.registry.client, family, champion, challenger)
+        record = self.registry.rollout_record(family, champion, challenger)
         record.params(
             {
                 "steps": json.dumps([s.model_dump() for s in plan.steps]),
@@ -322,9 +322,7 @@ class RolloutController:
         record.write(
             lambda: registry.record_event(family, challenger, "rolled_back", {"reason": reason})
         )
-        record.write(
-            lambda: registry.client.set_model_version_tag(family, challenger, OUTCOME_TAG, reason)
-        )
+        record.write(lambda: registry.set_version_tag(family, challenger, OUTCOME_TAG, reason))
         record.write(lambda: registry.delete_alias(family, CHALLENGER))
         record.publish(challenger, "rolled back")
         record.finish("rolled_back", reason)
@@ -332,12 +330,12 @@ class RolloutController:
         return RolloutResult(family, champion, challenger, "rolled_back", reason, record.run_id)
 
     def _take_command(self, family: str) -> str | None:
-        command = self.registry.client.get_registered_model(family).tags.get(COMMAND_TAG)
+        command = self.registry.family_tags(family).get(COMMAND_TAG)
         if command is None:
             return None
         self._clear_command(family)
         return command if command in COMMANDS else None
 
     def _clear_command(self, family: str) -> None:
-        if COMMAND_TAG in self.registry.client.get_registered_model(family).tags:
-            self.registry.client.delete_registered_model_tag(family, COMMAND_TAG)
+        if COMMAND_TAG in self.registry.family_tags(family):
+            self.registry.delete_family_tag(family, COMMAND_TAG)

@@ -35,9 +35,9 @@ def preflight(
     """Contract, artifact and parity, and quality on the family's evaluation set."""
     family = get_family(family_name)
     report = PreflightReport()
-    client = registry.client
-    versions = {v: client.get_model_version(family_name, v) for v in (champion, challenger)}
-    contracts = {v: mv.tags.get(TAG_CONTRACT) for v, mv in versions.items()}
+    contracts = {
+        v: registry.version_tags(family_name, v).get(TAG_CONTRACT) for v in (champion, challenger)
+    }
     report.add(
         "contract",
         contracts[champion] == contracts[challenger] == family.contract.fingerprint(),
@@ -50,9 +50,7 @@ def preflight(
         return report
     if family.trainable:
         # Only a version gameserve built from torch has a parity figure to check.
-        run_id = versions[challenger].run_id
-        recorded = client.get_run(run_id).data.metrics if run_id else {}
-        parity = recorded.get("parity_max_abs_diff")
+        parity = registry.version_metrics(family_name, challenger).get("parity_max_abs_diff")
         report.add(
             "parity",
             parity is not None and parity <= PARITY_TOLERANCE,

@@ -104,3 +104,23 @@ class RolloutRecord:
         self.event("decision", decision=decision, reason=reason)
         status = RunStatus.FINISHED if decision == "promoted" else RunStatus.KILLED
         self.write(lambda: self.client.set_terminated(self.run_id, RunStatus.to_string(status)))
+
+
+def recent_rollouts(client: MlflowClient, family: str, limit: int) -> list[dict[str, str]]:
+    """The family's latest rollout runs, newest first: who, against whom, and how it ended."""
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name == EXPERIMENT]
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`gameserve.family` = '{family}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=limit,
+    )
+    return [
+        {
+            "champion": r.data.tags.get("gameserve.champion", ""),
+            "challenger": r.data.tags.get("gameserve.challenger", ""),
+            "decision": r.data.tags.get("gameserve.decision", "running"),
+            "reason": r.data.tags.get("gameserve.reason", ""),
+        }
+        for r in runs
+    ]

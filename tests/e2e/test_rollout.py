@@ -110,7 +110,7 @@ def test_nan_challenger_is_rolled_back_at_its_first_traffic_and_no_client_sees_n
     assert bad not in {o.version for o in load.snapshot()}
     assert registry.aliases(NPC.name)[CHAMPION] == before
     assert CHALLENGER not in registry.aliases(NPC.name)
-    assert "invalid" in registry.client.get_model_version(NPC.name, bad).tags[OUTCOME_TAG]
+    assert "invalid" in registry.version_tags(NPC.name, bad)[OUTCOME_TAG]
     assert gateway.challengers == {}
 
 
@@ -244,9 +244,9 @@ def test_operator_abort_and_rollback_to_previous_while_other_families_move_on(
 
 
 def _rollout_runs(registry: ModelRegistry, challenger: str) -> int:
-    experiment = registry.client.get_experiment_by_name("gameserve-rollouts")
+    experiment = MlflowClient(registry.tracking_uri).get_experiment_by_name("gameserve-rollouts")
     assert experiment is not None
-    runs = registry.client.search_runs(
+    runs = MlflowClient(registry.tracking_uri).search_runs(
         [experiment.experiment_id], filter_string=f"tags.`gameserve.challenger` = '{challenger}'"
     )
     return len(runs)
@@ -262,7 +262,9 @@ def test_an_unloadable_challenger_is_rejected_once_and_never_retried(
     signature = registry.signer.sign_version(
         NPC.name, hashlib.sha256(unloadable).hexdigest(), NPC.contract.fingerprint()
     )
-    registry.client.set_model_version_tag(NPC.name, version, TAG_SIGNATURE, signature)
+    MlflowClient(registry.tracking_uri).set_model_version_tag(
+        NPC.name, version, TAG_SIGNATURE, signature
+    )
     registry.set_alias(NPC.name, CHALLENGER, version)
     controller = RolloutController(registry, gateway, rollout_settings(preflight=True))
     champion_before = gateway.versions[NPC.name]

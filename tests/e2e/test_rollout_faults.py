@@ -112,11 +112,11 @@ def test_corrupt_artifacts_in_the_cache_and_in_mlflow_under_load_are_never_serve
     tmp_path: Path,
 ) -> None:
     champion = registry.aliases(NPC.name)[CHAMPION]
-    champion_sha = registry.client.get_model_version(NPC.name, champion).tags[TAG_SHA256]
+    champion_sha = registry.version_tags(NPC.name, champion)[TAG_SHA256]
     cached = replica_cache / NPC.name / champion / "model.onnx"
     assert cached.is_file(), "the replicas have not cached their champion"
     candidate = train_and_register(NPC, GOOD.model_copy(update={"seed": 7}), registry).version
-    candidate_sha = registry.client.get_model_version(NPC.name, candidate).tags[TAG_SHA256]
+    candidate_sha = registry.version_tags(NPC.name, candidate)[TAG_SHA256]
     stored = _stored_artifact(tracking, candidate_sha)
     before = ingress_pids(gateway)
     victim = before[0]

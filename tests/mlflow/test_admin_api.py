@@ -82,7 +82,7 @@ def test_rollout_commands_champion_and_rollback_through_the_api(
     assert registry.aliases(NPC)[CHALLENGER] == second
     paused = session.post(f"{admin}/families/{NPC}/rollout/pause")
     assert paused.status_code == 202
-    assert registry.client.get_registered_model(NPC).tags[COMMAND_TAG] == "pause"
+    assert registry.family_tags(NPC)[COMMAND_TAG] == "pause"
     status = session.get(f"{admin}/families/{NPC}").json()
     assert status["aliases"] == {CHAMPION: first, CHALLENGER: second, PREVIOUS: None}
 

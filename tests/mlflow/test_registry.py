@@ -11,6 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 import requests
+from mlflow import MlflowClient
 
 from models import trainable_family
 from models.errors import ModelArtifactError, ModelNotFoundError, RegistryUnavailableError
@@ -41,7 +42,7 @@ def _register(registry: ModelRegistry, seed: int) -> RegisteredVersion:
 
 def _stored_artifact(server: EmbeddedTrackingServer, registry: ModelRegistry, version: str) -> Path:
     """Where the server keeps a version's ONNX file on its own disk."""
-    uri = registry.client.get_model_version_download_uri(NPC.name, version)
+    uri = MlflowClient(registry.tracking_uri).get_model_version_download_uri(NPC.name, version)
     relative = uri.removeprefix("mlflow-artifacts:/")
     return server.root / "artifacts" / relative / "model.onnx"
 
@@ -68,7 +69,7 @@ def test_two_versions_aliases_move_and_each_resolves(registry: ModelRegistry) ->
 
     assert registry.rollback(NPC.name, reason="test") == first.version
     assert registry.resolve(NPC.name).version == first.version
-    tags = registry.client.get_model_version(NPC.name, second.version).tags
+    tags = registry.version_tags(NPC.name, second.version)
     events = [key for key in tags if key.startswith(EVENT_TAG_PREFIX)]
     assert any(key.endswith(".promoted") for key in events)
     assert any(key.endswith(".rolled_back") for key in events)
@@ -80,7 +81,7 @@ def test_two_versions_aliases_move_and_each_resolves(registry: ModelRegistry) ->
 
 def test_training_run_records_params_metrics_tags_and_signature(registry: ModelRegistry) -> None:
     registered = _register(registry, seed=3)
-    run = registry.client.get_run(registered.run_id)
+    run = MlflowClient(registry.tracking_uri).get_run(registered.run_id)
     assert run.data.metrics["teacher_agreement"] == pytest.approx(
         registered.metrics["teacher_agreement"]
     )
@@ -244,7 +245,9 @@ def test_an_artifact_onnx_runtime_cannot_load_is_refused_everywhere(
     signature = registry.signer.sign_version(
         NPC.name, hashlib.sha256(unloadable).hexdigest(), NPC.contract.fingerprint()
     )
-    registry.client.set_model_version_tag(NPC.name, version, TAG_SIGNATURE, signature)
+    MlflowClient(registry.tracking_uri).set_model_version_tag(
+        NPC.name, version, TAG_SIGNATURE, signature
+    )
     with pytest.raises(ModelArtifactError, match="ONNX Runtime cannot load it"):
         registry.resolve_version(NPC.name, version)
     assert not registry.cache.model_path(NPC.name, version).exists()
