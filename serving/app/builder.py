@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from serving.app.graph import build_application
+from serving.app.plan import plan_application
 from serving.dataplane.model_source import ModelSource
 from serving.settings import ServingSettings
 
@@ -39,4 +40,6 @@ class AppArgs(BaseModel):
 def app_builder(args: dict[str, Any]) -> Any:
     """Entry point named in the config's ``import_path``."""
     parsed = AppArgs.model_validate(args)
-    return build_application(parsed.serving, {}, parsed.source.create())
+    return build_application(
+        parsed.serving, plan_application(parsed.serving, {}), parsed.source.create()
+    )

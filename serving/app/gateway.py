@@ -25,9 +25,8 @@ from models.runtime import open_verified
 from serving.app.autoscaling import RUNTIME_ENV_VARS
 from serving.app.builder import AppArgs, SourceSpec
 from serving.app.collector import collector
-from serving.app.graph import challenger_scale
-from serving.app.ingress import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
-from serving.app.replica import ReplicaConfig
+from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME
+from serving.app.plan import plan_application
 from serving.dataplane.rollout_metrics import RolloutWindow
 from serving.dataplane.routing import Route
 from serving.settings import ServingSettings
@@ -67,45 +66,12 @@ class ServeGateway:
         return dict(self._challengers)
 
     def config(self) -> dict[str, Any]:
-        """The declarative Serve config of the current state."""
+        """The declarative Serve config of the current state: the plan, written out."""
         args = AppArgs(serving=self.settings, source=self.source)
-        deployments: list[dict[str, Any]] = []
-        ingress = IngressConfig(routes=self._routes)
-        for name in FAMILIES:
-            family = self.settings.family(name)
-            challenger = self._challengers.get(name)
-            if family.colocated:
-                ingress.champions[name] = self._versions.get(name)
-                if challenger is not None:
-                    ingress.challengers[name] = challenger
-                continue
-            for role, version, scale in (
-                ("", self._versions.get(name), family.replicas_config()),
-                (
-                    CHALLENGER_SUFFIX,
-                    challenger,
-                    {
-                        "autoscaling_config": challenger_scale(
-                            family.baseline_replicas if challenger else 0
-                        )
-                    },
-                ),
-            ):
-                user_config = ReplicaConfig(
-                    version=version,
-                    max_batch_rows=family.max_batch_rows,
-                    batch_wait_timeout_s=family.batch_wait_timeout_s,
-                )
-                deployments.append(
-                    {"name": name + role, **scale, "user_config": user_config.model_dump()}
-                )
-        deployments.append(
-            {
-                "name": INGRESS_NAME,
-                **self.settings.ingress_replicas_config(),
-                "user_config": ingress.model_dump(),
-            }
-        )
+        plan = plan_application(self.settings, self._versions, self._challengers, self._routes)
+        deployments = [
+            {"name": d.name, **d.options, "user_config": d.user_config} for d in plan.deployments()
+        ]
         return {
             "http_options": {"host": self.settings.host, "port": self.settings.port},
             "proxy_location": self.settings.proxy_location,

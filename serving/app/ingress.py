@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, cast
 
-from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Deployment
 from ray.serve.handle import DeploymentHandle
@@ -18,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from models import FAMILIES, get_family
 from models.catalog import install_families
 from serving.app.collector import flush_forever
+from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
 from serving.app.ray_backend import RayBackend, ReplicaWatch
 from serving.app.replica_logging import route_to_serve_log
 from serving.dataplane.backend import Backend
@@ -25,24 +25,12 @@ from serving.dataplane.colocated import ColocatedBackend
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
 from serving.dataplane.plane import DataPlane
-from serving.dataplane.routing import Route
 from serving.http.app import create_app
 from serving.settings import ServingSettings
 
-CHALLENGER_SUFFIX = "-challenger"
-INGRESS_NAME = "ingress"
 # Calls an in-process challenger may have in flight: a sound model finishes each
 # in well under a millisecond, so more only ever means a slow one's backlog.
 CHALLENGER_IN_FLIGHT = 4
-
-
-class IngressConfig(BaseModel):
-    """The ingress ``user_config``, applied in place: rollout routes, and the
-    versions of the families served in this process."""
-
-    routes: dict[str, Route] = Field(default_factory=dict)
-    champions: dict[str, str | None] = Field(default_factory=dict)
-    challengers: dict[str, str] = Field(default_factory=dict)
 
 
 class IngressReplica:

@@ -5,26 +5,18 @@ from __future__ import annotations
 from typing import Any, cast
 
 import numpy as np
-from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Deployment
 
 from models import get_family
 from models.catalog import install_families
 from models.spec import FamilySpec
+from serving.app.config import ReplicaConfig
 from serving.app.replica_logging import route_to_serve_log
 from serving.dataplane.backend import Prediction
 from serving.dataplane.batching import run_batched, total_rows
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
-
-
-class ReplicaConfig(BaseModel):
-    """The deployment's ``user_config``: changing it reconfigures replicas in place."""
-
-    version: str | None = None
-    max_batch_rows: int = Field(default=1024, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.002, ge=0)
 
 
 class FamilyReplica:

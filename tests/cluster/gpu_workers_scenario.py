@@ -27,6 +27,7 @@ from models import FAMILIES, trainable_family
 from models.training import TrainSettings
 from pipelines.tracking_server import free_port
 from serving.app.graph import build_application
+from serving.app.plan import plan_application
 from serving.dataplane.model_source import DirectoryModelSource
 from serving.settings import AuthSettings, FamilyServing, ServingSettings
 
@@ -152,7 +153,7 @@ def main(out: Path) -> None:
             http_options={"host": "127.0.0.1", "port": port},
             proxy_location=settings.proxy_location,
         )
-        app = build_application(settings, {NPC: "1"}, source)
+        app = build_application(settings, plan_application(settings, {NPC: "1"}), source)
         deploy = threading.Thread(target=serve.run, args=(app,), kwargs={"name": "gameserve"})
         deploy.start()
         deadline = time.monotonic() + TIMEOUT_S

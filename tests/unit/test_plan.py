@@ -1,0 +1,47 @@
+"""The application plan: one description of the deployments, read by the graph and the config."""
+
+from __future__ import annotations
+
+from serving.app.config import IngressConfig, ReplicaConfig
+from serving.app.plan import plan_application
+from serving.dataplane.routing import Route
+from serving.settings import FamilyServing, ServingSettings
+
+DIFFICULTY = "difficulty-tuning"
+
+
+def _settings() -> ServingSettings:
+    families = {**ServingSettings().families, DIFFICULTY: FamilyServing(placement="deployment")}
+    return ServingSettings(families=families)
+
+
+def test_colocated_families_are_the_ingress_state_and_the_others_have_two_deployments() -> None:
+    plan = plan_application(_settings(), {"npc-behavior": "1", DIFFICULTY: "2"})
+    assert [d.name for d in plan.deployments()] == [
+        DIFFICULTY,
+        f"{DIFFICULTY}-challenger",
+        "ingress",
+    ]
+    ingress = IngressConfig.model_validate(plan.ingress.user_config)
+    assert ingress.champions == {"npc-behavior": "1", "personalization": None}
+    champion, challenger = plan.families
+    assert ReplicaConfig.model_validate(champion.user_config).version == "2"
+    assert ReplicaConfig.model_validate(challenger.user_config).version is None
+    # Declared but idle between rollouts: adding it later would restart the app.
+    assert challenger.options["autoscaling_config"]["min_replicas"] == 0
+
+
+def test_a_rollout_is_carried_by_the_plan() -> None:
+    route = Route(challenger_version="3", weight=0.25, salt="run")
+    plan = plan_application(
+        _settings(),
+        {"npc-behavior": "1", DIFFICULTY: "2"},
+        {DIFFICULTY: "3", "npc-behavior": "4"},
+        {DIFFICULTY: route},
+    )
+    ingress = IngressConfig.model_validate(plan.ingress.user_config)
+    assert ingress.routes == {DIFFICULTY: route}
+    assert ingress.challengers == {"npc-behavior": "4"}  # served in the ingress itself
+    _, challenger = plan.families
+    assert ReplicaConfig.model_validate(challenger.user_config).version == "3"
+    assert challenger.options["autoscaling_config"]["min_replicas"] == 1
