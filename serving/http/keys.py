@@ -7,9 +7,10 @@ any hashing speed, and it would hand an attacker a lever on the hot path:
 every wrong key would cost tens of milliseconds of an ingress event loop.
 
 The file is the store of record: the CLI writes it (atomically, under a lock),
-each ingress replica re-reads it when it changes, at most once per
-``reload_interval_s``, so a key created, rotated or revoked takes effect
-within seconds without restarting anything. On Kubernetes the same file can be
+each ingress replica re-reads it when it changes, checking at most once per
+``reload_interval_s`` (and at once for a key id it does not know), so a key
+created works at once and one rotated or revoked stops within seconds,
+without restarting anything. On Kubernetes the same file can be
 a mounted Secret, which the kubelet updates in place.
 """
 
@@ -109,15 +110,21 @@ class KeyStore:
         self._refresh()
         parts = _split(presented)
         record = self._by_id.get(parts[0]) if parts else None
+        if parts is not None and record is None:
+            # Perhaps created a moment ago: a key made from the CLI works at once on
+            # every replica. A stat is all an unknown id costs; the file is re-read
+            # only when it changed.
+            self._refresh(force=True)
+            record = self._by_id.get(parts[0])
         if parts is None or record is None or not record.matches(parts[1]):
             raise UnauthorizedError("authorization: unknown or revoked API key")
         if record.expired(time.time()):
             raise UnauthorizedError(f"authorization: API key {record.name!r} has expired")
         return record
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._checked_at < self.reload_interval_s:
+        if not force and now - self._checked_at < self.reload_interval_s:
             return
         self._checked_at = now
         try:

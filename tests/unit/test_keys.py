@@ -77,6 +77,17 @@ def test_rotate_and_revoke_take_effect_in_another_reader(tmp_path: Path) -> None
     assert writer.list() == []
 
 
+def test_a_new_key_works_at_once_on_a_replica_that_checked_the_file_a_moment_ago(
+    tmp_path: Path,
+) -> None:
+    writer = _store(tmp_path)
+    first = writer.create("first", ["infer"])
+    replica = KeyStore(writer.path, reload_interval_s=3600.0)  # it will not poll again
+    assert replica.authenticate(first).name == "first"
+    second = writer.create("second", ["read"])
+    assert replica.authenticate(second).name == "second"  # an unknown id looks again
+
+
 def test_an_expired_key_is_refused_by_name(tmp_path: Path) -> None:
     store = _store(tmp_path)
     key = store.create("temp", ["read"], expires_in_s=-1)
