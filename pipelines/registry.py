@@ -350,7 +350,7 @@ class ModelRegistry:
         """Append a rollout event to the version's tags, readable in the MLflow UI."""
         key = f"{EVENT_TAG_PREFIX}{time.time_ns() // 1_000_000}.{event}"
         value = json.dumps(details or {}, sort_keys=True, default=str)
-        self._call(lambda: self._client.set_model_version_tag(family, version, key, value), family)
+        self.set_version_tag(family, version, key, value)
 
     def _call(self, action: Callable[[], _T], family: str) -> _T:
         try:

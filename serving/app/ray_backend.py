@@ -62,7 +62,7 @@ class RayBackend:
         return prediction
 
     async def status(self) -> ModelStatus:
-        stats: dict[str, Any] = await self.handle.stats.remote()
+        stats = await self.stats()
         replicas = await self.watch.replicas(self.family)
         return ModelStatus(
             family=self.family,

@@ -6,6 +6,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
@@ -22,6 +23,31 @@ class Outcome:
     detail: str = ""  # what a failure said: the body, or the client's exception
 
 
+Call = Callable[[requests.Session, str, str, random.Random], Outcome]
+
+
+def npc_act(session: requests.Session, url: str, player: str, _: random.Random) -> Outcome:
+    response = session.post(
+        f"{url}/v1/npc/act",
+        json=npc_tick(4, player),
+        headers={"X-Player-Id": player},
+        timeout=30,
+    )
+    return _judge(player, response)
+
+
+def _judge(player: str, response: requests.Response) -> Outcome:
+    if response.status_code != 200:
+        return Outcome(player, response.status_code, None, False, response.text[:300])
+    body = response.json()
+    sound = all(
+        all(isinstance(p, float) and math.isfinite(p) for p in d["probabilities"].values())
+        and abs(sum(d["probabilities"].values()) - 1.0) < 1e-3
+        for d in body["decisions"]
+    )
+    return Outcome(player, 200, body["model"]["version"], sound)
+
+
 @dataclass
 class Load:
     url: str
@@ -30,6 +56,8 @@ class Load:
     max_requests: int = 50_000
     max_s: float = 240.0
     headers: dict[str, str] = field(default_factory=dict)  # the API key
+    # One request for one player, judged: an NPC tick on the game API by default.
+    call: Call = npc_act
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -58,13 +86,7 @@ class Load:
                     return
             player = f"player-{rng.randrange(self.players)}"
             try:
-                response = session.post(
-                    f"{self.url}/v1/npc/act",
-                    json=npc_tick(4, player),
-                    headers={"X-Player-Id": player},
-                    timeout=30,
-                )
-                outcome = _judge(player, response)
+                outcome = self.call(session, self.url, player, rng)
             except requests.RequestException as exc:
                 outcome = Outcome(player, 0, None, False, repr(exc)[:300])
             with self._lock:
@@ -77,15 +99,3 @@ class Load:
     @property
     def failures(self) -> list[Outcome]:
         return [o for o in self.snapshot() if o.status != 200 or not o.sound]
-
-
-def _judge(player: str, response: requests.Response) -> Outcome:
-    if response.status_code != 200:
-        return Outcome(player, response.status_code, None, False, response.text[:300])
-    body = response.json()
-    sound = all(
-        all(isinstance(p, float) and math.isfinite(p) for p in d["probabilities"].values())
-        and abs(sum(d["probabilities"].values()) - 1.0) < 1e-3
-        for d in body["decisions"]
-    )
-    return Outcome(player, 200, body["model"]["version"], sound)

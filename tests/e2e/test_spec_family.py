@@ -8,10 +8,8 @@ built here, outside gameserve, and registered the way a notebook would.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from pipelines.rollout.settings import FamilyRollout, Preflight, RolloutSettings
 from pipelines.training import register_onnx
 from serving.app.gateway import ServeGateway
 from tests.auth import TestKeys
+from tests.e2e.load import Load, Outcome
 from tests.e2e.rollouts import LIMITS, STEPS
 
 NAME = "match-outcome"
@@ -58,71 +57,21 @@ def _register(family: AnyFamily, registry: ModelRegistry, module: torch.nn.Modul
     ).version
 
 
-@dataclass
-class _V2Load:
-    """Bounded v2 traffic for the family, every answer counted and checked."""
-
-    url: str
-    headers: dict[str, str]
-    max_s: float = 120.0
-    versions: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __enter__(self) -> _V2Load:
-        deadline = time.monotonic() + self.max_s
-        for worker in range(3):
-            thread = threading.Thread(target=self._run, args=(worker, deadline), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def _run(self, worker: int, deadline: float) -> None:
-        rng = random.Random(worker)
-        with requests.Session() as session:
-            session.headers.update(self.headers)
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                teams = [[rng.random() for _ in range(6)] for _ in range(2)]
-                body: dict[str, Any] = {
-                    "inputs": [
-                        {"name": "teams", "shape": [1, 2, 6], "datatype": "FP32", "data": teams}
-                    ]
-                }
-                player = f"player-{rng.randrange(60)}"
-                try:
-                    answer = session.post(
-                        f"{self.url}/v2/models/{NAME}/infer",
-                        json=body,
-                        headers={"X-Player-Id": player},
-                        timeout=30,
-                    )
-                    outcome = _judge(answer)
-                except requests.RequestException as exc:
-                    outcome = repr(exc)
-                with self._lock:
-                    if outcome.startswith("v"):
-                        self.versions.append(outcome[1:])
-                    else:
-                        self.failures.append(outcome)
-
-
-def _judge(answer: requests.Response) -> str:
-    """``v<version>`` for a sound answer; what went wrong otherwise."""
+def _infer(session: requests.Session, url: str, player: str, rng: random.Random) -> Outcome:
+    """One v2 request of the family for ``player``, judged."""
+    teams = [[rng.random() for _ in range(6)] for _ in range(2)]
+    tensor = {"name": "teams", "shape": [1, 2, 6], "datatype": "FP32", "data": teams}
+    body: dict[str, Any] = {"inputs": [tensor]}
+    answer = session.post(
+        f"{url}/v2/models/{NAME}/infer", json=body, headers={"X-Player-Id": player}, timeout=30
+    )
     if answer.status_code != 200:
-        return f"{answer.status_code}: {answer.text[:200]}"
-    body = answer.json()
-    (output,) = body["outputs"]
+        return Outcome(player, answer.status_code, None, False, answer.text[:200])
+    reply = answer.json()
+    (output,) = reply["outputs"]
     probabilities = np.asarray(output["data"], dtype=np.float64)
-    if output["shape"] != [1, 2] or abs(probabilities.sum() - 1.0) > 1e-3:
-        return f"unsound: {output}"
-    return f"v{body['model_version']}"
+    sound = output["shape"] == [1, 2] and abs(probabilities.sum() - 1.0) <= 1e-3
+    return Outcome(player, 200, reply["model_version"], sound, "" if sound else str(output))
 
 
 @pytest.fixture
@@ -153,18 +102,19 @@ def test_a_family_declared_by_a_spec_file_is_served_canaried_and_promoted(
     assert gateway.versions[NAME] == v1
 
     controls.start(NAME, v2)  # what `gameserve rollout start` does
-    with _V2Load(gateway.url, test_keys.headers) as load:
+    with Load(gateway.url, workers=3, max_s=120, headers=test_keys.headers, call=_infer) as load:
         time.sleep(1.0)
         result = controller.run_rollout(NAME, v1, v2)
         time.sleep(1.0)
+    versions = [outcome.version for outcome in load.snapshot()]
     print(
-        f"\n{NAME}: {result.decision} ({result.reason}); {len(load.versions)} answers "
-        f"({load.versions.count(v1)} v{v1}, {load.versions.count(v2)} v{v2}), "
+        f"\n{NAME}: {result.decision} ({result.reason}); {len(versions)} answers "
+        f"({versions.count(v1)} v{v1}, {versions.count(v2)} v{v2}), "
         f"{len(load.failures)} failed"
     )
     assert result.decision == "promoted", result.reason
     assert load.failures == []
-    assert {v1, v2} <= set(load.versions)  # the canary really split its traffic
+    assert {v1, v2} <= set(versions)  # the canary really split its traffic
     assert registry.aliases(NAME)[CHAMPION] == v2
     assert CHALLENGER not in registry.aliases(NAME)
     assert gateway.versions[NAME] == v2
