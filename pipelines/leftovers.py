@@ -68,7 +68,9 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def running(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie child of ours does not)."""
+    """True while ``pid`` runs. A zombie does not: ours is reaped here, and one whose
+    parent died is a zombie until its new parent reaps it, which a container's
+    PID 1 may never do (CI saw a SIGKILLed ``gameserve up`` stay "up" that way)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -78,5 +80,14 @@ def running(pid: int) -> bool:
     try:
         finished, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return True
+        return not _zombie(pid)
     return finished == 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone since, or no /proc (not Linux): trust kill(0)
+        return not Path("/proc/self").exists()
+    # The state follows the command name, which may itself hold ")".
+    return stat[stat.rindex(")") + 2 :][:1] in ("Z", "X")

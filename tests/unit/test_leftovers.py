@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipelines.leftovers import CONFIG_NAME, haproxy_dir, processes_under, running, stop_leftovers
@@ -27,3 +28,28 @@ def test_only_a_process_on_this_stacks_config_is_stopped(tmp_path: Path) -> None
         for process in (ours, theirs):
             process.kill()
             process.wait(timeout=10)
+
+
+def test_a_zombie_that_is_not_our_child_is_not_running() -> None:
+    """The parent never reaps it, as a container's PID 1 may not reap an orphan."""
+    script = (
+        "import os, sys, time\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        zombie = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{zombie}/stat").read_text().split(")")[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the forked child never exited"
+            time.sleep(0.05)
+        assert not running(zombie)
+        assert running(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
