@@ -24,6 +24,7 @@ from models import FAMILIES, trainable_family
 from models.runtime import OnnxModel
 from models.training import TrainSettings
 from serving.dataplane.backend import LocalBackend, Prediction
+from serving.dataplane.game_time import Deadline
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
 from serving.http.keys import KeyStore
@@ -74,7 +75,9 @@ class InlineBackend(LocalBackend):
     """The model on the event loop, as the ingress serves a colocated champion: no
     thread hop (~0.5 ms here) to drown the guard's microseconds."""
 
-    async def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
+    async def predict(
+        self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None
+    ) -> Prediction:
         model, version = self.model, self.version
         assert model is not None
         assert version is not None

@@ -117,6 +117,19 @@ class InferenceError(GameserveError):
     code = "inference_failed"
 
 
+class InvalidOutputError(InferenceError):
+    """The model answered, but its outputs break the family's checks (NaN, out of range)."""
+
+    code = "invalid_output"
+
+
+class DeadlineExceededError(GameserveError):
+    """No answer within the request's deadline, and no fallback was asked for."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+    code = "deadline_exceeded"
+
+
 def error_for(code: str, message: str) -> GameserveError:
     """The error a server answered with ``{"error": {"code", "message"}}``, rebuilt."""
     pending: list[type[GameserveError]] = [GameserveError]

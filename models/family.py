@@ -64,6 +64,10 @@ class ModelFamily(ABC, Generic[RequestT, ResponseT]):
     # Thresholds). Validated where they are used; settings override them.
     serving_defaults: Mapping[str, Any] = MappingProxyType({})
     rollout_thresholds: Mapping[str, Any] = MappingProxyType({})
+    # The designer-approved answer when the model cannot give one in time, in a
+    # few words (shown in /v1/models); None: the family has no fallback, and a
+    # request that misses its deadline gets an error. See ``fallback_outputs``.
+    fallback_policy: str | None = None
     # The quality figure (higher is better) pre-flight compares versions on;
     # None where gameserve has no evaluation set for the family.
     headline_metric: str | None = None
@@ -104,6 +108,14 @@ class ModelFamily(ABC, Generic[RequestT, ResponseT]):
     def evaluate(self, predict: Predictor, samples: int, seed: int) -> dict[str, float]:
         """Quality metrics of ``predict``, ``headline_metric`` among them; {} without a set."""
         return {}
+
+    def fallback_outputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The ``fallback_policy``'s outputs for validated inputs, shaped as the model's.
+
+        Computed on the request path when the model misses a deadline, so it must
+        cost far less than the model and never fail on valid inputs.
+        """
+        raise ModelNotFoundError(f"{self.name} declares no fallback")
 
     def encode(self, request: RequestT) -> dict[str, np.ndarray]:
         """Turn a validated game-route request into the model's input tensors."""

@@ -105,6 +105,12 @@ class FamilySpec(_Strict):
     divergence: DivergenceDecl
     serving: dict[str, Any] = Field(default_factory=dict, description="FamilyServing fields")
     rollout_thresholds: dict[str, Any] = Field(default_factory=dict)
+    fallback: dict[str, Any] | None = Field(
+        default=None,
+        description="A constant answer per row, by output name (each shaped as the output "
+        "without its batch axis): what a request gets when the model misses its deadline. "
+        "None: such a request gets an error.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FamilySpec:
@@ -116,7 +122,26 @@ class FamilySpec(_Strict):
             raise ValueError(f"divergence.output: no output named {self.divergence.output!r}")
         if self.divergence.measure == "mean_abs" and target.range is None:
             raise ValueError(f"divergence.measure: 'mean_abs' needs {target.name}.range")
+        if self.fallback is not None:
+            self._check_fallback(self.fallback)
         return self
+
+    def _check_fallback(self, fallback: dict[str, Any]) -> None:
+        names = {o.name for o in self.outputs}
+        if set(fallback) != names:
+            raise ValueError(f"fallback: one constant per output, for {sorted(names)}")
+        for decl in self.outputs:
+            if -1 in decl.shape[1:]:
+                raise ValueError(
+                    f"fallback.{decl.name}: a constant needs fixed axes after the first"
+                )
+            value = np.asarray(fallback[decl.name], dtype=np.float64)
+            if value.shape != decl.shape[1:]:
+                raise ValueError(f"fallback.{decl.name}: shape {list(value.shape)}, the output "
+                                 f"is {list(decl.shape[1:])} per row")  # fmt: skip
+        outputs = {name: np.asarray([value], np.float64) for name, value in fallback.items()}
+        if SpecFamily(self).invalid_rows(outputs).any():
+            raise ValueError("fallback: the constant fails the outputs' own checks")
 
     def divergence_output(self) -> OutputDecl | None:
         wanted = self.divergence.output or self.outputs[0].name
@@ -137,6 +162,7 @@ class SpecFamily(ModelFamily[BaseModel, BaseModel]):
         self.description = spec.description
         self.serving_defaults = MappingProxyType(dict(spec.serving))
         self.rollout_thresholds = MappingProxyType(dict(spec.rollout_thresholds))
+        self.fallback_policy = None if spec.fallback is None else "a constant (spec file)"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SpecFamily) and other.spec == self.spec
@@ -183,6 +209,16 @@ class SpecFamily(ModelFamily[BaseModel, BaseModel]):
             result = (np.abs(a - b) / span).reshape(rows, -1).mean(axis=1)
         clipped: np.ndarray = np.clip(result.astype(np.float64), 0.0, 1.0)
         return clipped
+
+    def fallback_outputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.spec.fallback is None:
+            return super().fallback_outputs(inputs)
+        rows = len(next(iter(inputs.values())))
+        dtypes = {decl.name: decl.dtype for decl in self.spec.outputs}
+        return {
+            name: np.broadcast_to(np.asarray(value, dtypes[name]), (rows, *np.shape(value))).copy()
+            for name, value in self.spec.fallback.items()
+        }
 
     def example_inputs(self, rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)

@@ -141,10 +141,16 @@ def status(settings: Settings) -> int:
         print(f"API not answering: {exc}")
         return 1
     rows = [
-        (m["name"], m["version"], m["replicas"], m["device"], m["ready"], m["healthy"])
+        (
+            m["name"], m["version"], m["replicas"], m["device"], m["ready"], m["healthy"],
+            f"{m['deadline_ms']:g} ms", m["priority"],
+            sum(m["game_time"]["fallbacks"].values()), sum(m["game_time"]["shed"].values()),
+        )
         for m in models
-    ]
-    print(table(("family", "version", "replicas", "device", "ready", "healthy"), rows))
+    ]  # fmt: skip
+    columns = ("family", "version", "replicas", "device", "ready", "healthy", "deadline",
+               "priority", "fallbacks", "shed")  # fmt: skip
+    print(table(columns, rows))
     for model in models:
         if model["problem"]:
             print(f"{model['name']}: {model['problem']}")

@@ -11,7 +11,23 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models import FAMILIES, get_family
 from models.spec import FamilySpec
 from serving.app.autoscaling import QueueDepthSettings, autoscaling_config
+from serving.dataplane.game_time import FamilyTiming, Priority
 from serving.runtime.substrate import ServeRuntime
+
+
+class OnMiss(BaseModel):
+    """What a request gets when the model cannot answer it in time, by protocol."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    game: Literal["fallback", "error"] = Field(
+        default="fallback",
+        description="Game API: a game loop wants an answer, so the fallback, marked as such.",
+    )
+    v2: Literal["fallback", "error"] = Field(
+        default="error",
+        description="Open Inference Protocol v2: Triton clients expect a 504 or a 503.",
+    )
 
 
 class FamilyServing(BaseModel):
@@ -40,6 +56,18 @@ class FamilyServing(BaseModel):
         default=1024, ge=-1, description="Per caller; beyond it requests get 503 at once."
     )
     intra_op_threads: int = Field(default=1, ge=1)
+    deadline_ms: float = Field(
+        default=100.0,
+        gt=0,
+        le=60_000,
+        description="A request's deadline when it sends none (X-Deadline-Ms), from receipt.",
+    )
+    priority: Priority = Field(
+        default="normal",
+        description="Its class under overload (X-Priority overrides it per request): "
+        "best_effort is shed first, then normal; critical keeps its deadline.",
+    )
+    on_miss: OnMiss = Field(default_factory=OnMiss)
     autoscaling: QueueDepthSettings | None = Field(
         default=None, description="Queue-depth autoscaling; None keeps num_replicas fixed."
     )
@@ -120,6 +148,31 @@ class LimitSettings(BaseModel):
     )
 
 
+class GameTimeSettings(BaseModel):
+    """Deadlines, fallbacks and shedding (serving/dataplane/game_time.py, admission.py)."""
+
+    fallback_reserve_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="Time kept back from a deadline to compute and send the fallback.",
+    )
+    normal_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Normal work is admitted while a replica works on fewer than this "
+        "share of limits.max_in_flight inference requests.",
+    )
+    best_effort_share: float = Field(default=0.25, gt=0, le=1)
+    normal_lag_ms: float = Field(
+        default=25.0,
+        gt=0,
+        description="Normal work is not admitted while the replica's event loop runs this "
+        "late: its queue would eat the deadline before the model runs.",
+    )
+    best_effort_lag_ms: float = Field(default=3.0, gt=0)
+
+
 class AdminSettings(BaseModel):
     """The admin API (rollouts, champions, keys), served by the stack process."""
 
@@ -157,6 +210,7 @@ class ServingSettings(BaseModel):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    game_time: GameTimeSettings = Field(default_factory=GameTimeSettings)
     proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
         default="HeadOnly",
         description="Where Serve runs HTTP proxies. HeadOnly keeps GPU workers free of "
@@ -205,6 +259,17 @@ class ServingSettings(BaseModel):
 
     def family(self, name: str) -> FamilyServing:
         return self.families[name] if name in self.families else family_defaults(name)
+
+    def timing(self, name: str) -> FamilyTiming:
+        """A family's game-time terms, as the data plane applies them."""
+        family = self.family(name)
+        return FamilyTiming(
+            deadline_ms=family.deadline_ms,
+            priority=family.priority,
+            on_miss_game=family.on_miss.game,
+            on_miss_v2=family.on_miss.v2,
+            reserve_ms=self.game_time.fallback_reserve_ms,
+        )
 
 
 def family_defaults(name: str) -> FamilyServing:

@@ -90,3 +90,23 @@ def v2_binary_body(
     encoded = json.dumps(header).encode()
     body = encoded + b"".join(np.ascontiguousarray(a).tobytes() for a in inputs.values())
     return body, {"Inference-Header-Content-Length": str(len(encoded))}
+
+
+def npc_v2_request(rows: int, **parameters: Any) -> dict[str, Any]:
+    """A JSON v2 infer body for ``rows`` NPC observations (valid features, seeded)."""
+    from models import get_family
+
+    observation = get_family("npc-behavior").example_inputs(rows=rows)["observation"][:rows]
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "observation",
+                "shape": list(observation.shape),
+                "datatype": "FP32",
+                "data": observation.reshape(-1).tolist(),
+            }
+        ]
+    }
+    if parameters:
+        body["parameters"] = parameters
+    return body

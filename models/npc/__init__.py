@@ -147,6 +147,9 @@ class NpcBehavior(TrainableFamily[NpcActRequest, NpcActResponse]):
         batch_field="npcs",
     )
     rollout_thresholds = MappingProxyType({"max_divergence": 0.2})
+    # A tick's AI budget: NPCs are what players see first, so they are served last to go.
+    serving_defaults = MappingProxyType({"deadline_ms": 20.0, "priority": "critical"})
+    fallback_policy = "the utility-AI script the model was trained from"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         rng = np.random.default_rng(seed)
@@ -216,6 +219,10 @@ class NpcBehavior(TrainableFamily[NpcActRequest, NpcActResponse]):
         ones = np.ones((3, len(FEATURES)), dtype=np.float32)
         extremes = np.tile(np.array([-1.0, 1.0], dtype=np.float32), (4, len(FEATURES) // 2))
         return [{"observation": zeros}, {"observation": ones}, {"observation": extremes}]
+
+    def fallback_outputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        probs = teacher_probabilities(inputs["observation"].astype(np.float64))
+        return {"action_probs": probs.astype(np.float32)}
 
     def encode(self, request: NpcActRequest) -> dict[str, np.ndarray]:
         rows = [observation_features(obs) for obs in request.npcs]

@@ -147,9 +147,12 @@ class Personalization(TrainableFamily[RankRequest, RankResponse]):
         {
             "max_batch_rows": 256,
             "max_ongoing_requests": 256,
+            "deadline_ms": 100.0,
+            "priority": "best_effort",
         }
     )
     rollout_thresholds = MappingProxyType({"max_divergence": 0.5})
+    fallback_policy = "not personalized: by the candidates' trend, else in the order given"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:
         """(player, interacted item) pairs; ``samples`` counts pairs."""
@@ -225,6 +228,11 @@ class Personalization(TrainableFamily[RankRequest, RankResponse]):
                 "items": np.full((3, 7, f), 1.0, np.float32),
             },
         ]
+
+    def fallback_outputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # "trend" is each item's popularity as the request states it; ties keep
+        # the order given (decode sorts stably).
+        return {"scores": inputs["items"][:, :, ITEM_FEATURES.index("trend")].copy()}
 
     def encode(self, request: RankRequest) -> dict[str, np.ndarray]:
         return {

@@ -16,12 +16,14 @@ from ray.serve.handle import DeploymentHandle
 
 from models import FAMILIES, get_family
 from models.catalog import install_families
-from serving.app.collector import flush_forever
+from serving.app.collector import flush_forever, game_time_totals
 from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
 from serving.app.ray_backend import RayBackend, ReplicaWatch
 from serving.app.replica_logging import route_to_serve_log
+from serving.dataplane.admission import Admission, AdmissionBounds
 from serving.dataplane.backend import Backend
 from serving.dataplane.colocated import ColocatedBackend
+from serving.dataplane.game_time import GameTimeCounters
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
 from serving.dataplane.plane import DataPlane
@@ -48,6 +50,7 @@ class IngressReplica:
         install_families(serving.family_specs)
         self.colocated: dict[str, tuple[ColocatedBackend, ColocatedBackend]] = {}
         self.watch = ReplicaWatch(serving.app_name)
+        self.counters = GameTimeCounters()
 
         def backends(handles: dict[str, DeploymentHandle[Any]]) -> dict[str, Backend]:
             return {
@@ -60,10 +63,20 @@ class IngressReplica:
             family = serving.family(name)
             if not family.colocated:
                 continue
-            champion, challenger = _colocated(name, family.intra_op_threads, source, self.watch)
+            champion, challenger = _colocated(
+                name, family.intra_op_threads, source, self.watch, self.counters
+            )
             self.colocated[name] = (champion, challenger)
             champion_backends[name], challenger_backends[name] = champion, challenger
-        self.plane = DataPlane(champion_backends, serving.max_rows_per_request, challenger_backends)
+        self.plane = DataPlane(
+            champion_backends,
+            serving.max_rows_per_request,
+            challenger_backends,
+            timing=serving.timing,
+            admission=Admission(admission_bounds(serving)),
+            counters=self.counters,
+            shipped_counts=game_time_totals,
+        )
         self._flusher: asyncio.Task[None] | None = None
         self.settings = serving
 
@@ -84,7 +97,7 @@ class IngressReplica:
         self.plane.set_routes(parsed.routes)
         await asyncio.gather(*unloads)
         if self._flusher is None:
-            self._flusher = asyncio.create_task(flush_forever(self.plane.metrics))
+            self._flusher = asyncio.create_task(flush_forever(self.plane.metrics, self.counters))
 
     def stats(self, deployment: str) -> dict[str, Any]:
         """Counters of a family served here, named as its deployment would be."""
@@ -97,8 +110,20 @@ class IngressReplica:
         return create_app(self.plane, self.settings)
 
 
+def admission_bounds(serving: ServingSettings) -> AdmissionBounds:
+    shed = serving.game_time
+    return AdmissionBounds(
+        max_in_flight=serving.limits.max_in_flight,
+        normal_share=shed.normal_share,
+        best_effort_share=shed.best_effort_share,
+        normal_lag_ms=shed.normal_lag_ms,
+        best_effort_lag_ms=shed.best_effort_lag_ms,
+        retry_after_s=serving.retry_after_s,
+    )
+
+
 def _colocated(
-    name: str, threads: int, source: ModelSource, watch: ReplicaWatch
+    name: str, threads: int, source: ModelSource, watch: ReplicaWatch, counters: GameTimeCounters
 ) -> tuple[ColocatedBackend, ColocatedBackend]:
     """(champion, challenger) of a family served in this process."""
 
@@ -108,6 +133,7 @@ def _colocated(
             lambda: watch.replicas(INGRESS_NAME),
             inline=inline,
             max_in_flight=max_in_flight,
+            counters=counters,
         )
 
     # A challenger always runs off the loop, and is refused rather than queued.

@@ -13,7 +13,8 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from models.errors import GameserveError, OverloadedError
-from serving.dataplane.backend import ModelStatus, Prediction, Replicas
+from serving.dataplane.backend import ModelStatus, Prediction, Replicas, within
+from serving.dataplane.game_time import Deadline
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,14 @@ class RayBackend:
         # so a request naming a version is checked against the prediction instead.
         return None
 
-    async def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
+    async def predict(
+        self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None
+    ) -> Prediction:
+        # The replica drops the request unrun if it reaches a batch after its
+        # deadline; waiting here ends at the deadline and cancels the call.
+        wall_deadline = None if deadline is None else deadline.wall_at()
         try:
-            prediction: Prediction = await self.handle.predict.remote(inputs)
+            prediction: Prediction = await within(self._call(inputs, wall_deadline), deadline)
         except BackPressureError as exc:
             raise OverloadedError(
                 f"model {self.family!r} is at capacity; retry shortly", self.retry_after_s
@@ -59,6 +65,15 @@ class RayBackend:
             if ours is None:
                 raise
             raise ours from None
+        return prediction
+
+    async def _call(self, inputs: dict[str, np.ndarray], wall_deadline: float | None) -> Prediction:
+        response = self.handle.predict.remote(inputs, wall_deadline)
+        try:
+            prediction: Prediction = await response
+        except asyncio.CancelledError:  # the deadline: the replica need not run it
+            response.cancel()  # type: ignore[no-untyped-call]
+            raise
         return prediction
 
     async def status(self) -> ModelStatus:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, cast
 
 import numpy as np
@@ -10,11 +12,14 @@ from ray.serve import Deployment
 
 from models import get_family
 from models.catalog import install_families
+from models.errors import DeadlineExceededError
 from models.spec import FamilySpec
+from serving.app.collector import flush_forever
 from serving.app.config import ReplicaConfig
 from serving.app.replica_logging import route_to_serve_log
 from serving.dataplane.backend import Prediction
-from serving.dataplane.batching import run_batched, total_rows
+from serving.dataplane.batching import Work, run_live, work_rows
+from serving.dataplane.game_time import GameTimeCounters
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
 
@@ -34,23 +39,47 @@ class FamilyReplica:
         self._slot = ModelSlot(get_family(family), source, intra_op_threads)
         self._requests = 0
         self._model_calls = 0
+        self._expired = 0
+        self._counters = GameTimeCounters()
+        self._flusher: asyncio.Task[None] | None = None
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Swap the model in place; requests already batched finish on the old one."""
         settings = ReplicaConfig.model_validate(config)
-        self.predict.set_max_batch_size(settings.max_batch_rows)  # type: ignore[attr-defined]
-        self.predict.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._batched.set_max_batch_size(settings.max_batch_rows)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)  # type: ignore[attr-defined]
         if settings.version is not None:
             await self._slot.load(settings.version)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(flush_forever(game_time=self._counters))
 
-    @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.002, batch_size_fn=total_rows)
-    async def predict(self, requests: list[dict[str, np.ndarray]]) -> list[Prediction]:
+    async def predict(
+        self, inputs: dict[str, np.ndarray], wall_deadline: float | None = None
+    ) -> Prediction:
+        """One request's outputs; DeadlineExceededError if its deadline (wall clock)
+        passed before its batch ran."""
+        result: Prediction | DeadlineExceededError = await self._batched((inputs, wall_deadline))
+        if isinstance(result, DeadlineExceededError):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.002, batch_size_fn=work_rows)
+    async def _batched(self, requests: list[Work]) -> list[Prediction | DeadlineExceededError]:
         # Read once: a swap during this batch must not mix versions within it.
         model, version = self._slot.current()
-        outputs, calls = run_batched(requests, model.run_validated)
-        self._requests += len(requests)
+        outputs, calls = run_live(requests, model.run_validated, time.time())
+        dropped = outputs.count(None)
+        if dropped:
+            self._expired += dropped
+            self._counters.family(self._slot.family.name).expired += dropped
+        self._requests += len(requests) - dropped
         self._model_calls += calls
-        return [Prediction(o, version) for o in outputs]
+        return [
+            DeadlineExceededError("the deadline passed before the model ran")
+            if output is None
+            else Prediction(output, version)
+            for output in outputs
+        ]
 
     def stats(self) -> dict[str, Any]:
         """This replica's version, device and counters."""
@@ -58,6 +87,7 @@ class FamilyReplica:
             **self._slot.describe(),
             "requests": self._requests,
             "model_calls": self._model_calls,
+            "expired": self._expired,
         }
 
 

@@ -8,13 +8,18 @@ plain in-process ONNX session (``LocalBackend``, for tools and tests).
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
-from models.errors import ModelNotReadyError
+from models.errors import DeadlineExceededError, ModelNotReadyError
 from models.runtime import OnnxModel
+from serving.dataplane.game_time import Deadline
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,14 @@ class Backend(Protocol):
         """The version it serves as far as this process knows; from memory, never a call."""
         ...
 
-    async def predict(self, inputs: dict[str, np.ndarray]) -> Prediction: ...
+    async def predict(
+        self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None
+    ) -> Prediction:
+        """The model's outputs; DeadlineExceededError if they cannot come by ``deadline``.
+
+        Work whose deadline has passed before it starts is not started.
+        """
+        ...
 
     async def status(self) -> ModelStatus: ...
 
@@ -67,14 +79,33 @@ class LocalBackend:
         self.model = model
         self.version = version
 
-    async def predict(self, inputs: dict[str, np.ndarray]) -> Prediction:
+    async def predict(
+        self, inputs: dict[str, np.ndarray], deadline: Deadline | None = None
+    ) -> Prediction:
         model, version = self.model, self.version
         if model is None or version is None:
             raise ModelNotReadyError(f"model {self.family!r} has no version loaded yet")
-        outputs = await asyncio.to_thread(model.run_validated, inputs)
+        outputs = await within(asyncio.to_thread(model.run_validated, inputs), deadline)
         return Prediction(outputs, version)
 
     async def status(self) -> ModelStatus:
         if self.model is None:
             return ModelStatus(self.family, None, False, 0, "none")
         return ModelStatus(self.family, self.version, True, 1, self.model.device)
+
+
+async def within(work: Awaitable[T], deadline: Deadline | None) -> T:
+    """``work``'s result, or DeadlineExceededError (and ``work`` cancelled) at ``deadline``."""
+    if deadline is None:
+        return await work
+    remaining = deadline.remaining_s()
+    if remaining <= 0:
+        if inspect.iscoroutine(work):
+            work.close()
+        raise DeadlineExceededError("the deadline passed before the model ran")
+    try:
+        return await asyncio.wait_for(work, remaining)
+    except TimeoutError:
+        raise DeadlineExceededError(
+            f"no answer within the {deadline.budget_ms:g} ms deadline"
+        ) from None

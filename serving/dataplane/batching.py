@@ -52,3 +52,30 @@ def run_batched(
             results[i] = {name: value[offset : offset + n] for name, value in outputs.items()}
             offset += n
     return results, len(groups)
+
+
+# One request as a batch queue holds it: its inputs and its deadline on the wall
+# clock (None: none), which crosses processes where the monotonic clock does not.
+Work = tuple[Tensors, float | None]
+
+
+def work_rows(requests: Sequence[Work]) -> int:
+    return total_rows([inputs for inputs, _ in requests])
+
+
+def run_live(
+    requests: Sequence[Work],
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    now: float,
+) -> tuple[list[dict[str, np.ndarray] | None], int]:
+    """``run_batched`` over the requests whose deadline is still ahead of ``now``.
+
+    Returns each request's outputs in order (None for one dropped unrun, its
+    deadline passed while it queued) and the number of model calls.
+    """
+    live = [i for i, (_, at) in enumerate(requests) if at is None or at > now]
+    outputs, calls = run_batched([requests[i][0] for i in live], run)
+    results: list[dict[str, np.ndarray] | None] = [None] * len(requests)
+    for i, output in zip(live, outputs, strict=True):
+        results[i] = output
+    return results, calls

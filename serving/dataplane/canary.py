@@ -17,9 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.errors import GameserveError, InferenceError, OverloadedError
+from models.errors import DeadlineExceededError, GameserveError, InvalidOutputError, OverloadedError
 from models.family import AnyFamily
 from serving.dataplane.backend import Backend, Prediction
+from serving.dataplane.game_time import Deadline
 from serving.dataplane.rollout_metrics import MetricsWindows, VersionWindow
 from serving.dataplane.routing import CHALLENGER_ROLE, Route, choose
 
@@ -46,18 +47,22 @@ class Canary:
         return None if route is None else route.challenger_version
 
     async def serve(
-        self, family: AnyFamily, tensors: dict[str, np.ndarray], routing_key: str | None
+        self,
+        family: AnyFamily,
+        tensors: dict[str, np.ndarray],
+        routing_key: str | None,
+        deadline: Deadline | None = None,
     ) -> Prediction:
         """The answer for one caller: the champion's, or its cohort's version's."""
         route = self.routes.get(family.name)
         if route is None:
-            prediction = await self.backends[family.name].predict(tensors)
+            prediction = await self.backends[family.name].predict(tensors, deadline)
             check_outputs(family, prediction)
             return prediction
         role, mirror = choose(route, routing_key, self._rng)
         if role == CHALLENGER_ROLE:
-            return await self._challenger_with_fallback(family, tensors)
-        prediction = await self._timed_champion(family, tensors)
+            return await self._challenger_with_fallback(family, tensors, deadline)
+        prediction = await self._timed_champion(family, tensors, deadline)
         if mirror:
             task = asyncio.create_task(self._shadow(family, tensors, prediction))
             self._shadow_tasks.add(task)
@@ -65,20 +70,22 @@ class Canary:
         return prediction
 
     async def explicit_challenger(
-        self, family: AnyFamily, tensors: dict[str, np.ndarray]
+        self, family: AnyFamily, tensors: dict[str, np.ndarray], deadline: Deadline | None = None
     ) -> Prediction:
-        prediction = await self.challengers[family.name].predict(tensors)
+        prediction = await self.challengers[family.name].predict(tensors, deadline)
         check_outputs(family, prediction)
         return prediction
 
     async def _timed_champion(
-        self, family: AnyFamily, tensors: dict[str, np.ndarray]
+        self, family: AnyFamily, tensors: dict[str, np.ndarray], deadline: Deadline | None
     ) -> Prediction:
         window = self.metrics.family(family.name).champion
         started = time.perf_counter()
         try:
-            prediction = await self.backends[family.name].predict(tensors)
+            prediction = await self.backends[family.name].predict(tensors, deadline)
             check_outputs(family, prediction)
+        except DeadlineExceededError:
+            raise  # the caller's deadline, not the version's fault: not an error of it
         except GameserveError:
             window.record("", None, error=True)
             raise
@@ -86,16 +93,16 @@ class Canary:
         return prediction
 
     async def _challenger_with_fallback(
-        self, family: AnyFamily, tensors: dict[str, np.ndarray]
+        self, family: AnyFamily, tensors: dict[str, np.ndarray], deadline: Deadline | None
     ) -> Prediction:
         """Serve the challenger's answer only if it is sound; the champion's otherwise.
 
         Both run at once on the same inputs: the champion's answer is the
         fallback and the reference the challenger's behaviour is judged by.
         """
-        champion = asyncio.create_task(self._timed_champion(family, tensors))
+        champion = asyncio.create_task(self._timed_champion(family, tensors, deadline))
         try:
-            challenger = await self._try_challenger(family, tensors)
+            challenger = await self._try_challenger(family, tensors, deadline)
         except OverloadedError:
             logger.warning("%s challenger is saturated", family.name)
             challenger = None
@@ -109,19 +116,20 @@ class Canary:
         self, family: AnyFamily, tensors: dict[str, np.ndarray], reference: Prediction
     ) -> None:
         try:
-            challenger = await self._try_challenger(family, tensors)
+            challenger = await self._try_challenger(family, tensors, None)
         except OverloadedError:
             return  # mirroring is best effort: a busy challenger skips a copy, nobody waits
         self._record_challenger(family, challenger, reference)
 
     async def _try_challenger(
-        self, family: AnyFamily, tensors: dict[str, np.ndarray]
+        self, family: AnyFamily, tensors: dict[str, np.ndarray], deadline: Deadline | None
     ) -> tuple[Prediction, float] | None:
-        """The challenger's answer and latency; None if it failed. A busy
+        """The challenger's answer and latency; None if it failed or missed the
+        deadline (a slow version is what the canary exists to catch). A busy
         challenger's refusal (OverloadedError) is the caller's to weigh."""
         started = time.perf_counter()
         try:
-            prediction = await self.challengers[family.name].predict(tensors)
+            prediction = await self.challengers[family.name].predict(tensors, deadline)
         except OverloadedError:
             raise
         except Exception as exc:  # any failure counts against the challenger, never the client
@@ -154,7 +162,7 @@ class Canary:
 def check_outputs(family: AnyFamily, prediction: Prediction) -> None:
     """A model that emits NaN or broken outputs fails loudly, never reaches a game server."""
     if family.invalid_rows(prediction.outputs).any():
-        raise InferenceError(
+        raise InvalidOutputError(
             f"{family.name} v{prediction.version}: outputs are missing, not finite or "
             "outside their range"
         )

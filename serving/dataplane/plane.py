@@ -1,27 +1,52 @@
 """The data plane: every route's way to a model, whatever protocol it speaks.
 
-Routes translate HTTP; the data plane validates tensors against the family
-contract, bounds the request, dispatches it (``serving.dataplane.canary`` decides which
-version answers during a rollout) and checks what comes back. Backends are in
-``serving.dataplane.backend``.
+Routes translate HTTP; the data plane admits the request by its priority
+class (``serving.dataplane.admission``), validates tensors against the family
+contract, bounds the request, dispatches it within its deadline
+(``serving.dataplane.canary`` decides which version answers during a rollout),
+checks what comes back, and answers with the family's fallback when the model
+cannot (``serving.dataplane.game_time``). Backends are in ``serving.dataplane.backend``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
 from models import get_family
-from models.errors import InvalidInputError, ModelNotFoundError
+from models.errors import (
+    DeadlineExceededError,
+    GameserveError,
+    InvalidInputError,
+    InvalidOutputError,
+    ModelNotFoundError,
+    OverloadedError,
+)
 from models.family import AnyFamily
+from serving.dataplane.admission import Admission, Ticket
 from serving.dataplane.backend import Backend, ModelStatus, Prediction
 from serving.dataplane.batching import rows
 from serving.dataplane.canary import Canary, check_outputs
+from serving.dataplane.game_time import (
+    Answer,
+    Call,
+    Deadline,
+    FallbackReason,
+    FamilyCounts,
+    FamilyTiming,
+    GameTimeCounters,
+    Protocol,
+    parse_priority,
+)
 from serving.dataplane.rollout_metrics import MetricsWindows
 from serving.dataplane.routing import Route
+
+logger = logging.getLogger(__name__)
 
 
 class DataPlane:
@@ -32,10 +57,20 @@ class DataPlane:
         backends: Mapping[str, Backend],
         max_rows_per_request: int,
         challengers: Mapping[str, Backend] | None = None,
+        timing: Callable[[str], FamilyTiming] | None = None,
+        admission: Admission | None = None,
+        counters: GameTimeCounters | None = None,
+        shipped_counts: Callable[[], Awaitable[dict[str, FamilyCounts]]] | None = None,
     ) -> None:
         self.backends = dict(backends)
         self.max_rows_per_request = max_rows_per_request
         self.canary = Canary(self.backends, challengers or {})
+        self.timing = timing or _declared_timing
+        self.admission = admission or Admission()
+        self.counters = counters or GameTimeCounters()
+        self._logged: dict[tuple[str, str], float] = {}
+        # Counts replicas have already shipped elsewhere (the collector, under Ray).
+        self._shipped_counts = shipped_counts
 
     @property
     def metrics(self) -> MetricsWindows:
@@ -51,6 +86,36 @@ class DataPlane:
         """Replace the rollout routes; families not named go back to champion only."""
         self.canary.set_routes(routes)
 
+    def admit(
+        self,
+        name: str,
+        protocol: Protocol,
+        *,
+        received: float,
+        deadline_ms: float | None = None,
+        priority: str | None = None,
+    ) -> tuple[Call, Ticket]:
+        """A request's game-time terms and its place in its class, before any body is read.
+
+        Raises OverloadedError when its class is shed (counted).
+        """
+        self.family(name)
+        timing = self.timing(name)
+        chosen = parse_priority(priority, timing.priority)
+        try:
+            ticket = self.admission.admit(chosen)
+        except OverloadedError:
+            self.counters.family(name).shed[chosen] += 1
+            raise
+        call = Call(
+            deadline=Deadline.after(deadline_ms or timing.deadline_ms, received),
+            priority=chosen,
+            on_miss=timing.on_miss(protocol),
+            reserve_ms=timing.reserve_ms,
+            admitted=ticket.admitted,
+        )
+        return call, ticket
+
     async def infer(
         self,
         name: str,
@@ -58,11 +123,13 @@ class DataPlane:
         version: str | None = None,
         field: str | None = None,
         routing_key: str | None = None,
-    ) -> Prediction:
-        """Run named input tensors through the family's serving model.
+        call: Call | None = None,
+    ) -> Answer:
+        """Run named input tensors through the family's serving model, within ``call``'s terms.
 
         ``field`` names the batch in errors; ``routing_key`` (a session or
-        player id) keeps one caller on one version during a rollout.
+        player id) keeps one caller on one version during a rollout. Without a
+        ``call`` the family's defaults apply, as on the game API.
         """
         family = self.family(name)
         tensors = family.contract.validate_inputs(inputs)
@@ -73,37 +140,136 @@ class DataPlane:
                 f"{field}: {count} entries exceed the limit of {self.max_rows_per_request} "
                 "per request"
             )
+        if call is None:
+            call = self._default_call(name)
+        if not call.admitted:
+            return self._miss(family, tensors, call, "overload", None)
+        budget = call.deadline
+        model_deadline = Deadline(budget.at - call.reserve_ms / 1000, budget.budget_ms)
+        if model_deadline.expired():  # no time left for the model: not started, counted
+            self.counters.family(name).expired += 1
+            return self._miss(family, tensors, call, "deadline", None)
+        try:
+            prediction = await self._dispatch(family, tensors, version, routing_key, model_deadline)
+        except (InvalidInputError, ModelNotFoundError):
+            raise  # the caller's mistake: no fallback stands in for it
+        except DeadlineExceededError as exc:
+            return self._miss(family, tensors, call, "deadline", exc)
+        except OverloadedError as exc:
+            return self._miss(family, tensors, call, "overload", exc)
+        except InvalidOutputError as exc:
+            return self._miss(family, tensors, call, "invalid_output", exc)
+        except Exception as exc:  # a model, a replica or Ray failing: the game still gets an answer
+            return self._miss(family, tensors, call, "error", exc)
+        if call.deadline.expired():
+            self.counters.family(name).late += 1
+        return Answer(prediction.outputs, prediction.version)
+
+    async def _dispatch(
+        self,
+        family: AnyFamily,
+        tensors: dict[str, np.ndarray],
+        version: str | None,
+        routing_key: str | None,
+        deadline: Deadline,
+    ) -> Prediction:
         if version is None:
-            return await self.canary.serve(family, tensors, routing_key)
-        if version == self.canary.challenger_version(name):
-            return await self.canary.explicit_challenger(family, tensors)
-        return await self._explicit_champion(family, tensors, version)
+            return await self.canary.serve(family, tensors, routing_key, deadline)
+        if version == self.canary.challenger_version(family.name):
+            return await self.canary.explicit_challenger(family, tensors, deadline)
+        return await self._explicit_champion(family, tensors, version, deadline)
+
+    def _miss(
+        self,
+        family: AnyFamily,
+        tensors: dict[str, np.ndarray],
+        call: Call,
+        reason: FallbackReason,
+        error: Exception | None,
+    ) -> Answer:
+        """The fallback's answer, or the error the caller asked for instead."""
+        counts = self.counters.family(family.name)
+        if reason in ("error", "invalid_output"):
+            self._log_failure(family.name, reason, error)
+        if call.on_miss == "fallback" and family.fallback_policy is not None:
+            counts.fallbacks[reason] += 1
+            outputs = family.fallback_outputs(tensors)
+            return Answer(outputs, None, "fallback", reason)
+        counts.missed[reason] += 1
+        if reason == "deadline":
+            raise DeadlineExceededError(
+                f"{family.name}: no answer within the {call.deadline.budget_ms:g} ms deadline"
+            )
+        if reason == "overload" and error is None:
+            raise OverloadedError(
+                f"{family.name}: {call.priority} work is over this replica's bound; retry shortly",
+                retry_after_s=self.admission.bounds.retry_after_s,
+            )
+        assert error is not None
+        raise error
+
+    def _log_failure(self, name: str, reason: str, error: Exception | None) -> None:
+        """A failing model is an operator's problem even when a fallback hides it from
+        players: logged with its traceback, at most once a second per family and
+        reason (a broken model fails every request; the counts say how many)."""
+        now = time.monotonic()
+        key = (name, reason)
+        if now - self._logged.get(key, float("-inf")) < 1.0:
+            return
+        self._logged[key] = now
+        message = error.message if isinstance(error, GameserveError) else repr(error)
+        logger.error("%s %s, the fallback answers: %s", name, reason, message, exc_info=error)
+
+    def _default_call(self, name: str) -> Call:
+        timing = self.timing(name)
+        return Call(
+            deadline=Deadline.after(timing.deadline_ms),
+            priority=timing.priority,
+            on_miss=timing.on_miss_game,
+            reserve_ms=timing.reserve_ms,
+        )
 
     async def _explicit_champion(
-        self, family: AnyFamily, tensors: dict[str, np.ndarray], version: str
+        self, family: AnyFamily, tensors: dict[str, np.ndarray], version: str, deadline: Deadline
     ) -> Prediction:
         """A request naming the champion's version: no routing, and no status call per request."""
         backend = self.backends[family.name]
         if backend.version is not None and backend.version != version:
             raise _not_serving(family.name, version, backend.version)
-        prediction = await backend.predict(tensors)
+        prediction = await backend.predict(tensors, deadline)
         if prediction.version != version:  # it moved while this request waited
             raise _not_serving(family.name, version, prediction.version)
         check_outputs(family, prediction)
         return prediction
 
     async def infer_domain(
-        self, name: str, request: BaseModel, routing_key: str | None = None
-    ) -> tuple[Any, str]:
+        self,
+        name: str,
+        request: BaseModel,
+        routing_key: str | None = None,
+        call: Call | None = None,
+    ) -> tuple[Any, Answer]:
         """Run a game API request: encode, infer, decode."""
         family = self.family(name)
         route = family.game_route
         if route is None:
             raise ModelNotFoundError(f"model {name!r} has no game route")
-        prediction = await self.infer(
-            name, family.encode(request), field=route.batch_field, routing_key=routing_key
-        )
-        return family.decode(request, prediction.outputs), prediction.version
+        answer = await self.infer(
+            name, family.encode(request), field=route.batch_field, routing_key=routing_key,
+            call=call,
+        )  # fmt: skip
+        return family.decode(request, answer.outputs), answer
+
+    async def game_time_counts(self, name: str) -> FamilyCounts:
+        """What game time did to ``name``'s requests: shipped totals plus this replica's rest."""
+        counts = FamilyCounts()
+        if self._shipped_counts is not None:
+            shipped = await self._shipped_counts()
+            if name in shipped:
+                counts.add(shipped[name])
+        if name in self.counters.families:
+            counts.add(self.counters.families[name])
+        return counts
 
     async def status(self, name: str) -> ModelStatus:
         self.family(name)
@@ -114,6 +280,16 @@ class DataPlane:
         if status.version != version:
             raise _not_serving(name, version, status.version)
         return status
+
+
+def _declared_timing(name: str) -> FamilyTiming:
+    """A family's terms from its own declaration, where no settings are given (tools, tests)."""
+    from serving.settings import family_defaults
+
+    serving = family_defaults(name)
+    return FamilyTiming(
+        serving.deadline_ms, serving.priority, serving.on_miss.game, serving.on_miss.v2
+    )
 
 
 def _not_serving(name: str, version: str, serving: str | None) -> ModelNotFoundError:

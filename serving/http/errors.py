@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from models.errors import (
+    DeadlineExceededError,
     GameserveError,
     InvalidInputError,
     ModelNotReadyError,
@@ -59,11 +60,12 @@ def response_for(exc: Exception, path: str = "") -> JSONResponse:
         if isinstance(exc, ModelNotReadyError):
             logger.warning("%s %s: %s", path, exc.code, exc.message)
         elif exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
-            exc, OverloadedError
+            exc, OverloadedError | DeadlineExceededError
         ):
             # With its traceback: a 5xx is a bug or a broken model until shown otherwise.
-            # Shed requests (503 overloaded) are deliberate answers, not logged one by one,
-            # and not-ready is a state a probe asks about, logged without a traceback.
+            # Shed requests (503 overloaded) and missed deadlines (504) are deliberate
+            # answers, counted (/v1/models) rather than logged one by one; not-ready is
+            # a state a probe asks about, logged without a traceback.
             logger.error("%s %s: %s", path, exc.code, exc.message, exc_info=exc)
         return error_response(exc, path)
     if isinstance(exc, RequestValidationError):

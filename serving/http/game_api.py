@@ -13,8 +13,10 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, create_model
 
 from models.family import GameRoute
+from serving.dataplane.game_time import FallbackReason, Source
 from serving.dataplane.plane import DataPlane
 from serving.http.direct import Endpoint
+from serving.http.game_time import admit
 from serving.http.json_body import body_schema, parse, respond
 
 
@@ -22,14 +24,45 @@ class ModelRef(BaseModel):
     """Which model version answered: game servers log it with the decision."""
 
     name: str
-    version: str
+    version: str | None = Field(description="None when the fallback answered.")
 
 
 @functools.cache
 def result_model(route: GameRoute[Any, Any]) -> type[BaseModel]:
-    """The route's response plus the model version that answered (``NpcActResult``...)."""
+    """The route's response plus who answered (``NpcActResult``...)."""
     name = route.response_model.__name__.removesuffix("Response") + "Result"
-    return create_model(name, __base__=route.response_model, model=(ModelRef, ...))
+    return create_model(
+        name,
+        __base__=route.response_model,
+        model=(ModelRef, ...),
+        source=(
+            Source,
+            Field(
+                description="'model': the model answered in time. 'fallback': the "
+                "family's designer-approved fallback did, for fallback_reason."
+            ),
+        ),
+        fallback_reason=(
+            FallbackReason | None,
+            Field(
+                default=None,
+                description="Why the fallback answered: deadline (the model could not "
+                "answer in time), overload, error (the model failed), invalid_output.",
+            ),
+        ),
+    )
+
+
+class GameTimeCounts(BaseModel):
+    """Since the stack started, over every replica."""
+
+    fallbacks: dict[str, int] = Field(description="Answers by the fallback, by reason.")
+    errors_on_miss: dict[str, int] = Field(
+        description="Errors instead (on_miss 'error', or no fallback declared), by reason."
+    )
+    expired: int = Field(description="Requests dropped unrun: their deadline had passed.")
+    late: int = Field(description="Model answers that came after their deadline.")
+    shed: dict[str, int] = Field(description="Requests refused at admission, by class.")
 
 
 class ServedModel(BaseModel):
@@ -46,6 +79,10 @@ class ServedModel(BaseModel):
     problem: str | None = Field(
         description="Why a replica is not running, as the platform reports it."
     )
+    deadline_ms: float = Field(description="A request's deadline when it sends none.")
+    priority: str = Field(description="Its class under overload, unless X-Priority says.")
+    fallback: str | None = Field(description="What answers when the model cannot; None: errors.")
+    game_time: GameTimeCounts
 
 
 class ModelList(BaseModel):
@@ -95,10 +132,18 @@ def _endpoint(
     pick = route.routing_key
 
     async def endpoint(http: Request) -> Response:
-        request = parse(route.request_model, await http.body())
-        key = routing_key(http, pick(request) if pick is not None else None)
-        response, version = await plane.infer_domain(name, request, key)
-        return respond(result(model=ModelRef(name=name, version=version), **dict(response)))
+        call, ticket = admit(plane, http, name, "game")
+        with ticket:
+            request = parse(route.request_model, await http.body())
+            key = routing_key(http, pick(request) if pick is not None else None)
+            response, answer = await plane.infer_domain(name, request, key, call)
+        return respond(
+            result(
+                model=ModelRef(name=name, version=answer.version),
+                **answer.provenance(),
+                **dict(response),
+            )
+        )
 
     endpoint.__name__ = route.path.strip("/").replace("/", "_")  # the OpenAPI operation
     endpoint.__doc__ = route.summary
@@ -108,19 +153,24 @@ def _endpoint(
 def _add_model_list(router: APIRouter, plane: DataPlane) -> None:
     @router.get("/models", tags=["operations"])
     async def list_models() -> ModelList:
-        """Every family, the version serving it and its replica count."""
-        statuses = [await plane.status(name) for name in sorted(plane.backends)]
-        return ModelList(
-            models=[
-                ServedModel(
-                    name=s.family,
-                    version=s.version,
-                    ready=s.ready,
-                    replicas=s.replicas,
-                    device=s.device,
-                    healthy=s.problem is None,
-                    problem=s.problem,
-                )
-                for s in statuses
-            ]
-        )
+        """Every family: the version serving it, its replicas and its game-time terms and counts."""
+        return ModelList(models=[await _served(plane, name) for name in sorted(plane.backends)])
+
+
+async def _served(plane: DataPlane, name: str) -> ServedModel:
+    status = await plane.status(name)
+    timing = plane.timing(name)
+    counts = await plane.game_time_counts(name)
+    return ServedModel(
+        name=status.family,
+        version=status.version,
+        ready=status.ready,
+        replicas=status.replicas,
+        device=status.device,
+        healthy=status.problem is None,
+        problem=status.problem,
+        deadline_ms=timing.deadline_ms,
+        priority=timing.priority,
+        fallback=plane.family(name).fallback_policy,
+        game_time=GameTimeCounts.model_validate(counts.as_dict()),
+    )

@@ -6,7 +6,10 @@ before its first byte is read, a chunked body is counted as it arrives, a
 missing or wrong key is a 401, a key without the route's scope a 403, a key
 over its rate a 429, and a replica already working on ``max_in_flight``
 requests answers 503 with ``Retry-After`` instead of queueing the request
-behind the others.
+behind the others. Inference requests are bounded by class instead, by the
+data plane's admission (``serving/dataplane/admission.py``), which sheds
+best-effort work first. The guard stamps each request's receipt: deadlines
+(``X-Deadline-Ms``) count from it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from serving.http.errors import error_response
 from serving.http.keys import KeyStore
 from serving.http.keys import Scope as KeyScope
 from serving.http.rate_limit import RateLimiter
+
+# Where the guard leaves the moment it received a request, in the ASGI scope's
+# state (Starlette's ``request.state``), as time.monotonic().
+RECEIVED = "gameserve_received"
 
 # Load balancers and probes call these without a key.
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
@@ -89,6 +96,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})[RECEIVED] = time.monotonic()
         try:
             counted = self._admit(scope)
         except GameserveError as exc:
@@ -122,7 +130,7 @@ class Guard:
                     f"(it has {', '.join(record.scopes)})"
                 )
             self.limiter.check(record.name, record.rate_per_s, record.burst, time.monotonic())
-        if self.in_flight >= self.max_in_flight:
+        if needed != "infer" and self.in_flight >= self.max_in_flight:
             raise OverloadedError(
                 f"this replica is working on {self.in_flight} requests; retry shortly",
                 retry_after_s=self.retry_after_s,

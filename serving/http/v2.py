@@ -10,8 +10,10 @@ from fastapi import APIRouter, Request, Response
 
 from models.contract import TensorSpec
 from models.errors import ModelNotReadyError
+from serving.dataplane.game_time import parse_budget_ms
 from serving.dataplane.plane import DataPlane
 from serving.http.game_api import routing_key
+from serving.http.game_time import admit, received
 from serving.http.v2_codec import HEADER_LENGTH, datatype_of, encode_response, parse_request
 
 
@@ -109,12 +111,24 @@ def v2_router(plane: DataPlane) -> APIRouter:
     async def infer(request: Request) -> Response:
         model_name: str = request.path_params["model_name"]
         model_version: str | None = request.path_params.get("model_version")
-        # The raw body: tritonclient sends binary tensors without a Content-Type.
-        parsed = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
-        prediction = await plane.infer(
-            model_name, parsed.inputs, version=model_version, routing_key=routing_key(request)
+        call, ticket = admit(plane, request, model_name, "v2")
+        with ticket:
+            # The raw body: tritonclient sends binary tensors without a Content-Type.
+            parsed = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+            # Triton's per-request timeout, in microseconds; the earlier deadline wins.
+            timeout_ms = parse_budget_ms(parsed.timeout_us, "parameters.timeout", scale=1e-3)
+            if timeout_ms is not None:
+                call.deadline = call.deadline.tightened(timeout_ms, received(request))
+            answer = await plane.infer(
+                model_name,
+                parsed.inputs,
+                version=model_version,
+                routing_key=routing_key(request),
+                call=call,
+            )
+        body, headers = encode_response(
+            model_name, answer.version, parsed, answer.outputs, answer.provenance()
         )
-        body, headers = encode_response(model_name, prediction.version, parsed, prediction.outputs)
         return Response(content=body, headers=headers)
 
     return router

@@ -49,6 +49,7 @@ class V2Request:
     inputs: dict[str, np.ndarray]
     outputs: list[tuple[str, bool]] = field(default_factory=list)  # (name, binary)
     binary_output: bool = False
+    timeout_us: Any = None  # parameters.timeout, as Triton takes it; checked by the caller
 
 
 # Beyond any batch a request may carry (serving.max_rows_per_request rows of a
@@ -89,6 +90,7 @@ def parse_request(body: bytes, header_length: str | None) -> V2Request:
         inputs=inputs,
         outputs=_requested_outputs(header.get("outputs")),
         binary_output=_flag(parameters, "binary_data_output", "parameters.binary_data_output"),
+        timeout_us=parameters.get("timeout"),
     )
 
 
@@ -196,9 +198,10 @@ def _json_data(where: str, data: Any, dtype: np.dtype[Any], datatype: str) -> np
 
 def encode_response(
     model_name: str,
-    version: str,
+    version: str | None,
     request: V2Request,
     outputs: Mapping[str, np.ndarray],
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers; binary when the client asked for it."""
     wanted = request.outputs or [(name, request.binary_output) for name in outputs]
@@ -219,9 +222,13 @@ def encode_response(
         else:
             tensor["data"] = array.reshape(-1)  # orjson writes it without a list of floats
         tensors.append(tensor)
-    header: dict[str, Any] = {"model_name": model_name, "model_version": version}
+    header: dict[str, Any] = {"model_name": model_name}
+    if version is not None:  # a fallback's answer comes from no version
+        header["model_version"] = version
     if request.id is not None:
         header["id"] = request.id
+    if parameters:
+        header["parameters"] = parameters
     header["outputs"] = tensors
     encoded = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:

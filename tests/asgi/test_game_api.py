@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from models.npc import ACTIONS
 from serving.dataplane.backend import LocalBackend
 from tests.asgi.conftest import MAX_ROWS, backend
-from tests.payloads import difficulty_request, npc, npc_tick, rank_request
+from tests.payloads import difficulty_request, npc, npc_tick, npc_v2_request, rank_request
 
 
 def _error(response, status: int, code: str) -> str:  # type: ignore[no-untyped-def]
@@ -116,11 +116,17 @@ def test_wrong_feature_length_and_malformed_json_are_422(client: TestClient) -> 
     _error(broken, 422, "invalid_input")
 
 
-def test_family_without_a_champion_is_503(
+def test_family_without_a_champion_falls_back_on_the_game_api_and_is_503_on_v2(
     client: TestClient, backends: dict[str, LocalBackend]
 ) -> None:
     backends["npc-behavior"].model = None
-    _error(client.post("/v1/npc/act", json=npc_tick(1)), 503, "model_not_ready")
+    answer = client.post("/v1/npc/act", json=npc_tick(1))
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["source"], answer.json()["fallback_reason"]) == ("fallback", "error")
+    assert answer.json()["model"]["version"] is None
+    v2 = client.post("/v2/models/npc-behavior/infer", json=npc_v2_request(1))
+    assert v2.status_code == 503
+    assert "npc-behavior" in v2.json()["error"]
     for path in ("/v2/health/ready", "/v2/models/npc-behavior/ready"):
         response = client.get(path)  # the v2 routes answer with Triton's error body
         assert response.status_code == 503
@@ -132,9 +138,20 @@ def test_unknown_routes_and_methods_use_the_error_shape(client: TestClient) -> N
     _error(client.get("/v1/npc/act"), 405, "method_not_allowed")
 
 
-def test_a_model_emitting_nan_is_a_500_never_an_answer(
+def test_a_model_emitting_nan_never_reaches_a_game_server(
     client: TestClient, backends: dict[str, LocalBackend], nan_npc_model: bytes
 ) -> None:
+    """The game API answers with the fallback, marked; v2 (on_miss: error) with a 500."""
     backends["npc-behavior"].model = backend("npc-behavior", nan_npc_model).model
-    message = _error(client.post("/v1/npc/act", json=npc_tick(3)), 500, "inference_failed")
-    assert "not finite" in message
+    answer = client.post("/v1/npc/act", json=npc_tick(3))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["fallback_reason"] == "invalid_output"
+    probabilities = [d["probabilities"] for d in answer.json()["decisions"]]
+    assert all(abs(sum(p.values()) - 1) < 1e-3 for p in probabilities)
+    v2 = client.post("/v2/models/npc-behavior/infer", json=npc_v2_request(3))
+    assert v2.status_code == 500
+    assert "not finite" in v2.json()["error"]
+    counts = client.get("/v1/models").json()["models"]
+    npc = next(m for m in counts if m["name"] == "npc-behavior")["game_time"]
+    assert npc["fallbacks"]["invalid_output"] == 1
+    assert npc["errors_on_miss"]["invalid_output"] == 1

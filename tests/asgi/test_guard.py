@@ -155,7 +155,11 @@ def test_cors_is_off_unless_configured(guarded: TestClient, store: KeyStore) -> 
     assert "access-control-allow-origin" not in response.headers
 
 
+ADMIN_ROUTE = "/v1/admin/rollouts"
+
+
 def test_a_busy_replica_sheds_at_once_instead_of_queueing() -> None:
+    """Non-inference routes; inference is bounded by class (tests/asgi/test_game_time.py)."""
     release = asyncio.Event()
     entered = [asyncio.Event() for _ in range(3)]
     started = 0
@@ -187,9 +191,9 @@ def test_a_busy_replica_sheds_at_once_instead_of_queueing() -> None:
         return int(start["status"]), headers  # type: ignore[call-overload]
 
     async def scenario() -> list[tuple[int, dict[str, str]]]:
-        busy = [asyncio.create_task(call(INFER)) for _ in range(2)]
+        busy = [asyncio.create_task(call(ADMIN_ROUTE)) for _ in range(2)]
         await entered[1].wait()
-        shed = await call(INFER)
+        shed = await call(ADMIN_ROUTE)
         probe = asyncio.create_task(call("/v2/health/live"))  # probes are never shed
         await entered[2].wait()
         release.set()

@@ -1,0 +1,140 @@
+"""Admission by priority class: under overload, best-effort work goes first, critical last.
+
+An ingress replica is one event loop. When more arrives than it can run, the
+wait is in its ready queue, and every request queued there spends its
+deadline before any model sees it. Two signals say the loop is falling behind:
+how many inference requests it is working on (per class, bounded), and how
+late its own timer fires (``LoopLag``). A class is admitted only while both
+stay under its bounds:
+
+- ``best_effort`` (personalization): refused with 503 and ``Retry-After`` at
+  the first sign, before its body is even parsed;
+- ``normal`` (difficulty): past its bounds it is answered by its fallback (or
+  an overload error), without model work;
+- ``critical`` (NPC): bounded only by ``max_in_flight``; the shedding of the
+  others is what keeps its deadline while the CPU allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from models.errors import OverloadedError
+from serving.dataplane.game_time import Priority
+
+# How often the probe looks, and over how many looks lateness must persist.
+PROBE_INTERVAL_S = 0.005
+PERSIST_LOOKS = 4
+
+
+class LoopLag:
+    """How late this event loop runs, measured by a timer of its own.
+
+    A timer due every 5 ms that fires 12 ms late means the ready queue holds
+    12 ms of work: what a request arriving now waits before it runs. The
+    figure is the least lateness of the last ``PERSIST_LOOKS`` looks (as
+    CoDel judges a standing queue by its minimum delay): one slow callback, a
+    garbage collection or another thread holding the GIL makes one look late,
+    not four in a row; a backlog makes every look late.
+
+    A burst that lands in one read of the sockets runs in one pass of the
+    loop, before any timer: no look happens during it. So ``now_s`` also
+    counts how overdue the next look is at this moment: the time the loop has
+    spent on requests ahead of this one without coming back to its timers.
+    """
+
+    def __init__(self) -> None:
+        self.lag_s = 0.0
+        self._due = float("inf")
+        self._recent: deque[float] = deque([0.0] * PERSIST_LOOKS, maxlen=PERSIST_LOOKS)
+        self._task: asyncio.Task[None] | None = None
+
+    def ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        while True:
+            self._due = time.monotonic() + PROBE_INTERVAL_S
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            self._recent.append(max(time.monotonic() - self._due, 0.0))
+            self.lag_s = min(self._recent)
+
+    def now_s(self) -> float:
+        """How far behind the loop runs now: the standing lag, or the overdue look."""
+        return max(self.lag_s, time.monotonic() - self._due)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+@dataclass(frozen=True)
+class AdmissionBounds:
+    """Per class: in-flight inference requests and loop lag beyond which it is not admitted."""
+
+    max_in_flight: int = 256
+    normal_share: float = 0.5
+    best_effort_share: float = 0.25
+    normal_lag_ms: float = 25.0
+    best_effort_lag_ms: float = 3.0
+    retry_after_s: float = 1.0
+
+
+class Ticket:
+    """One admitted (or not) request; leaving releases its place in its class."""
+
+    __slots__ = ("_admission", "admitted", "priority")
+
+    def __init__(self, admission: Admission, priority: Priority, admitted: bool) -> None:
+        self._admission = admission
+        self.priority = priority
+        self.admitted = admitted
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._admission.in_flight[self.priority] -= 1
+
+
+class Admission:
+    """This replica's admission control; see the module docstring."""
+
+    def __init__(self, bounds: AdmissionBounds | None = None) -> None:
+        self.bounds = bounds or AdmissionBounds()
+        self.in_flight: Counter[str] = Counter()
+        self.lag = LoopLag()
+
+    def admit(self, priority: Priority) -> Ticket:
+        """A place for one request of ``priority``; raises OverloadedError when it is shed.
+
+        ``Ticket.admitted`` is False for a request that gets its fallback instead
+        of the model (normal or critical work past its bounds).
+        """
+        self.lag.ensure_running()
+        admitted = self._room_for(priority)
+        if not admitted and priority == "best_effort":
+            raise OverloadedError(
+                "best-effort work is shed while this replica is behind; retry shortly",
+                retry_after_s=self.bounds.retry_after_s,
+            )
+        self.in_flight[priority] += 1
+        return Ticket(self, priority, admitted)
+
+    def _room_for(self, priority: Priority) -> bool:
+        bounds = self.bounds
+        total = sum(self.in_flight.values())
+        lag_ms = self.lag.now_s() * 1000
+        if priority == "critical":
+            return total < bounds.max_in_flight
+        if priority == "normal":
+            return total < bounds.max_in_flight * bounds.normal_share and (
+                lag_ms < bounds.normal_lag_ms
+            )
+        return total < bounds.max_in_flight * bounds.best_effort_share and (
+            lag_ms < bounds.best_effort_lag_ms
+        )

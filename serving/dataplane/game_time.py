@@ -1,0 +1,189 @@
+"""Game time: a request's deadline, its priority class, and an answer that says its source.
+
+A game server decides on ticks; an answer after the tick is worthless and an
+error in the game loop is worse than a plain default. So each request carries
+a deadline (the family's by default, ``X-Deadline-Ms`` to change it), work
+whose deadline has passed is never started, and when the model cannot answer
+in time the family's fallback does, marked as such (``Answer.source``). The
+data plane applies these terms (``serving.dataplane.plane``); admission under
+overload is ``serving.dataplane.admission``.
+
+Deadlines travel between processes (to a family deployment's replicas) as
+wall-clock times: the monotonic clock does not cross machines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from models.errors import InvalidInputError
+
+Priority = Literal["critical", "normal", "best_effort"]
+PRIORITIES: tuple[Priority, ...] = ("critical", "normal", "best_effort")
+OnMissChoice = Literal["fallback", "error"]
+Protocol = Literal["game", "v2"]
+Source = Literal["model", "fallback"]
+# Why the fallback answered: the model could not in time, was over capacity,
+# failed, or answered with outputs that break the family's checks.
+FallbackReason = Literal["deadline", "overload", "error", "invalid_output"]
+REASONS: tuple[FallbackReason, ...] = ("deadline", "overload", "error", "invalid_output")
+
+# Generous: a deadline is a tick's AI budget, and one beyond a minute is a typo.
+MAX_DEADLINE_MS = 60_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """The moment an answer stops being useful, on this process's monotonic clock."""
+
+    at: float
+    budget_ms: float
+
+    @classmethod
+    def after(cls, budget_ms: float, received: float | None = None) -> Deadline:
+        start = time.monotonic() if received is None else received
+        return cls(start + budget_ms / 1000, budget_ms)
+
+    def remaining_s(self) -> float:
+        return self.at - time.monotonic()
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def wall_at(self) -> float:
+        """The same moment on the wall clock, for another process."""
+        return time.time() + self.remaining_s()
+
+    def tightened(self, budget_ms: float, received: float) -> Deadline:
+        """The earlier of this deadline and ``budget_ms`` from ``received``."""
+        other = Deadline.after(budget_ms, received)
+        return other if other.at < self.at else self
+
+
+def parse_budget_ms(value: str | float | None, field_name: str, scale: float = 1.0) -> float | None:
+    """A deadline budget in ms from a header or parameter (``scale`` converts its unit)."""
+    if value is None:
+        return None
+    try:
+        budget = float(value) * scale
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{field_name}: not a number: {value!r}") from None
+    if not 0 < budget <= MAX_DEADLINE_MS:  # also refuses NaN
+        raise InvalidInputError(
+            f"{field_name}: must be above 0 and at most {MAX_DEADLINE_MS:.0f} ms, got {value!r}"
+        )
+    return budget
+
+
+def parse_priority(value: str | None, default: Priority) -> Priority:
+    if value is None:
+        return default
+    for priority in PRIORITIES:
+        if value.strip().lower() == priority:
+            return priority
+    raise InvalidInputError(f"x-priority: one of {', '.join(PRIORITIES)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class FamilyTiming:
+    """A family's game-time terms as settings resolve them (serving.settings)."""
+
+    deadline_ms: float
+    priority: Priority
+    on_miss_game: OnMissChoice
+    on_miss_v2: OnMissChoice
+    # Kept back from the deadline to compute and send a fallback in time.
+    reserve_ms: float = 1.0
+
+    def on_miss(self, protocol: Protocol) -> OnMissChoice:
+        return self.on_miss_game if protocol == "game" else self.on_miss_v2
+
+
+@dataclass
+class Call:
+    """One request's game-time terms, settled before its body is parsed."""
+
+    deadline: Deadline
+    priority: Priority
+    on_miss: OnMissChoice
+    reserve_ms: float = 1.0
+    # False when admission found this request's class over its bound: it gets
+    # the fallback (or the overload error) without reaching the model.
+    admitted: bool = True
+
+    def model_time_s(self) -> float:
+        """How long the model may take: until the deadline, less the fallback's reserve."""
+        return self.deadline.remaining_s() - self.reserve_ms / 1000
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Output tensors, the version that produced them, and whose answer it is."""
+
+    outputs: dict[str, np.ndarray]
+    version: str | None
+    source: Source = "model"
+    fallback_reason: FallbackReason | None = None
+
+    def provenance(self) -> dict[str, Any]:
+        """``source`` and, for a fallback, ``fallback_reason``: what every answer says."""
+        if self.fallback_reason is None:
+            return {"source": self.source}
+        return {"source": self.source, "fallback_reason": self.fallback_reason}
+
+
+@dataclass
+class FamilyCounts:
+    """What game time did to one family's requests, since start (or since drained)."""
+
+    fallbacks: Counter[str] = field(default_factory=Counter)  # by reason
+    missed: Counter[str] = field(default_factory=Counter)  # errors instead, by reason
+    expired: int = 0  # dropped before the model ran: their deadline had passed
+    late: int = 0  # the model answered, after the deadline
+    shed: Counter[str] = field(default_factory=Counter)  # refused at admission, by class
+
+    def add(self, other: FamilyCounts) -> None:
+        self.fallbacks.update(other.fallbacks)
+        self.missed.update(other.missed)
+        self.expired += other.expired
+        self.late += other.late
+        self.shed.update(other.shed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fallbacks": {reason: self.fallbacks[reason] for reason in REASONS},
+            "errors_on_miss": {reason: self.missed[reason] for reason in REASONS},
+            "expired": self.expired,
+            "late": self.late,
+            "shed": {priority: self.shed[priority] for priority in PRIORITIES},
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self.fallbacks or self.missed or self.expired or self.late or self.shed)
+
+
+@dataclass
+class GameTimeCounters:
+    """Per family; replicas drain them to the collector, which keeps the totals."""
+
+    families: dict[str, FamilyCounts] = field(default_factory=dict)
+
+    def family(self, name: str) -> FamilyCounts:
+        counts = self.families.get(name)
+        if counts is None:
+            counts = self.families[name] = FamilyCounts()
+        return counts
+
+    def drain(self) -> dict[str, FamilyCounts]:
+        drained = {name: counts for name, counts in self.families.items() if counts}
+        self.families = {}
+        return drained
+
+    def merge(self, drained: dict[str, FamilyCounts]) -> None:
+        for name, counts in drained.items():
+            self.family(name).add(counts)
