@@ -9,8 +9,9 @@ stay under its bounds:
 
 - ``best_effort`` (personalization): refused with 503 and ``Retry-After`` at
   the first sign, before its body is even parsed;
-- ``normal`` (difficulty): past its bounds it is answered by its fallback (or
-  an overload error), without model work;
+- ``normal`` (difficulty): past its bounds (lateness: a standing backlog
+  only) it is answered by its fallback (or an overload error), without model
+  work;
 - ``critical`` (NPC): bounded only by ``max_in_flight``; the shedding of the
   others is what keeps its deadline while the CPU allows.
 """
@@ -28,6 +29,8 @@ from serving.dataplane.game_time import Priority
 # How often the probe looks, and over how many looks lateness must persist.
 PROBE_INTERVAL_S = 0.005
 PERSIST_LOOKS = 4
+# An idle replica stops looking (no wakeups for nothing); the next request restarts it.
+IDLE_STOP_S = 2.0
 
 
 class LoopLag:
@@ -47,21 +50,31 @@ class LoopLag:
     """
 
     def __init__(self) -> None:
-        self.lag_s = 0.0
-        self._due = float("inf")
-        self._recent: deque[float] = deque([0.0] * PERSIST_LOOKS, maxlen=PERSIST_LOOKS)
         self._task: asyncio.Task[None] | None = None
+        self._reset()
+        self._used = 0.0
+
+    def _reset(self) -> None:
+        self.lag_s = 0.0
+        self._due = float("inf")  # no look pending: nothing is overdue
+        self._recent: deque[float] = deque([0.0] * PERSIST_LOOKS, maxlen=PERSIST_LOOKS)
 
     def ensure_running(self) -> None:
+        """Called by every admission: keeps the probe looking while requests come."""
+        self._used = time.monotonic()
         if self._task is None or self._task.done():
+            self._reset()  # a look from before a stop would read as hours overdue
             self._task = asyncio.get_running_loop().create_task(self._probe())
 
     async def _probe(self) -> None:
-        while True:
-            self._due = time.monotonic() + PROBE_INTERVAL_S
-            await asyncio.sleep(PROBE_INTERVAL_S)
-            self._recent.append(max(time.monotonic() - self._due, 0.0))
-            self.lag_s = min(self._recent)
+        try:
+            while time.monotonic() - self._used < IDLE_STOP_S:
+                self._due = time.monotonic() + PROBE_INTERVAL_S
+                await asyncio.sleep(PROBE_INTERVAL_S)
+                self._recent.append(max(time.monotonic() - self._due, 0.0))
+                self.lag_s = min(self._recent)
+        finally:
+            self._reset()
 
     def now_s(self) -> float:
         """How far behind the loop runs now: the standing lag, or the overdue look."""
@@ -128,13 +141,13 @@ class Admission:
     def _room_for(self, priority: Priority) -> bool:
         bounds = self.bounds
         total = sum(self.in_flight.values())
-        lag_ms = self.lag.now_s() * 1000
         if priority == "critical":
             return total < bounds.max_in_flight
         if priority == "normal":
+            # A standing backlog only: one stall (the OS, a GC) does not shed normal work.
             return total < bounds.max_in_flight * bounds.normal_share and (
-                lag_ms < bounds.normal_lag_ms
+                self.lag.lag_s * 1000 < bounds.normal_lag_ms
             )
         return total < bounds.max_in_flight * bounds.best_effort_share and (
-            lag_ms < bounds.best_effort_lag_ms
+            self.lag.now_s() * 1000 < bounds.best_effort_lag_ms
         )

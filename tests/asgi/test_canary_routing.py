@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from models import FAMILIES, trainable_family
 from serving.dataplane.plane import DataPlane
 from serving.dataplane.routing import Route
-from tests.asgi.conftest import FAST, backend, open_client
+from tests.asgi.conftest import FAST, backend, calm_admission, open_client
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
@@ -28,6 +28,7 @@ def _plane(onnx_models: dict[str, bytes], challenger: bytes, route: Route) -> Da
         {name: backend(name, model) for name, model in onnx_models.items()},
         max_rows_per_request=64,
         challengers={NPC: backend(NPC, challenger, version=route.challenger_version)},
+        admission=calm_admission(),
     )
     plane.set_routes({NPC: route})
     return plane

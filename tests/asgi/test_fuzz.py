@@ -20,12 +20,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from models.errors import InvalidInputError
-from serving.dataplane.admission import Admission, AdmissionBounds
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
 from serving.http.v2_codec import DATATYPES, HEADER_LENGTH, parse_request
-from tests.asgi.conftest import MAX_ROWS, settings_with_keys
+from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
 from tests.payloads import npc
 
 V2_INFER = "/v2/models/npc-behavior/infer"
@@ -40,10 +39,7 @@ EXAMPLES = settings(
 def api_schema(
     backends: dict[str, LocalBackend], key_file: Path, api_keys: dict[str, str]
 ) -> schemathesis.schemas.BaseSchema:
-    # The loop shares the GIL with hypothesis's thread, so it always runs a little
-    # late here: shedding by lateness would refuse best-effort cases at random.
-    calm = Admission(AdmissionBounds(normal_lag_ms=1e6, best_effort_lag_ms=1e6))
-    plane = DataPlane(backends, max_rows_per_request=MAX_ROWS, admission=calm)
+    plane = DataPlane(backends, max_rows_per_request=MAX_ROWS, admission=calm_admission())
     app = create_app(plane, settings_with_keys(key_file))
     admin = {"Authorization": f"Bearer {api_keys['admin']}"}
     return schemathesis.openapi.from_asgi("/openapi.json", app, headers=admin)

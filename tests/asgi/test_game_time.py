@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 
 from models import get_family
 from models.runtime import OnnxModel
-from serving.dataplane.admission import Admission, AdmissionBounds
 from serving.dataplane.backend import Backend, LocalBackend, ModelStatus, Prediction, Replicas
 from serving.dataplane.colocated import ColocatedBackend
 from serving.dataplane.game_time import Deadline, GameTimeCounters
@@ -29,7 +28,7 @@ from serving.dataplane.model_source import DirectoryModelSource
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
 from serving.settings import ServingSettings
-from tests.asgi.conftest import MAX_ROWS, settings_with_keys
+from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
 from tests.payloads import npc_tick, npc_v2_request, rank_request
 
 NPC = "npc-behavior"
@@ -92,7 +91,7 @@ def _plane(
     serving = ServingSettings.model_validate(settings)
     plane = DataPlane(
         {**backends, NPC: npc}, MAX_ROWS, timing=serving.timing, counters=counters,
-        admission=Admission(AdmissionBounds(normal_lag_ms=1e6, best_effort_lag_ms=1e6)),
+        admission=calm_admission(),
     )  # fmt: skip
     return plane, serving
 
@@ -156,7 +155,7 @@ def test_v2_answers_with_the_fallback_when_settings_ask_and_says_so_in_parameter
     serving = settings_with_keys(key_file, **changes)
     plane = DataPlane(
         {**backends, NPC: npc}, MAX_ROWS, timing=serving.timing, counters=npc.counters,
-        admission=Admission(AdmissionBounds(normal_lag_ms=1e6, best_effort_lag_ms=1e6)),
+        admission=calm_admission(),
     )  # fmt: skip
     headers = {"Authorization": f"Bearer {api_keys['ops']}", "X-Deadline-Ms": "5"}
     with TestClient(create_app(plane, serving), headers=headers) as client:

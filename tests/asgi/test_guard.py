@@ -18,7 +18,7 @@ from serving.http.guard import Guard
 from serving.http.keys import KeyStore
 from serving.http.rate_limit import RateLimiter
 from serving.settings import AuthSettings, LimitSettings, ServingSettings
-from tests.asgi.conftest import MAX_ROWS
+from tests.asgi.conftest import MAX_ROWS, calm_admission
 from tests.payloads import npc_tick
 
 INFER = "/v1/npc/act"
@@ -42,7 +42,8 @@ def guarded(backends: dict[str, LocalBackend], store: KeyStore) -> Iterator[Test
         ingress_replicas=1,
         limits=LimitSettings(max_body_bytes=64 * 1024),
     )
-    app = create_app(DataPlane(backends, max_rows_per_request=MAX_ROWS), settings)
+    plane = DataPlane(backends, max_rows_per_request=MAX_ROWS, admission=calm_admission())
+    app = create_app(plane, settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
