@@ -49,4 +49,5 @@ def test_gpu_node_added_for_pending_replicas_and_removed_when_idle(
     assert events["replicas_running"]["gpu_nodes"] >= 1
     assert events["answered"]["status"] == 200
     assert events["answered"]["model"] == {"name": "npc-behavior", "version": "1"}
+    assert events["answered"]["source"] == "model"
     assert events["scaled_in"]["gpu_nodes"] == 0, events["scaled_in"]["busy"]

@@ -20,6 +20,7 @@ from serving.settings import FamilyServing
 from tests import bad_models
 from tests.auth import TestKeys
 from tests.e2e.load import Load
+from tests.payloads import npc_v2_request
 from tests.ray.conftest import FAST
 
 NPC = "npc-behavior"
@@ -102,19 +103,29 @@ def tiny_queue(
         gateway.deploy(gateway.versions)
 
 
-def test_a_full_queue_answers_503_with_retry_after(
+def test_a_full_queue_answers_the_fallback_on_the_game_api_and_503_on_v2(
     tiny_queue: ServeGateway, api: requests.Session
 ) -> None:
-    def call(i: int) -> requests.Response:
+    """A full queue is overload: the game API answers the NPC fallback, marked;
+    v2 (on_miss: error) answers 503 with Retry-After, at once."""
+
+    def game(i: int) -> requests.Response:
         body: dict[str, Any] = {"npcs": [{"npc_id": f"n{i}", "health": 1, "ammo": 1, "threat": 0}]}
         return api.post(f"{tiny_queue.url}/v1/npc/act", json=body, timeout=60)
 
+    def v2(i: int) -> requests.Response:
+        url = f"{tiny_queue.url}/v2/models/npc-behavior/infer"
+        return api.post(url, json=npc_v2_request(1), timeout=60)
+
     with ThreadPoolExecutor(max_workers=24) as pool:
-        responses = list(pool.map(call, range(24)))
-    statuses = sorted(r.status_code for r in responses)
-    shed = [r for r in responses if r.status_code == 503]
+        answers = list(pool.map(game, range(24)))
+        refused = list(pool.map(v2, range(24)))
+    assert {r.status_code for r in answers} == {200}
+    sources = {(r.json()["source"], r.json()["fallback_reason"]) for r in answers}
+    assert sources == {("model", None), ("fallback", "overload")}, sources
+    statuses = sorted(r.status_code for r in refused)
+    shed = [r for r in refused if r.status_code == 503]
     assert set(statuses) == {200, 503}, statuses
     for response in shed:
         assert response.headers["Retry-After"] == "1"
-        assert response.json()["error"]["code"] == "overloaded"
-        assert "npc-behavior" in response.json()["error"]["message"]
+        assert "npc-behavior" in response.json()["error"]
