@@ -15,13 +15,14 @@ later than deadline + 5 ms; and writes a table and a PNG under
 benchmarks/results/. The generator runs in ``--workers`` processes on the
 same machine as the stack: where it cannot offer a level's rate, the
 "offered/s" column says what it did offer. Bounded: fixed phases, a cap on
-requests in flight per worker, a 5 s timeout per request.
+requests in flight per worker, a 2 s timeout per request (an error).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -48,9 +49,16 @@ MIX = (
     ("difficulty (normal)", "/v1/difficulty/recommend", 0.1, 50.0),
     ("personalization (best effort)", "/v1/personalization/rank", 0.2, 100.0),
 )
-BODIES = (npc_tick(16), difficulty_request(1), rank_request(50))
+# Encoded once: the generator shares the machine's two cores with the stack.
+BODIES = tuple(
+    json.dumps(body).encode() for body in (npc_tick(16), difficulty_request(1), rank_request(50))
+)
+# How capacity is measured: every request patient and critical, so every answer
+# is the model's and the figure is what the stack computes, not what it sheds.
+PATIENT = {"X-Deadline-Ms": "10000", "X-Priority": "critical"}
 MAX_IN_FLIGHT = 2_000  # per worker
 LATE_MARGIN_MS = 5.0
+CAPACITY_STEP_S = 4.0
 
 
 @dataclass
@@ -92,7 +100,7 @@ async def _play(
         in_flight += 1
         sent = time.perf_counter()
         try:
-            async with session.post(url + MIX[kind][1], json=BODIES[kind]) as response:
+            async with session.post(url + MIX[kind][1], data=BODIES[kind]) as response:
                 body = await response.read()
             if response.status == 200:
                 slot.latencies_ms.append((time.perf_counter() - sent) * 1000)
@@ -109,9 +117,11 @@ async def _play(
         finally:
             in_flight -= 1
 
-    timeout = aiohttp.ClientTimeout(total=5)
+    timeout = aiohttp.ClientTimeout(total=2)
     connector = aiohttp.TCPConnector(limit=connections)
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    if rate is None:
+        headers |= PATIENT
     async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=headers) as s:
         started = time.perf_counter()
         tasks: set[asyncio.Task[None]] = set()
@@ -216,6 +226,24 @@ def plot(levels: list[tuple[str, list[Outcomes]]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def sustainable(url: str, key: str, saturated: float, workers: int) -> float:
+    """The highest open-loop rate at which the model answers 99% of every class, NPCs
+    within their deadline at p99: searched upward from a fifth of the saturated
+    throughput. Open-loop at the saturated rate itself is a queue that only grows."""
+    rate, passed = saturated / 5, saturated / 10
+    while rate < saturated * 1.5:
+        outcomes = play(url, key, rate, CAPACITY_STEP_S, workers, MAX_IN_FLIGHT)
+        npc = np.asarray(outcomes[0].latencies_ms)
+        in_time = npc.size > 0 and np.percentile(npc, 99) <= MIX[0][3]
+        by_model = all(o.model >= 0.99 * o.offered for o in outcomes)
+        print(f"  {rate:,.0f} req/s: {'holds' if in_time and by_model else 'does not hold'}")
+        if not (in_time and by_model):
+            break
+        passed, rate = rate, rate * 1.25
+        time.sleep(2)
+    return passed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="per level")
@@ -236,9 +264,12 @@ def main() -> None:
         wait_ready(gateway.url, key)
         play(gateway.url, key, None, 3, args.workers, 16)  # warm-up
         measured = play(gateway.url, key, None, 10, args.workers, 16)
-        capacity = sum(o.model for o in measured) / 10
-        print(f"capacity for the mix, closed-loop over {args.workers * 16} connections: "
-              f"{capacity:,.0f} model answers/s")  # fmt: skip
+        saturated = sum(o.model for o in measured) / 10
+        print(f"throughput for the mix, closed-loop over {args.workers * 16} connections, "
+              f"patient and critical: {saturated:,.0f} model answers/s")  # fmt: skip
+        capacity = sustainable(gateway.url, key, saturated, args.workers)
+        print(f"capacity (the highest open-loop rate answered by the model in time): "
+              f"{capacity:,.0f} req/s")  # fmt: skip
         print(HEADER, flush=True)
         levels: list[tuple[str, list[Outcomes]]] = []
         lines = []
@@ -255,8 +286,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / time.strftime("overload-%Y%m%d-%H%M%S")
     out.with_suffix(".txt").write_text(
-        f"capacity for the mix (closed-loop): {capacity:.0f} model answers/s; "
-        f"{args.seconds:g} s per level; late = NPC answers after deadline + "
+        f"saturated throughput for the mix (closed-loop, patient, critical): {saturated:.0f} "
+        f"req/s; capacity (open-loop, answered by the model in time): {capacity:.0f} req/s; "
+        f"{args.seconds:g} s per level; late = answers after their family's deadline + "
         f"{LATE_MARGIN_MS:g} ms\n{HEADER}\n" + "\n".join(lines) + "\n"
     )
     plot(levels, out.with_suffix(".png"))
