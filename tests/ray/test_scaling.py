@@ -129,3 +129,48 @@ def test_a_full_queue_answers_the_fallback_on_the_game_api_and_503_on_v2(
     for response in shed:
         assert response.headers["Retry-After"] == "1"
         assert "npc-behavior" in response.json()["error"]
+
+
+@pytest.fixture
+def slow_deployment(
+    gateway: ServeGateway, ray_cluster: str, slow_version: str
+) -> Iterator[ServeGateway]:
+    # One request per batch: the rest wait in Serve's batch queue, as on a busy replica.
+    npc = FamilyServing(placement="deployment", max_batch_rows=1, batch_wait_timeout_s=0.0)
+    variant = _variant(gateway, ray_cluster, npc, slow_version)
+    try:
+        yield variant
+    finally:
+        gateway.deploy(gateway.versions)
+
+
+def test_work_that_expires_in_a_family_replicas_batch_queue_never_runs(
+    slow_deployment: ServeGateway, api: requests.Session
+) -> None:
+    """Through a Ray handle: the ingress answers the fallback at the deadline and
+    cancels the call; what reaches the replica after its deadline is dropped from
+    the batch before the model sees it. Either way the model never runs it."""
+    url = f"{slow_deployment.url}/v1/npc/act"
+
+    def call(i: int, deadline_ms: str) -> requests.Response:
+        body: dict[str, Any] = {"npcs": [{"npc_id": f"n{i}", "health": 1, "ammo": 1, "threat": 0}]}
+        return api.post(url, json=body, headers={"X-Deadline-Ms": deadline_ms}, timeout=60)
+
+    warm = slow_deployment.replica_stats(NPC)
+    for i in range(4):  # patient: every ingress replica's handle finds the replica
+        assert call(i, "5000").json()["source"] == "model"
+    before = slow_deployment.replica_stats(NPC)
+    assert before["requests"] - warm["requests"] == 4  # the counter counts model runs
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda i: call(i, "15"), range(8)))
+    assert [r.status_code for r in answers] == [200] * 8
+    reasons = [r.json()["fallback_reason"] for r in answers]
+    assert reasons.count("deadline") >= 6, reasons  # the slow version takes far over 15 ms
+    time.sleep(3)  # the replica works through whatever reached its queue
+    after = slow_deployment.replica_stats(NPC)
+    ran, expired = after["requests"] - before["requests"], after["expired"] - before["expired"]
+    cancelled = 8 - ran - expired
+    print(f"\n8 requests with a 15 ms deadline: {ran} ran, {expired} dropped unrun from the "
+          f"batch queue, {cancelled} cancelled before the replica took them")  # fmt: skip
+    assert ran <= 2, (ran, expired)
