@@ -32,14 +32,9 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from benchmarks.local_ray import local_ray, train_models
-from benchmarks.serving import wait_ready
-from models import FAMILIES
-from pipelines.tracking_server import free_port
-from serving.app.builder import SourceSpec
-from serving.app.gateway import ServeGateway
+from benchmarks.local_ray import train_models
+from benchmarks.serving import KEY_FILE, gameserve
 from serving.http.keys import KeyStore
-from serving.settings import AuthSettings, ServingSettings
 from tests.payloads import difficulty_request, npc_tick, rank_request
 
 RESULTS = Path(__file__).parent / "results"
@@ -252,31 +247,22 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="gameserve-overload-"))
     train_models(root)
-    key = KeyStore(root / "keys.json").create("overload", ["infer"])
-    settings = ServingSettings(port=free_port(), auth=AuthSettings(keys_file=root / "keys.json"))
-    with local_ray(settings.runtime) as dashboard:
-        spec = SourceSpec(
-            import_path="serving.dataplane.model_source:DirectoryModelSource",
-            arguments={"root": str(root)},
-        )
-        gateway = ServeGateway(settings, spec, dashboard)
-        gateway.deploy(dict.fromkeys(FAMILIES, "1"))
-        wait_ready(gateway.url, key)
-        play(gateway.url, key, None, 3, args.workers, 16)  # warm-up
-        measured = play(gateway.url, key, None, 10, args.workers, 16)
+    key = KeyStore(root / KEY_FILE).create("overload", ["infer"])
+    # The stack's defaults: HAProxy ingress, two ingress replicas, models in the ingress.
+    with gameserve(root, key, {}) as url:
+        play(url, key, None, 3, args.workers, 16)  # warm-up
+        measured = play(url, key, None, 10, args.workers, 16)
         saturated = sum(o.model for o in measured) / 10
         print(f"throughput for the mix, closed-loop over {args.workers * 16} connections, "
               f"patient and critical: {saturated:,.0f} model answers/s")  # fmt: skip
-        capacity = sustainable(gateway.url, key, saturated, args.workers)
+        capacity = sustainable(url, key, saturated, args.workers)
         print(f"capacity (the highest open-loop rate answered by the model in time): "
               f"{capacity:,.0f} req/s")  # fmt: skip
         print(HEADER, flush=True)
         levels: list[tuple[str, list[Outcomes]]] = []
         lines = []
         for level in args.levels:
-            outcomes = play(
-                gateway.url, key, capacity * level, args.seconds, args.workers, MAX_IN_FLIGHT
-            )
+            outcomes = play(url, key, capacity * level, args.seconds, args.workers, MAX_IN_FLIGHT)
             label = f"{level:g}x"
             levels.append((label, outcomes))
             table = rows(label, outcomes, args.seconds)

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from models import get_family
 from models.runtime import OnnxModel
-from serving.dataplane.backend import Backend, LocalBackend, ModelStatus, Prediction, Replicas
+from serving.dataplane.backend import LocalBackend, ModelStatus, Prediction, Replicas
 from serving.dataplane.colocated import ColocatedBackend
 from serving.dataplane.game_time import Deadline, GameTimeCounters
 from serving.dataplane.model_slot import ModelSlot
@@ -86,14 +86,13 @@ def slow_npc(tmp_path: Path, onnx_models: dict[str, bytes]) -> tuple[ColocatedBa
 
 
 def _plane(
-    backends: dict[str, LocalBackend], npc: Backend, counters: GameTimeCounters, **settings: Any
-) -> tuple[DataPlane, ServingSettings]:
-    serving = ServingSettings.model_validate(settings)
-    plane = DataPlane(
-        {**backends, NPC: npc}, MAX_ROWS, timing=serving.timing, counters=counters,
+    backends: dict[str, LocalBackend], npc: ColocatedBackend, settings: ServingSettings
+) -> DataPlane:
+    """The plane over the slow NPC backend, on ``settings``' game-time terms."""
+    return DataPlane(
+        {**backends, NPC: npc}, MAX_ROWS, timing=settings.timing, counters=npc.counters,
         admission=calm_admission(),
     )  # fmt: skip
-    return plane, serving
 
 
 def test_a_late_model_is_answered_by_the_marked_fallback_within_the_deadline_and_v2_gets_504(
@@ -104,8 +103,8 @@ def test_a_late_model_is_answered_by_the_marked_fallback_within_the_deadline_and
 ) -> None:
     npc, slot = slow_npc
     asyncio.run(npc.predict(get_family(NPC).example_inputs(rows=2)))  # learns it is slow
-    plane, _ = _plane(backends, npc, npc.counters)
-    app = create_app(plane, settings_with_keys(key_file))
+    settings = settings_with_keys(key_file)
+    app = create_app(_plane(backends, npc, settings), settings)
     headers = {"Authorization": f"Bearer {api_keys['ops']}", "X-Deadline-Ms": "5"}
     with TestClient(app, raise_server_exceptions=False, headers=headers) as client:
         client.post("/v1/npc/act", json=npc_tick(1))  # warm the client's path
@@ -153,12 +152,8 @@ def test_v2_answers_with_the_fallback_when_settings_ask_and_says_so_in_parameter
     asyncio.run(npc.predict(get_family(NPC).example_inputs(rows=2)))
     changes = {"families": {NPC: {"on_miss": {"v2": "fallback"}}}}
     serving = settings_with_keys(key_file, **changes)
-    plane = DataPlane(
-        {**backends, NPC: npc}, MAX_ROWS, timing=serving.timing, counters=npc.counters,
-        admission=calm_admission(),
-    )  # fmt: skip
     headers = {"Authorization": f"Bearer {api_keys['ops']}", "X-Deadline-Ms": "5"}
-    with TestClient(create_app(plane, serving), headers=headers) as client:
+    with TestClient(create_app(_plane(backends, npc, serving), serving), headers=headers) as client:
         response = client.post(f"/v2/models/{NPC}/infer", json=npc_v2_request(3))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -176,7 +171,7 @@ def test_work_that_expires_in_the_queue_never_runs_on_the_model(
     asyncio.run(npc.predict(get_family(NPC).example_inputs(rows=2)))
     assert slot.slow is not None
     slot.slow.calls.clear()
-    plane, _ = _plane(backends, npc, npc.counters)
+    plane = _plane(backends, npc, ServingSettings())
     inputs = get_family(NPC).example_inputs(rows=3)
 
     async def burst() -> list[Any]:
