@@ -19,7 +19,7 @@ from serving.app.config import ReplicaConfig
 from serving.app.replica_logging import route_to_serve_log
 from serving.dataplane.backend import Prediction
 from serving.dataplane.batching import Work, run_live, work_rows
-from serving.dataplane.game_time import GameTimeCounters
+from serving.dataplane.game_time import GameTimeCounters, not_started
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
 
@@ -75,10 +75,7 @@ class FamilyReplica:
         self._requests += len(requests) - dropped
         self._model_calls += calls
         return [
-            DeadlineExceededError("the deadline passed before the model ran")
-            if output is None
-            else Prediction(output, version)
-            for output in outputs
+            not_started() if output is None else Prediction(output, version) for output in outputs
         ]
 
     def stats(self) -> dict[str, Any]:

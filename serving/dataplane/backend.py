@@ -17,7 +17,7 @@ import numpy as np
 
 from models.errors import DeadlineExceededError, ModelNotReadyError
 from models.runtime import OnnxModel
-from serving.dataplane.game_time import Deadline
+from serving.dataplane.game_time import Deadline, not_started
 
 T = TypeVar("T")
 
@@ -102,7 +102,7 @@ async def within(work: Awaitable[T], deadline: Deadline | None) -> T:
     if remaining <= 0:
         if inspect.iscoroutine(work):
             work.close()
-        raise DeadlineExceededError("the deadline passed before the model ran")
+        raise not_started()
     try:
         return await asyncio.wait_for(work, remaining)
     except TimeoutError:

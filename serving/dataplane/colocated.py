@@ -35,7 +35,7 @@ from models.errors import DeadlineExceededError, OverloadedError
 from models.runtime import OnnxModel
 from serving.dataplane.backend import ModelStatus, Prediction, Replicas, within
 from serving.dataplane.batching import rows
-from serving.dataplane.game_time import Deadline, GameTimeCounters
+from serving.dataplane.game_time import Deadline, GameTimeCounters, not_started
 from serving.dataplane.model_slot import ModelSlot
 
 # A call longer than this on average leaves the event loop (see the docstring):
@@ -128,11 +128,11 @@ class ColocatedBackend:
         if job is not None:
             with self._count_lock:
                 if job.dropped:  # its caller gave up first
-                    raise DeadlineExceededError("the deadline passed before the model ran")
+                    raise not_started()
                 if deadline is not None and deadline.expired():  # it waited in the pool's queue
                     job.dropped = True
                     self._count_expired()
-                    raise DeadlineExceededError("the deadline passed before the model ran")
+                    raise not_started()
                 job.started = True
         started = time.perf_counter()
         outputs = model.run_validated(inputs)
@@ -143,7 +143,7 @@ class ColocatedBackend:
     def _expired(self) -> DeadlineExceededError:
         with self._count_lock:
             self._count_expired()
-        return DeadlineExceededError("the deadline passed before the model ran")
+        return not_started()
 
     def _count_expired(self) -> None:
         self.expired += 1

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.errors import InvalidInputError
+from models.errors import DeadlineExceededError, InvalidInputError
 
 Priority = Literal["critical", "normal", "best_effort"]
 PRIORITIES: tuple[Priority, ...] = ("critical", "normal", "best_effort")
@@ -65,6 +65,11 @@ class Deadline:
         return other if other.at < self.at else self
 
 
+def not_started() -> DeadlineExceededError:
+    """What work dropped unrun gets: its deadline passed while it waited."""
+    return DeadlineExceededError("the deadline passed before the model ran")
+
+
 def parse_budget_ms(value: str | float | None, field_name: str, scale: float = 1.0) -> float | None:
     """A deadline budget in ms from a header or parameter (``scale`` converts its unit)."""
     if value is None:
@@ -102,6 +107,23 @@ class FamilyTiming:
 
     def on_miss(self, protocol: Protocol) -> OnMissChoice:
         return self.on_miss_game if protocol == "game" else self.on_miss_v2
+
+    def call(
+        self,
+        protocol: Protocol,
+        received: float | None = None,
+        deadline_ms: float | None = None,
+        priority: Priority | None = None,
+        admitted: bool = True,
+    ) -> Call:
+        """A request's terms: these defaults, less what the request itself set."""
+        return Call(
+            deadline=Deadline.after(deadline_ms or self.deadline_ms, received),
+            priority=priority or self.priority,
+            on_miss=self.on_miss(protocol),
+            reserve_ms=self.reserve_ms,
+            admitted=admitted,
+        )
 
 
 @dataclass

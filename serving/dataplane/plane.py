@@ -65,7 +65,9 @@ class DataPlane:
         self.backends = dict(backends)
         self.max_rows_per_request = max_rows_per_request
         self.canary = Canary(self.backends, challengers or {})
-        self.timing = timing or _declared_timing
+        self._timing_of = timing or _declared_timing
+        # Resolved once per family: admission reads them on every request.
+        self._timings: dict[str, FamilyTiming] = {}
         self.admission = admission or Admission()
         self.counters = counters or GameTimeCounters()
         self._logged: dict[tuple[str, str], float] = {}
@@ -81,6 +83,13 @@ class DataPlane:
         if name not in self.backends:
             raise ModelNotFoundError(f"model {name!r} is not served here")
         return get_family(name)
+
+    def timing(self, name: str) -> FamilyTiming:
+        """``name``'s game-time terms (deadline, class, what a miss gets)."""
+        timing = self._timings.get(name)
+        if timing is None:
+            timing = self._timings[name] = self._timing_of(name)
+        return timing
 
     def set_routes(self, routes: Mapping[str, Route]) -> None:
         """Replace the rollout routes; families not named go back to champion only."""
@@ -107,13 +116,7 @@ class DataPlane:
         except OverloadedError:
             self.counters.family(name).shed[chosen] += 1
             raise
-        call = Call(
-            deadline=Deadline.after(deadline_ms or timing.deadline_ms, received),
-            priority=chosen,
-            on_miss=timing.on_miss(protocol),
-            reserve_ms=timing.reserve_ms,
-            admitted=ticket.admitted,
-        )
+        call = timing.call(protocol, received, deadline_ms, chosen, ticket.admitted)
         return call, ticket
 
     async def infer(
@@ -141,7 +144,7 @@ class DataPlane:
                 "per request"
             )
         if call is None:
-            call = self._default_call(name)
+            call = self.timing(name).call("game")
         if not call.admitted:
             return self._miss(family, tensors, call, "overload", None)
         budget = call.deadline
@@ -220,15 +223,6 @@ class DataPlane:
         message = error.message if isinstance(error, GameserveError) else repr(error)
         logger.error("%s %s, the fallback answers: %s", name, reason, message, exc_info=error)
 
-    def _default_call(self, name: str) -> Call:
-        timing = self.timing(name)
-        return Call(
-            deadline=Deadline.after(timing.deadline_ms),
-            priority=timing.priority,
-            on_miss=timing.on_miss_game,
-            reserve_ms=timing.reserve_ms,
-        )
-
     async def _explicit_champion(
         self, family: AnyFamily, tensors: dict[str, np.ndarray], version: str, deadline: Deadline
     ) -> Prediction:
@@ -284,12 +278,9 @@ class DataPlane:
 
 def _declared_timing(name: str) -> FamilyTiming:
     """A family's terms from its own declaration, where no settings are given (tools, tests)."""
-    from serving.settings import family_defaults
+    from serving.settings import ServingSettings
 
-    serving = family_defaults(name)
-    return FamilyTiming(
-        serving.deadline_ms, serving.priority, serving.on_miss.game, serving.on_miss.v2
-    )
+    return ServingSettings().timing(name)
 
 
 def _not_serving(name: str, version: str, serving: str | None) -> ModelNotFoundError:

@@ -82,6 +82,7 @@ def slow_npc(tmp_path: Path, onnx_models: dict[str, bytes]) -> tuple[ColocatedBa
     asyncio.run(slot.load("1"))
     # One thread: a second request queues behind the first, as on a busy replica.
     backend = ColocatedBackend(slot, _one_replica, threads=1, counters=GameTimeCounters())
+    asyncio.run(backend.predict(get_family(NPC).example_inputs(rows=2)))  # learns it is slow
     return backend, slot
 
 
@@ -102,7 +103,6 @@ def test_a_late_model_is_answered_by_the_marked_fallback_within_the_deadline_and
     api_keys: dict[str, str],
 ) -> None:
     npc, slot = slow_npc
-    asyncio.run(npc.predict(get_family(NPC).example_inputs(rows=2)))  # learns it is slow
     settings = settings_with_keys(key_file)
     app = create_app(_plane(backends, npc, settings), settings)
     headers = {"Authorization": f"Bearer {api_keys['ops']}", "X-Deadline-Ms": "5"}
@@ -149,7 +149,6 @@ def test_v2_answers_with_the_fallback_when_settings_ask_and_says_so_in_parameter
     api_keys: dict[str, str],
 ) -> None:
     npc, _ = slow_npc
-    asyncio.run(npc.predict(get_family(NPC).example_inputs(rows=2)))
     changes = {"families": {NPC: {"on_miss": {"v2": "fallback"}}}}
     serving = settings_with_keys(key_file, **changes)
     headers = {"Authorization": f"Bearer {api_keys['ops']}", "X-Deadline-Ms": "5"}
@@ -168,7 +167,6 @@ def test_work_that_expires_in_the_queue_never_runs_on_the_model(
 ) -> None:
     """Five requests meet a one-thread pool: the first runs, the rest expire queued."""
     npc, slot = slow_npc
-    asyncio.run(npc.predict(get_family(NPC).example_inputs(rows=2)))
     assert slot.slow is not None
     slot.slow.calls.clear()
     plane = _plane(backends, npc, ServingSettings())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,17 +39,21 @@ def slow_version(model_source: DirectoryModelSource) -> str:
     return "slow"
 
 
+@contextlib.contextmanager
 def _variant(
     gateway: ServeGateway, ray_cluster: str, npc: FamilyServing, version: str
-) -> ServeGateway:
-    """The session app redeployed with other NPC serving settings."""
+) -> Iterator[ServeGateway]:
+    """The session app redeployed with other NPC serving settings, then as it was."""
     families = {**gateway.settings.families, NPC: npc}
     settings = gateway.settings.model_copy(update={"families": families})
     variant = ServeGateway(
         settings, SourceSpec.model_validate(gateway.source.model_dump()), ray_cluster
     )
     variant.deploy({**gateway.versions, NPC: version})
-    return variant
+    try:
+        yield variant
+    finally:
+        gateway.deploy(gateway.versions)  # the session app, as it was
 
 
 @pytest.fixture
@@ -61,11 +66,8 @@ def elastic(gateway: ServeGateway, ray_cluster: str) -> Iterator[ServeGateway]:
         service_time_ms=2.0,
         scale_down_cooldown_s=2.0,
     )
-    variant = _variant(gateway, ray_cluster, FamilyServing(autoscaling=policy), "1")
-    try:
+    with _variant(gateway, ray_cluster, FamilyServing(autoscaling=policy), "1") as variant:
         yield variant
-    finally:
-        gateway.deploy(gateway.versions)  # the session app, as it was
 
 
 def test_queued_load_adds_replicas_and_idleness_removes_them(
@@ -96,11 +98,8 @@ def tiny_queue(
     npc = FamilyServing(
         placement="deployment", max_ongoing_requests=1, max_queued_requests=2, max_batch_rows=8
     )
-    variant = _variant(gateway, ray_cluster, npc, slow_version)
-    try:
+    with _variant(gateway, ray_cluster, npc, slow_version) as variant:
         yield variant
-    finally:
-        gateway.deploy(gateway.versions)
 
 
 def test_a_full_queue_answers_the_fallback_on_the_game_api_and_503_on_v2(
@@ -137,11 +136,8 @@ def slow_deployment(
 ) -> Iterator[ServeGateway]:
     # One request per batch: the rest wait in Serve's batch queue, as on a busy replica.
     npc = FamilyServing(placement="deployment", max_batch_rows=1, batch_wait_timeout_s=0.0)
-    variant = _variant(gateway, ray_cluster, npc, slow_version)
-    try:
+    with _variant(gateway, ray_cluster, npc, slow_version) as variant:
         yield variant
-    finally:
-        gateway.deploy(gateway.versions)
 
 
 def test_work_that_expires_in_a_family_replicas_batch_queue_never_runs(
