@@ -10,7 +10,7 @@ from models.errors import ModelArtifactError
 from models.export import ParityReport
 from models.family import AnyTrainableFamily, TrainedModel
 from models.runtime import OnnxModel
-from models.training import TrainSettings
+from models.training import Dataset, EpochCallback, TrainSettings
 
 
 @dataclass
@@ -32,14 +32,20 @@ class ModelBuild:
         return hashlib.sha256(self.onnx_model).hexdigest()
 
 
-def build(family: AnyTrainableFamily, settings: TrainSettings) -> ModelBuild:
-    """Train ``family`` and evaluate the exported ONNX model, not the torch one.
+def build(
+    family: AnyTrainableFamily,
+    settings: TrainSettings,
+    extra: Dataset | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> ModelBuild:
+    """Train ``family`` (on ``extra`` too, when given) and evaluate the exported ONNX
+    model, not the torch one.
 
     The ONNX model is what serves, so its figures are the ones recorded.
     Raises when parity fails: such a model must never be registered.
     """
     started = time.perf_counter()
-    trained = family.train(settings)
+    trained = family.train(settings, extra, on_epoch)
     train_seconds = time.perf_counter() - started
     onnx_model = trained.export()
     parity = trained.parity(onnx_model)

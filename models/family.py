@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from models.contract import FamilyContract
 from models.errors import ModelNotFoundError
 from models.runtime import Predictor
-from models.training import Dataset, TrainSettings
+from models.training import Dataset, EpochCallback, TrainSettings
 
 if TYPE_CHECKING:
     # Networks, training and export only: serving processes never load torch.
@@ -163,13 +163,27 @@ class TrainableFamily(ModelFamily[RequestT, ResponseT]):
     def example_inputs(self, rows: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
         return self.make_dataset(max(rows, 2), seed).inputs
 
-    def train(self, settings: TrainSettings) -> TrainedModel:
+    def label(self, inputs: dict[str, np.ndarray]) -> Dataset | None:
+        """Targets for inputs from elsewhere (recorded traffic), where the family can make
+        them (a teacher); None where it cannot."""
+        return None
+
+    def train(
+        self,
+        settings: TrainSettings,
+        extra: Dataset | None = None,
+        on_epoch: EpochCallback | None = None,
+    ) -> TrainedModel:
+        """Train on ``settings.train_samples`` generated rows, plus ``extra`` (labelled
+        recorded traffic) when given."""
         from models.fitting import fit, seed_everything
 
         seed_everything(settings.seed)
         data = self.make_dataset(settings.train_samples, settings.seed)
+        if extra is not None:
+            data = data.concat(extra)
         module = self.build_module()
-        history = fit(module, data, self.loss, settings)
+        history = fit(module, data, self.loss, settings, on_epoch)
         return TrainedModel(family=self, module=module, settings=settings, loss_history=history)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-from models.training import Dataset, TrainSettings
+from models.training import Dataset, EpochCallback, TrainSettings
 
 # Computes the loss of one mini-batch: (module, inputs, targets) -> scalar.
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor]
@@ -25,8 +25,12 @@ def fit(
     data: Dataset,
     loss_fn: LossFn,
     settings: TrainSettings,
+    on_epoch: EpochCallback | None = None,
 ) -> list[float]:
-    """Train ``module`` in place with Adam; return the mean loss of each epoch."""
+    """Train ``module`` in place with Adam; return the mean loss of each epoch.
+
+    ``on_epoch(epoch, loss)`` hears of each finished epoch (1-based): progress bars.
+    """
     torch.set_num_threads(settings.threads)
     generator = torch.Generator().manual_seed(settings.seed)
     inputs = _to_tensors(data.inputs)
@@ -52,6 +56,8 @@ def fit(
             batches += 1
         scheduler.step()
         history.append(total / batches)
+        if on_epoch is not None:
+            on_epoch(len(history), history[-1])
     module.eval()
     return history
 

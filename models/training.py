@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+# Told of each finished epoch (1-based) and its mean loss: how progress reaches a console.
+EpochCallback = Callable[[int, float], None]
 
 
 class TrainSettings(BaseModel):
@@ -29,3 +33,12 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
+
+    def concat(self, other: Dataset) -> Dataset:
+        """Both datasets' rows; ``other`` must have the same inputs and targets."""
+        if set(other.inputs) != set(self.inputs) or set(other.targets) != set(self.targets):
+            raise ValueError("datasets differ in their inputs or targets")
+        return Dataset(
+            inputs={k: np.concatenate([v, other.inputs[k]]) for k, v in self.inputs.items()},
+            targets={k: np.concatenate([v, other.targets[k]]) for k, v in self.targets.items()},
+        )

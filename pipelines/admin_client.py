@@ -12,6 +12,20 @@ from pipelines.settings import Settings
 from pipelines.stack_state import StackState
 
 
+def game_api(settings: Settings) -> tuple[str, str | None]:
+    """(URL, key) of the game API of ``settings.api_url``, or of the stack running here."""
+    url = settings.api_url
+    if url is None:
+        state = StackState.read(settings)
+        if state is None:
+            raise RegistryUnavailableError(
+                "api_url: no running stack here; run `gameserve up` or set GAMESERVE_API_URL"
+            )
+        url = state.api_url
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return url, key or stored_admin_key(settings)
+
+
 class AdminClient:
     def __init__(self, url: str, key: str | None, timeout_s: float = 30.0) -> None:
         self.url = url.rstrip("/") + "/v1/admin"

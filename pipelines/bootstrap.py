@@ -11,6 +11,7 @@ from models import FAMILIES
 from models.errors import ModelNotFoundError
 from models.family import AnyFamily, TrainableFamily
 from models.training import TrainSettings
+from pipelines import progress
 from pipelines.registry import CHAMPION, ModelRegistry, ResolvedModel
 from pipelines.training import train_and_register
 
@@ -58,7 +59,8 @@ def ensure_champions(
             settings.epochs,
         )
         started = time.monotonic()
-        registered = train_and_register(family, settings, registry)
+        with progress.training(family.name, settings.epochs) as on_epoch:
+            registered = train_and_register(family, settings, registry, on_epoch=on_epoch)
         registry.promote(family.name, registered.version)
         logger.info(
             "%s: v%s trained and made champion in %.0f s (%s %.3f)",

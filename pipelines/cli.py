@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from models import FAMILIES, trainable_family
 from models.errors import GameserveError
-from pipelines import key_commands, stack_commands
+from pipelines import key_commands, progress, stack_commands
 from pipelines.admin_client import AdminClient
 from pipelines.report import quiet_third_parties, table
 from pipelines.settings import Settings
@@ -37,7 +37,8 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     builds: list[ModelBuild] = []
     trainable = sorted(name for name, family in FAMILIES.items() if family.trainable)
     for name in args.family or trainable:
-        result = build(trainable_family(name), settings.train)
+        with progress.training(name, settings.train.epochs) as on_epoch:
+            result = build(trainable_family(name), settings.train, on_epoch=on_epoch)
         path = settings.exports_dir / f"{name}.onnx"
         path.write_bytes(result.onnx_model)
         (settings.exports_dir / f"{name}.metrics.json").write_text(
@@ -56,23 +57,30 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     return stack_commands.up(settings, exit_after_start=args.exit_after_start)
 
 
-def _status(settings: Settings, _: argparse.Namespace) -> int:
-    return stack_commands.status(settings)
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    return stack_commands.status(settings, as_json=args.json)
 
 
 def _down(settings: Settings, _: argparse.Namespace) -> int:
     return stack_commands.down(settings)
 
 
-def _models(settings: Settings, _: argparse.Namespace) -> int:
+def _models(settings: Settings, args: argparse.Namespace) -> int:
     """List every version of every family with its aliases."""
     registry = _registry(settings)
     if registry is None:
         return 1
+    versions = [v for name in sorted(FAMILIES) for v in registry.list_versions(name)]
+    if args.json:
+        listed = [
+            {"family": v.family, "version": v.version, "aliases": v.aliases, "tags": v.tags}
+            for v in versions
+        ]
+        print(json.dumps(listed, indent=2))
+        return 0
     rows = [
         (v.family, v.version, ",".join(v.aliases), v.tags.get("gameserve.data_seed", ""))
-        for name in sorted(FAMILIES)
-        for v in registry.list_versions(name)
+        for v in versions
     ]
     print(table(("family", "version", "aliases", "seed"), rows))
     return 0
@@ -101,7 +109,12 @@ def _rollout(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "status":
         from pipelines.rollout.commands import describe
 
-        print(describe(admin.status(args.family)))
+        if args.watch:
+            from pipelines.rollout.watch import watch_rollout
+
+            return watch_rollout(admin, args.family, settings, args.watch_s)
+        status = admin.status(args.family)
+        print(json.dumps(status, indent=2) if args.json else describe(status))
     else:
         print(admin.command(args.family, args.action))
     return 0
@@ -155,13 +168,23 @@ def _parser() -> argparse.ArgumentParser:
         ("down", _down, "stop a stack started in the background"),
         ("models", _models, "list model versions and their aliases"),
     ):
-        commands.add_parser(name, help=text).set_defaults(handler=handler)
+        command = commands.add_parser(name, help=text)
+        command.set_defaults(handler=handler)
+        if name != "down":
+            command.add_argument("--json", action="store_true", help="print JSON, for scripts")
     rollout = commands.add_parser("rollout", help="start, watch and steer canary rollouts")
     rollout.add_argument(
         "action", choices=("start", "status", "pause", "resume", "abort", "promote")
     )
     rollout.add_argument("family", choices=sorted(FAMILIES))
     rollout.add_argument("version", nargs="?", help="with start: the version to roll out")
+    rollout.add_argument("--json", action="store_true", help="with status: print JSON")
+    rollout.add_argument(
+        "--watch", action="store_true", help="with status: follow the rollout until it ends"
+    )
+    rollout.add_argument(
+        "--watch-s", type=float, default=3600.0, help="with --watch: give up after this long"
+    )
     rollout.set_defaults(handler=_rollout)
     rollback = commands.add_parser("rollback", help="make the previous champion serve again")
     rollback.add_argument("family", choices=sorted(FAMILIES))

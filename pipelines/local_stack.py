@@ -77,6 +77,9 @@ class LocalStack:
             auth = serving.auth.model_copy(update={"keys_file": key_file(settings)})
             serving = serving.model_copy(update={"auth": auth})
             self.new_admin_key = ensure_admin_key(settings)
+        if serving.payload_log.dir is None:
+            payloads = serving.payload_log.model_copy(update={"dir": settings.payloads_dir})
+            serving = serving.model_copy(update={"payload_log": payloads})
         if settings.ray.address is None:
             stop_leftovers(settings.data_dir)  # a killed stack's HAProxy holds the API port
         for field, host, port in (
@@ -108,7 +111,9 @@ class LocalStack:
             self.dashboard_url,
         )
         self.gateway.deploy({c.resolved.family: c.resolved.version for c in self.champions})
-        self.controller = RolloutController(self.registry, self.gateway, settings.rollout)
+        self.controller = RolloutController(
+            self.registry, self.gateway, settings.rollout, serving.payload_log.dir
+        )
         self.controller.start()
         self._exit.callback(self.controller.stop)
         keys = KeyStore(key_file(settings)) if serving.auth.mode == "on" else None

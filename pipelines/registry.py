@@ -33,7 +33,7 @@ from models.errors import (
 )
 from models.runtime import open_verified
 from pipelines.model_cache import MODEL_FILE, ModelCache, sha256_of
-from pipelines.rollout.record import RolloutRecord, recent_rollouts
+from pipelines.rollout.record import RolloutRecord, recent_rollouts, rollout_steps
 from pipelines.settings import TrackingSettings
 from pipelines.signing import VersionSigner
 from pipelines.tracking_server import MlflowCredentials
@@ -343,6 +343,10 @@ class ModelRegistry:
     def recent_rollouts(self, family: str, limit: int = 5) -> list[dict[str, str]]:
         """The family's latest rollout runs, newest first."""
         return recent_rollouts(self._client, family, limit)
+
+    def rollout_steps(self, run_id: str) -> dict[str, list[tuple[int, float]]]:
+        """A rollout run's judged figures per step (champion_p99_ms, challenger_error_rate...)."""
+        return rollout_steps(self._client, run_id)
 
     def record_event(
         self, family: str, version: str, event: str, details: dict[str, object] | None = None

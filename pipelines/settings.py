@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         description="A running stack's admin API, for the CLI and notebooks; unset: the "
         "stack running from this data dir.",
     )
+    api_url: str | None = Field(
+        default=None,
+        description="A running stack's game API, for notebooks; unset: the stack running "
+        "from this data dir.",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         description="The key the CLI and notebooks send; unset: <data_dir>/admin.key.",
@@ -98,6 +103,11 @@ class Settings(BaseSettings):
     @property
     def exports_dir(self) -> Path:
         return self.data_dir / "exports"
+
+    @property
+    def payloads_dir(self) -> Path:
+        """Recorded requests (serving.payload_log), absolute: replicas run elsewhere."""
+        return (self.data_dir / "payloads").resolve()
 
     @property
     def mlflow_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -65,6 +66,7 @@ def up(settings: Settings, *, exit_after_start: bool) -> int:
         ]
         print(table(("family", "champion", "origin", "quality"), rows))
         print(f"\nAPI:            {stack.gateway.url}  (OpenAPI: {stack.gateway.url}/docs)")
+        print(f"Metrics:        {stack.gateway.url}/metrics  (Prometheus; a read key)")
         print(f"Ray dashboard:  {stack.dashboard_url}")
         print(f"MLflow UI:      {stack.tracking_uri}")
         if stack.admin is not None:
@@ -120,26 +122,60 @@ def up_detached(settings: Settings, timeout_s: float = 600.0) -> int:
     return 1
 
 
-def status(settings: Settings) -> int:
+def status(settings: Settings, as_json: bool = False) -> int:
     """What runs: processes, endpoints, and each family's serving version."""
+    report = status_report(settings)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_status(report)
+    return 0 if report["running"] and report.get("models") is not None else 1
+
+
+def status_report(settings: Settings) -> dict[str, Any]:
+    """``gameserve status`` as data: ``running`` false, or the addresses and the models."""
     state = StackState.read(settings)
     if state is None or not running(state.pid):
-        print("gameserve is not running here" + (" (stale state file)" if state else ""))
-        return 1
-    print(f"gameserve is up (pid {state.pid})")
-    print(f"API:            {state.api_url}")
-    print(f"Ray dashboard:  {state.dashboard_url}")
-    mlflow_health = "healthy" if is_healthy(state.tracking_uri) else "NOT RESPONDING"
-    print(f"MLflow UI:      {state.tracking_uri}  ({mlflow_health})")
-    print(f"Admin API:      {state.admin_url}/v1/admin")
+        return {"running": False, "stale_state": state is not None}
+    report: dict[str, Any] = {
+        "running": True,
+        "pid": state.pid,
+        "api_url": state.api_url,
+        "metrics_url": f"{state.api_url}/metrics",
+        "dashboard_url": state.dashboard_url,
+        "tracking_uri": state.tracking_uri,
+        "mlflow_healthy": is_healthy(state.tracking_uri),
+        "admin_url": f"{state.admin_url}/v1/admin",
+        "models": None,
+    }
     try:
         key = stored_admin_key(settings)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         answer = requests.get(f"{state.api_url}/v1/models", headers=headers, timeout=10)
-        models = answer.json()["models"]
+        report["models"] = answer.json()["models"]
     except (requests.RequestException, ValueError, KeyError) as exc:
-        print(f"API not answering: {exc}")
-        return 1
+        report["api_error"] = str(exc)
+    return report
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    if not report["running"]:
+        print(
+            "gameserve is not running here"
+            + (" (stale state file)" if report["stale_state"] else "")
+        )
+        return
+    print(f"gameserve is up (pid {report['pid']})")
+    print(f"API:            {report['api_url']}")
+    print(f"Metrics:        {report['metrics_url']}")
+    print(f"Ray dashboard:  {report['dashboard_url']}")
+    mlflow_health = "healthy" if report["mlflow_healthy"] else "NOT RESPONDING"
+    print(f"MLflow UI:      {report['tracking_uri']}  ({mlflow_health})")
+    print(f"Admin API:      {report['admin_url']}")
+    models = report["models"]
+    if models is None:
+        print(f"API not answering: {report['api_error']}")
+        return
     rows = [
         (
             m["name"], m["version"], m["replicas"], m["device"], m["ready"], m["healthy"],
@@ -154,7 +190,6 @@ def status(settings: Settings) -> int:
     for model in models:
         if model["problem"]:
             print(f"{model['name']}: {model['problem']}")
-    return 0
 
 
 def down(settings: Settings, timeout_s: float = 120.0) -> int:

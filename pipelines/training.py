@@ -19,7 +19,7 @@ from models.build import ModelBuild, build
 from models.contract import TensorSpec
 from models.family import AnyFamily, AnyTrainableFamily
 from models.runtime import choose_providers, open_verified
-from models.training import TrainSettings
+from models.training import Dataset, EpochCallback, TrainSettings
 from pipelines.registry import (
     TAG_CONTRACT,
     TAG_FAMILY,
@@ -43,13 +43,21 @@ class RegisteredVersion:
 
 
 def train_and_register(
-    family: AnyTrainableFamily, settings: TrainSettings, registry: ModelRegistry
+    family: AnyTrainableFamily,
+    settings: TrainSettings,
+    registry: ModelRegistry,
+    extra: Dataset | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> RegisteredVersion:
-    """Train ``family`` from scratch and register the result as a new version."""
-    return register_build(build(family, settings), registry)
+    """Train ``family`` from scratch (with ``extra``, labelled recorded traffic, if given)
+    and register the result as a new version."""
+    built = build(family, settings, extra, on_epoch)
+    return register_build(built, registry, extra_rows=len(extra or ()))
 
 
-def register_build(result: ModelBuild, registry: ModelRegistry) -> RegisteredVersion:
+def register_build(
+    result: ModelBuild, registry: ModelRegistry, extra_rows: int = 0
+) -> RegisteredVersion:
     """Log a build as one MLflow run and register its ONNX model."""
     settings = result.trained.settings
     return register_onnx(
@@ -57,7 +65,7 @@ def register_build(result: ModelBuild, registry: ModelRegistry) -> RegisteredVer
         result.onnx_model,
         registry,
         metrics=result.metrics,
-        params=settings.model_dump(),
+        params={**settings.model_dump(), "recorded_rows": extra_rows},
         seed=settings.seed,
         loss_history=result.trained.loss_history,
     )

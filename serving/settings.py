@@ -68,6 +68,10 @@ class FamilyServing(BaseModel):
         "best_effort is shed first, then normal; critical keeps its deadline.",
     )
     on_miss: OnMiss = Field(default_factory=OnMiss)
+    payload_sample: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Share of answered requests recorded; None: payload_log.sample.",
+    )  # fmt: skip
     autoscaling: QueueDepthSettings | None = Field(
         default=None, description="Queue-depth autoscaling; None keeps num_replicas fixed."
     )
@@ -148,6 +152,25 @@ class LimitSettings(BaseModel):
     )
 
 
+class PayloadLogSettings(BaseModel):
+    """Recording answered requests for replay and training (serving/dataplane/payload_log.py)."""
+
+    dir: Path | None = Field(
+        default=None,
+        description="Where each ingress replica writes Parquet files; None records nothing. "
+        "The local stack uses <data_dir>/payloads. Files are local to the replica's node.",
+    )
+    sample: float = Field(
+        default=0.01, ge=0, le=1,
+        description="Share of answered requests recorded, for a family that sets none.",
+    )  # fmt: skip
+    max_queue: int = Field(
+        default=10_000, ge=1, description="Records waiting for the writer; beyond, dropped."
+    )
+    rotate_rows: int = Field(default=50_000, ge=1, description="Rows per file at most.")
+    rotate_s: float = Field(default=60.0, gt=0, description="A file is written this often.")
+
+
 class GameTimeSettings(BaseModel):
     """Deadlines, fallbacks and shedding (serving/dataplane/game_time.py, admission.py)."""
 
@@ -211,6 +234,7 @@ class ServingSettings(BaseModel):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     game_time: GameTimeSettings = Field(default_factory=GameTimeSettings)
+    payload_log: PayloadLogSettings = Field(default_factory=PayloadLogSettings)
     proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
         default="HeadOnly",
         description="Where Serve runs HTTP proxies. HeadOnly keeps GPU workers free of "
@@ -270,6 +294,11 @@ class ServingSettings(BaseModel):
             on_miss_v2=family.on_miss.v2,
             reserve_ms=self.game_time.fallback_reserve_ms,
         )
+
+    def payload_sample(self, name: str) -> float:
+        """The share of ``name``'s answered requests the payload log records."""
+        own = self.family(name).payload_sample
+        return self.payload_log.sample if own is None else own
 
 
 def family_defaults(name: str) -> FamilyServing:

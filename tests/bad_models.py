@@ -6,9 +6,12 @@ import torch
 
 from models import trainable_family
 from models.export import export_onnx
+from models.npc import SENSE_RANGE_M, F
 
 NPC = trainable_family("npc-behavior")
 ATTACK = 4
+ENEMY0_DISTANCE = F["enemy0_distance"]
+POINT_BLANK = 0.5 / SENSE_RANGE_M  # as a share of the sense range, as features hold it
 
 
 class NanForWoundedNpcs(torch.nn.Module):
@@ -22,6 +25,23 @@ class NanForWoundedNpcs(torch.nn.Module):
         probs = self.policy(observation)
         wounded = observation[:, :1] < 0.3
         return torch.where(wounded, torch.full_like(probs, float("nan")), probs)
+
+
+class NanAtPointBlank(torch.nn.Module):
+    """The champion's behaviour, but NaN when the nearest enemy is within half a metre.
+
+    The family's generator never places an enemy that close (its nearest is 1.5 m
+    away), so every synthetic gate passes it; players in a melee meet it at once.
+    """
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        probs = self.policy(observation)
+        nearest = observation[:, ENEMY0_DISTANCE : ENEMY0_DISTANCE + 1]
+        return torch.where(nearest < POINT_BLANK, torch.full_like(probs, float("nan")), probs)
 
 
 class Slow(torch.nn.Module):

@@ -163,6 +163,14 @@ class NpcBehavior(TrainableFamily[NpcActRequest, NpcActResponse]):
             targets={"action": labels.astype(np.int64), "teacher": probs.argmax(axis=1)},
         )
 
+    def label(self, inputs: dict[str, np.ndarray]) -> Dataset:
+        """The teacher's choice for each observation, as recorded traffic has no labels."""
+        teacher = teacher_probabilities(inputs["observation"]).argmax(axis=1)
+        return Dataset(
+            inputs={"observation": inputs["observation"].astype(np.float32)},
+            targets={"action": teacher.astype(np.int64), "teacher": teacher},
+        )
+
     def build_module(self) -> torch.nn.Module:
         from models.npc.network import PolicyNet
 

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
@@ -56,11 +57,17 @@ class RolloutResult:
 
 class RolloutController:
     def __init__(
-        self, registry: ModelRegistry, gateway: ServeGateway, settings: RolloutSettings
+        self,
+        registry: ModelRegistry,
+        gateway: ServeGateway,
+        settings: RolloutSettings,
+        recorded: Path | None = None,
     ) -> None:
         self.registry = registry
         self.gateway = gateway
         self.settings = settings
+        # The payload log's folder: pre-flight replays recorded traffic from it.
+        self.recorded = recorded
         self.history: list[RolloutResult] = []
         # Versions refused once are not tried again while their alias stays put:
         # a retry every poll would only repeat the failure (and its MLflow run).
@@ -192,7 +199,10 @@ class RolloutController:
             return self._roll_back(family, champion, challenger, record, refusal)
         record.event("challenger_started")
         for index, step in enumerate(plan.steps):
-            self.gateway.set_traffic(family, step.weight, step.shadow, salt=record.run_id)
+            self.gateway.set_traffic(
+                family, step.weight, step.shadow, salt=record.run_id, step=index,
+                step_name=step.name,
+            )  # fmt: skip
             self.gateway.rollout_metrics(family, reset=True)
             record.publish(challenger, step.name)
             record.event("step_started", index=index, name=step.name)
@@ -226,7 +236,9 @@ class RolloutController:
         try:
             if gates.enabled:
                 record.publish(challenger, "preflight")
-                report = preflight(self.registry, family, champion, challenger, gates)
+                report = preflight(
+                    self.registry, family, champion, challenger, gates, self.recorded
+                )
                 record.metrics(report.metrics)
                 record.event("preflight", checks=report.checks)
                 if not report.passed:

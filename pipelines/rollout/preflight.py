@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models import get_family
 from models.errors import GameserveError
 from models.export import PARITY_TOLERANCE
-from models.runtime import open_verified
+from models.runtime import OnnxModel, open_verified
 from pipelines.registry import TAG_CONTRACT, ModelRegistry
+from pipelines.rollout.replay import ReplayResult, replay
 from pipelines.rollout.settings import Preflight
 
 
@@ -30,9 +32,15 @@ class PreflightReport:
 
 
 def preflight(
-    registry: ModelRegistry, family_name: str, champion: str, challenger: str, gates: Preflight
+    registry: ModelRegistry,
+    family_name: str,
+    champion: str,
+    challenger: str,
+    gates: Preflight,
+    recorded: Path | None = None,
 ) -> PreflightReport:
-    """Contract, artifact and parity, and quality on the family's evaluation set."""
+    """Contract, artifact and parity, quality on the family's evaluation set, and the
+    challenger's behaviour on recorded traffic (``recorded``: the payload log's folder)."""
     family = get_family(family_name)
     report = PreflightReport()
     contracts = {
@@ -58,8 +66,9 @@ def preflight(
         )
     headline = family.headline_metric
     scores = {}
+    models: dict[str, OnnxModel] = {}
     for role, version in (("champion", champion), ("challenger", challenger)):
-        model = open_verified(
+        model = models[role] = open_verified(
             paths[version], family.contract, family.example_inputs(rows=2),
             label=f"{role} v{version}", prefer_gpu=False,
         )  # fmt: skip
@@ -74,12 +83,38 @@ def preflight(
     if headline is None:
         # No evaluation set: the canary's live gates are the whole judgement.
         report.add("quality", True, "no offline evaluation declared; judged on live traffic")
-        return report
-    floor = scores["champion"] - gates.quality_tolerance
-    report.add(
-        "quality",
-        scores["challenger"] >= floor,
-        f"{headline} {scores['challenger']:.4f} vs champion {scores['champion']:.4f} "
-        f"(floor {floor:.4f})",
-    )
+    else:
+        floor = scores["champion"] - gates.quality_tolerance
+        report.add(
+            "quality",
+            scores["challenger"] >= floor,
+            f"{headline} {scores['challenger']:.4f} vs champion {scores['champion']:.4f} "
+            f"(floor {floor:.4f})",
+        )
+    if recorded is not None and gates.replay_requests > 0:
+        _judge_replay(report, replay(recorded, family, models, gates.replay_requests), gates)
     return report
+
+
+def _judge_replay(report: PreflightReport, result: ReplayResult | None, gates: Preflight) -> None:
+    if result is None:
+        report.add("replay", True, "no recorded traffic yet")
+        return
+    report.metrics.update(result.metrics())
+    invalid = result.invalid_rate("challenger")
+    if invalid > gates.replay_max_invalid_rate:
+        report.add(
+            "replay",
+            False,
+            f"{result.invalid_rows['challenger']} of {result.rows} recorded rows invalid "
+            f"({result.requests} requests; limit {gates.replay_max_invalid_rate:.2%})",
+        )
+        return
+    divergence = result.divergence
+    ok = divergence is None or divergence <= gates.replay_max_divergence
+    report.add(
+        "replay",
+        ok,
+        f"divergence {divergence if divergence is None else round(divergence, 4)} from the "
+        f"champion on {result.rows} recorded rows (limit {gates.replay_max_divergence})",
+    )

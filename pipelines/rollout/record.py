@@ -121,6 +121,17 @@ def recent_rollouts(client: MlflowClient, family: str, limit: int) -> list[dict[
             "challenger": r.data.tags.get("gameserve.challenger", ""),
             "decision": r.data.tags.get("gameserve.decision", "running"),
             "reason": r.data.tags.get("gameserve.reason", ""),
+            "run_id": r.info.run_id,
         }
         for r in runs
     ]
+
+
+def rollout_steps(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Each figure the rollout judged (``champion_p99_ms``...), as (step, value) per step."""
+    run = client.get_run(run_id)
+    figures = [k for k in run.data.metrics if k.startswith(("champion_", "challenger_"))]
+    return {
+        name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+        for name in sorted(figures)
+    }

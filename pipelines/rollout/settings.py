@@ -42,6 +42,18 @@ class Preflight(BaseModel):
     )
     eval_samples: int = Field(default=5_000, ge=100)
     eval_seed: int = 12_345
+    replay_requests: int = Field(
+        default=2_000, ge=0,
+        description="The last recorded requests (serving.payload_log) both versions replay "
+        "offline; 0 skips the replay.",
+    )  # fmt: skip
+    replay_max_invalid_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of replayed rows the challenger may break."
+    )
+    replay_max_divergence: float = Field(
+        default=0.3, ge=0,
+        description="Mean behaviour divergence from the champion allowed on replayed rows.",
+    )  # fmt: skip
 
 
 def default_steps() -> list[RolloutStep]:

@@ -1,15 +1,21 @@
-"""The one place measurements from every replica meet: rollout windows and game-time counts."""
+"""The one place measurements from every replica meet: rollout windows, game-time counts,
+request telemetry, and where each rollout stands."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
+from collections import Counter
 from typing import Any, cast
 
 import ray
 
 from serving.dataplane.game_time import FamilyCounts, GameTimeCounters
+from serving.dataplane.payload_log import PayloadLog
 from serving.dataplane.rollout_metrics import FamilyWindow, MetricsWindows, RolloutWindow
+from serving.dataplane.telemetry import MetricsSnapshot, RolloutGauges, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -17,12 +23,20 @@ COLLECTOR_NAME = "gameserve-rollout-metrics"
 NAMESPACE = "gameserve"
 FLUSH_INTERVAL_S = 0.25
 HEAD_NODE_RESOURCE = "node:__internal_head__"
+# A replica silent this long is gone (stopped, or killed): its gauges no longer count.
+REPLICA_SILENT_S = 5.0
 
 
 class _Collector:
     def __init__(self) -> None:
         self.windows = MetricsWindows()
         self.game_time = GameTimeCounters()
+        self.telemetry = Telemetry()
+        # replica id -> (last heard on the monotonic clock, its requests in flight by family)
+        self.heard: dict[str, tuple[float, dict[str, int]]] = {}
+        self.rollouts: dict[str, RolloutGauges] = {}
+        self.judged: dict[str, RolloutWindow] = {}
+        self.payloads: dict[str, dict[tuple[str, str], int]] = {}
 
     def merge(self, windows: dict[str, FamilyWindow]) -> None:
         self.windows.merge(windows)
@@ -34,11 +48,61 @@ class _Collector:
         """Every replica's counts since the collector started, by family."""
         return self.game_time.families
 
+    def merge_telemetry(
+        self,
+        replica: str,
+        drained: Telemetry,
+        in_flight: dict[str, int],
+        payloads: dict[tuple[str, str], int] | None = None,
+    ) -> None:
+        self.telemetry.merge(drained)
+        self.heard[replica] = (time.monotonic(), in_flight)
+        if payloads:  # a replica's running totals: the last word of a dead one stays counted
+            self.payloads[replica] = payloads
+
+    def set_rollout(self, family: str, gauges: RolloutGauges | None) -> None:
+        if gauges is None:
+            self.rollouts.pop(family, None)
+            self.judged.pop(family, None)
+        else:
+            self.rollouts[family] = gauges
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Totals since the collector started, and the gauges of the replicas still heard."""
+        now = time.monotonic()
+        live = {r: load for r, (at, load) in self.heard.items() if now - at < REPLICA_SILENT_S}
+        in_flight: Counter[str] = Counter()
+        for load in live.values():
+            in_flight.update(load)
+        rollouts = {
+            family: dataclasses.replace(gauges, judged=_judged(self.judged.get(family)))
+            for family, gauges in self.rollouts.items()
+        }
+        payloads: Counter[tuple[str, str]] = Counter()
+        for totals in self.payloads.values():
+            payloads.update(totals)
+        return MetricsSnapshot(
+            payloads=dict(payloads),
+            telemetry=self.telemetry,
+            game_time=self.game_time.families,
+            in_flight=dict(in_flight),
+            ingress_replicas=len(live),
+            rollouts=rollouts,
+        )
+
     def read(self, family: str, reset: bool) -> RolloutWindow:
         summary = self.windows.family(family).summary()
         if reset:
             self.windows.families.pop(family, None)
+        else:  # what the controller judges (a reset starts a step: nothing judged yet)
+            self.judged[family] = summary
         return summary
+
+
+def _judged(window: RolloutWindow | None) -> dict[str, dict[str, float]]:
+    if window is None:
+        return {}
+    return {"champion": window.champion.figures(), "challenger": window.challenger.figures()}
 
 
 def collector() -> Any:
@@ -54,14 +118,24 @@ def collector() -> Any:
 
 
 async def flush_forever(
-    windows: MetricsWindows | None = None, game_time: GameTimeCounters | None = None
+    windows: MetricsWindows | None = None,
+    game_time: GameTimeCounters | None = None,
+    telemetry: tuple[str, Telemetry] | None = None,
+    payloads: PayloadLog | None = None,
 ) -> None:
-    """Ship what a replica measured to the collector, a few times a second."""
+    """Ship what a replica measured to the collector, a few times a second.
+
+    ``telemetry`` is (this replica's id, its telemetry); it is sent every time,
+    as the heartbeat that keeps the replica's gauges counted.
+    """
     target = collector()
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_S)
         drained = windows.drain() if windows is not None else {}
         counts = game_time.drain() if game_time is not None else {}
+        if telemetry is not None:
+            recorded = payloads.counts() if payloads is not None else {}
+            await _flush_telemetry(target, *telemetry, recorded)
         try:
             if drained:
                 await target.merge.remote(drained)
@@ -74,6 +148,23 @@ async def flush_forever(
             logger.warning("could not flush game-time counts: %s", exc)
             if game_time is not None:
                 game_time.merge(counts)
+
+
+async def _flush_telemetry(
+    target: Any, replica: str, telemetry: Telemetry, payloads: dict[tuple[str, str], int]
+) -> None:
+    drained = telemetry.drain()
+    in_flight = {family: n for family, n in telemetry.in_flight.items() if n}
+    try:
+        await target.merge_telemetry.remote(replica, drained, in_flight, payloads)
+    except Exception as exc:  # kept for the next flush, like the game-time counts
+        logger.warning("could not flush request telemetry: %s", exc)
+        telemetry.merge(drained)
+
+
+async def metrics_snapshot() -> MetricsSnapshot:
+    snapshot: MetricsSnapshot = await collector().snapshot.remote()
+    return snapshot
 
 
 async def game_time_totals() -> dict[str, FamilyCounts]:

@@ -29,6 +29,7 @@ from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME
 from serving.app.plan import plan_application
 from serving.dataplane.rollout_metrics import RolloutWindow
 from serving.dataplane.routing import Route
+from serving.dataplane.telemetry import RolloutGauges
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -114,14 +115,27 @@ class ServeGateway:
             self._routes.pop(family, None)
             self._apply()
 
-    def set_traffic(self, family: str, weight: float, shadow: float, salt: str) -> None:
-        """Send ``weight`` of ``family``'s traffic to its challenger, mirror ``shadow``."""
+    def set_traffic(
+        self,
+        family: str,
+        weight: float,
+        shadow: float,
+        salt: str,
+        step: int = 0,
+        step_name: str = "",
+    ) -> None:
+        """Send ``weight`` of ``family``'s traffic to its challenger, mirror ``shadow``.
+
+        ``step`` and ``step_name`` say where the rollout stands, for its metrics.
+        """
         with self._lock:
             version = self._challengers[family]
             self._routes[family] = Route(
                 challenger_version=version, weight=weight, shadow=shadow, salt=salt
             )
             self._apply()
+            gauges = RolloutGauges(version, step, step_name, weight, shadow)
+            collector().set_rollout.remote(family, gauges)
 
     def stop_challenger(self, family: str, promote: bool) -> None:
         """End a rollout: promote the challenger in place, or drop it; it then drains."""
@@ -134,6 +148,7 @@ class ServeGateway:
             self._routes.pop(family, None)
             self._challengers.pop(family, None)
             self._apply()
+            collector().set_rollout.remote(family, None)
 
     def rollout_metrics(self, family: str, reset: bool = False) -> RolloutWindow:
         """Champion and challenger figures since the last reset, from every ingress."""

@@ -16,7 +16,7 @@ from ray.serve.handle import DeploymentHandle
 
 from models import FAMILIES, get_family
 from models.catalog import install_families
-from serving.app.collector import flush_forever, game_time_totals
+from serving.app.collector import flush_forever, game_time_totals, metrics_snapshot
 from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
 from serving.app.ray_backend import RayBackend, ReplicaWatch
 from serving.app.replica_logging import route_to_serve_log
@@ -26,7 +26,9 @@ from serving.dataplane.colocated import ColocatedBackend
 from serving.dataplane.game_time import GameTimeCounters
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
+from serving.dataplane.payload_log import PayloadLog, PayloadLogConfig
 from serving.dataplane.plane import DataPlane
+from serving.dataplane.telemetry import Telemetry
 from serving.http.app import create_app
 from serving.settings import ServingSettings
 
@@ -51,6 +53,7 @@ class IngressReplica:
         self.colocated: dict[str, tuple[ColocatedBackend, ColocatedBackend]] = {}
         self.watch = ReplicaWatch(serving.app_name)
         self.counters = GameTimeCounters()
+        self.telemetry = Telemetry()
 
         def backends(handles: dict[str, DeploymentHandle[Any]]) -> dict[str, Backend]:
             return {
@@ -68,6 +71,7 @@ class IngressReplica:
             )
             self.colocated[name] = (champion, challenger)
             champion_backends[name], challenger_backends[name] = champion, challenger
+        self.payloads = _payload_log(serving)
         self.plane = DataPlane(
             champion_backends,
             serving.max_rows_per_request,
@@ -76,6 +80,8 @@ class IngressReplica:
             admission=Admission(admission_bounds(serving)),
             counters=self.counters,
             shipped_counts=game_time_totals,
+            telemetry=self.telemetry,
+            payloads=self.payloads,
         )
         self._flusher: asyncio.Task[None] | None = None
         self.settings = serving
@@ -97,7 +103,12 @@ class IngressReplica:
         self.plane.set_routes(parsed.routes)
         await asyncio.gather(*unloads)
         if self._flusher is None:
-            self._flusher = asyncio.create_task(flush_forever(self.plane.metrics, self.counters))
+            replica = serve.get_replica_context().replica_tag
+            self._flusher = asyncio.create_task(
+                flush_forever(
+                    self.plane.metrics, self.counters, (replica, self.telemetry), self.payloads
+                )
+            )
 
     def stats(self, deployment: str) -> dict[str, Any]:
         """Counters of a family served here, named as its deployment would be."""
@@ -106,8 +117,32 @@ class IngressReplica:
         backend = challenger if deployment.endswith(CHALLENGER_SUFFIX) else champion
         return backend.stats()
 
+    def __del__(self) -> None:
+        """Serve's graceful shutdown (SIGTERM, a scale-down, a redeploy): write what is queued."""
+        payloads: PayloadLog | None = getattr(self, "payloads", None)  # None: __init__ failed
+        if payloads is not None:
+            payloads.close()
+
     def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.plane, self.settings)
+        # The collector's totals only, never this replica's unsent rest: a scrape
+        # must never see a counter go down (Prometheus would read it as a reset).
+        return create_app(self.plane, self.settings, metrics=metrics_snapshot)
+
+
+def _payload_log(serving: ServingSettings) -> PayloadLog | None:
+    settings = serving.payload_log
+    if settings.dir is None:
+        return None
+    return PayloadLog(
+        PayloadLogConfig(
+            root=settings.dir,
+            replica=serve.get_replica_context().replica_tag,
+            sample=serving.payload_sample,
+            max_queue=settings.max_queue,
+            rotate_rows=settings.rotate_rows,
+            rotate_s=settings.rotate_s,
+        )
+    )
 
 
 def admission_bounds(serving: ServingSettings) -> AdmissionBounds:

@@ -117,12 +117,14 @@ class FamilyTiming:
         admitted: bool = True,
     ) -> Call:
         """A request's terms: these defaults, less what the request itself set."""
+        received = time.monotonic() if received is None else received
         return Call(
             deadline=Deadline.after(deadline_ms or self.deadline_ms, received),
             priority=priority or self.priority,
             on_miss=self.on_miss(protocol),
             reserve_ms=self.reserve_ms,
             admitted=admitted,
+            received=received,
         )
 
 
@@ -137,6 +139,7 @@ class Call:
     # False when admission found this request's class over its bound: it gets
     # the fallback (or the overload error) without reaching the model.
     admitted: bool = True
+    received: float = field(default_factory=time.monotonic)  # when the ingress received it
 
     def model_time_s(self) -> float:
         """How long the model may take: until the deadline, less the fallback's reserve."""

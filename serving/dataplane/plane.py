@@ -43,8 +43,11 @@ from serving.dataplane.game_time import (
     Protocol,
     parse_priority,
 )
+from serving.dataplane.payload_files import Record
+from serving.dataplane.payload_log import PayloadLog, new_request_id
 from serving.dataplane.rollout_metrics import MetricsWindows
 from serving.dataplane.routing import Route
+from serving.dataplane.telemetry import Observation, Role, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class DataPlane:
         admission: Admission | None = None,
         counters: GameTimeCounters | None = None,
         shipped_counts: Callable[[], Awaitable[dict[str, FamilyCounts]]] | None = None,
+        telemetry: Telemetry | None = None,
+        payloads: PayloadLog | None = None,
     ) -> None:
         self.backends = dict(backends)
         self.max_rows_per_request = max_rows_per_request
@@ -70,6 +75,9 @@ class DataPlane:
         self._timings: dict[str, FamilyTiming] = {}
         self.admission = admission or Admission()
         self.counters = counters or GameTimeCounters()
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
+        # A sampled share of answered requests goes to Parquet, off the request path.
+        self.payloads = payloads
         self._logged: dict[tuple[str, str], float] = {}
         # Counts replicas have already shipped elsewhere (the collector, under Ray).
         self._shipped_counts = shipped_counts
@@ -113,11 +121,24 @@ class DataPlane:
         chosen = parse_priority(priority, timing.priority)
         try:
             ticket = self.admission.admit(chosen)
-        except OverloadedError:
+        except OverloadedError as exc:
             self.counters.family(name).shed[chosen] += 1
+            self.telemetry.record(name, None, "none", exc.code, time.monotonic() - received, 0)
             raise
         call = timing.call(protocol, received, deadline_ms, chosen, ticket.admitted)
         return call, ticket
+
+    def observe(self, name: str, received: float) -> Observation:
+        """Measure one request of ``name`` from ``received`` (see serving.dataplane.telemetry)."""
+        return Observation(self.telemetry, name, received)
+
+    def role(self, name: str, answer: Answer) -> Role:
+        """Who gave ``answer``: the fallback, the rollout's challenger, or the champion."""
+        if answer.source == "fallback":
+            return "fallback"
+        if answer.version is not None and answer.version == self.canary.challenger_version(name):
+            return "challenger"
+        return "champion"
 
     async def infer(
         self,
@@ -145,6 +166,21 @@ class DataPlane:
             )
         if call is None:
             call = self.timing(name).call("game")
+        answer = await self._answer(family, tensors, version, routing_key, call)
+        if self.payloads is not None and self.payloads.wanted(name):
+            self._record(name, tensors, answer, call, routing_key)
+        return answer
+
+    async def _answer(
+        self,
+        family: AnyFamily,
+        tensors: dict[str, np.ndarray],
+        version: str | None,
+        routing_key: str | None,
+        call: Call,
+    ) -> Answer:
+        """The model's answer within ``call``'s terms, or the fallback's (or the miss's error)."""
+        name = family.name
         if not call.admitted:
             return self._miss(family, tensors, call, "overload", None)
         budget = call.deadline
@@ -167,6 +203,29 @@ class DataPlane:
         if call.deadline.expired():
             self.counters.family(name).late += 1
         return Answer(prediction.outputs, prediction.version)
+
+    def _record(
+        self,
+        name: str,
+        tensors: dict[str, np.ndarray],
+        answer: Answer,
+        call: Call,
+        routing_key: str | None,
+    ) -> None:
+        assert self.payloads is not None
+        record = Record(
+            at_s=time.time(),
+            request_id=new_request_id(),
+            version=answer.version,
+            role=self.role(name, answer),
+            source=answer.source,
+            fallback_reason=answer.fallback_reason,
+            latency_ms=(time.monotonic() - call.received) * 1000,
+            routing_key=routing_key,
+            inputs=tensors,
+            outputs=answer.outputs,
+        )
+        self.payloads.offer(name, record)
 
     async def _dispatch(
         self,

@@ -14,6 +14,7 @@ from serving.http.game_api import game_router, request_models
 from serving.http.guard import Guard
 from serving.http.json_body import register_schemas
 from serving.http.keys import KeyStore
+from serving.http.metrics import Snapshot, local_snapshot, metrics_router
 from serving.http.rate_limit import RateLimiter
 from serving.http.v2 import v2_router
 from serving.settings import ServingSettings
@@ -21,8 +22,14 @@ from serving.settings import ServingSettings
 _NO_KEYS = Path("/nonexistent/gameserve-keys.json")
 
 
-def create_app(plane: DataPlane, settings: ServingSettings) -> FastAPI:
-    """The whole HTTP surface over one data plane, behind its guard."""
+def create_app(
+    plane: DataPlane, settings: ServingSettings, metrics: Snapshot | None = None
+) -> FastAPI:
+    """The whole HTTP surface over one data plane, behind its guard.
+
+    ``metrics`` gives what ``/metrics`` renders (the collector's totals under
+    Ray); this process's own figures without it.
+    """
     app = FastAPI(
         title="gameserve",
         description="Gameplay model inference: the game API and the Open Inference Protocol v2. "
@@ -34,6 +41,7 @@ def create_app(plane: DataPlane, settings: ServingSettings) -> FastAPI:
     install_error_handlers(app)
     register_schemas(app, request_models(plane))
     install_direct_routes(app, routers)
+    app.include_router(metrics_router(plane, metrics or local_snapshot(plane)))
     auth, limits = settings.auth, settings.limits
     keys = None
     if auth.mode == "on":

@@ -23,7 +23,7 @@ from pipelines.supervisor import TrackingSupervisor
 from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials
 from pipelines.training import register_build
 from serving.app.gateway import ServeGateway
-from serving.settings import ServingSettings
+from serving.settings import PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys
 from tests.e2e.rollouts import GOOD, NPC
 
@@ -126,11 +126,12 @@ def gateway(
     source = registry_source_spec(
         registry.tracking_uri, tracking, replica_cache, signing_key, credentials_file
     )
-    serving = ServeGateway(
-        ServingSettings(port=serve_port, auth=test_keys.auth, family_specs=spec_families),
-        source,
-        ray_cluster,
+    # Every answer recorded, in files written twice a second: what pre-flight replays.
+    payloads = PayloadLogSettings(dir=tmp_path_factory.mktemp("payloads"), sample=1.0, rotate_s=0.5)
+    settings = ServingSettings(
+        port=serve_port, auth=test_keys.auth, family_specs=spec_families, payload_log=payloads
     )
+    serving = ServeGateway(settings, source, ray_cluster)
     serving.deploy({NPC.name: registry.aliases(NPC.name)[CHAMPION]})
     try:
         yield serving

@@ -23,6 +23,8 @@ import tritonclient.http as triton
 from models import FAMILIES, trainable_family
 from pipelines.leftovers import haproxy_dir, processes_under
 from pipelines.tracking_server import MlflowCredentials, free_port, port_in_use
+from serving.dataplane.payload_files import ledgers, read
+from tests.scrape import scrape, values
 
 GAMESERVE = shutil.which("gameserve", path=str(Path(sys.executable).parent)) or "gameserve"
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -42,6 +44,10 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "GAMESERVE_TRAIN__TRAIN_SAMPLES": "4000",
         "GAMESERVE_TRAIN__EPOCHS": "2",
         "GAMESERVE_TRAIN__EVAL_SAMPLES": "1000",
+        # Every answer recorded, and no file rotated while the stack runs: what is
+        # on disk after `down` is what its SIGTERM flushed.
+        "GAMESERVE_SERVING__PAYLOAD_LOG__SAMPLE": "1.0",
+        "GAMESERVE_SERVING__PAYLOAD_LOG__ROTATE_S": "3600",
     }
 
 
@@ -141,6 +147,16 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
             owner = requests.get(alias_api, params=query, auth=login.auth(), timeout=10)
             assert owner.json()["model_version"]["version"] == state["champions"][name]
         assert "champion" in _gameserve(stack_env, "models")
+        # Scripts get the same as JSON.
+        report = json.loads(_gameserve(stack_env, "status", "--json"))
+        assert (report["running"], report["metrics_url"]) == (True, f"{api}/metrics")
+        assert {m["name"]: m["version"] for m in report["models"]} == state["champions"]
+        listed = json.loads(_gameserve(stack_env, "models", "--json"))
+        champions = {v["family"]: v["version"] for v in listed if "champion" in v["aliases"]}
+        assert champions == state["champions"]
+        reader = {"Authorization": auth["Authorization"]}  # tritonclient wrote into ``auth``
+        answered = values(scrape(api, reader), "gameserve_requests_total", family="npc-behavior")
+        assert sum(s.value for s in answered if s.labels["code"] == "ok") >= 2
 
         # Operators steer through the stack's admin API with the admin key.
         npc = state["champions"]["npc-behavior"]
@@ -152,6 +168,10 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
         assert re.search(
             rf"champion\s+{npc}", _gameserve(stack_env, "rollout", "status", "npc-behavior")
         )
+        rollout = json.loads(_gameserve(stack_env, "rollout", "status", "npc-behavior", "--json"))
+        assert rollout["aliases"]["champion"] == npc
+        watched = _gameserve(stack_env, "rollout", "status", "npc-behavior", "--watch")
+        assert "npc-behavior: no rollout has run" in watched
         anonymous = requests.post(
             f"{admin_url}/v1/admin/families/npc-behavior/rollback", timeout=10
         )
@@ -160,6 +180,15 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
         stopped = _gameserve(stack_env, "down", timeout=180)
     assert "gameserve stopped" in stopped
     assert not any(port_in_use("127.0.0.1", port) for port in _ports(stack_env))
+    # SIGTERM flushed every ingress replica's payload log: all offered, all written.
+    payloads = Path(stack_env["GAMESERVE_DATA_DIR"]) / "payloads"
+    entries = [e for e in ledgers(payloads) if e.family == "npc-behavior"]
+    assert sum(e.offered for e in entries) >= 3, entries
+    assert all(e.unwritten == 0 for e in entries), entries
+    recorded = read(payloads, "npc-behavior")
+    assert recorded is not None
+    assert recorded.num_rows == sum(e.written for e in entries)
+    assert set(recorded.column("source").to_pylist()) <= {"model", "fallback"}
     assert (
         "not running"
         in subprocess.run(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import shutil
 import time
+from pathlib import Path
 
 import pytest
+import requests
 from mlflow import MlflowClient
+from prometheus_client.samples import Sample
 
 from models import trainable_family
 from models.export import check_parity
@@ -22,6 +27,7 @@ from pipelines.registry import (
 )
 from pipelines.rollout.commands import RegistryControls, describe
 from pipelines.rollout.controller import OUTCOME_TAG, RolloutController
+from pipelines.rollout.preflight import preflight
 from pipelines.rollout.settings import (
     RolloutStep,
 )
@@ -33,7 +39,9 @@ from tests.attacks import move_champion, register_outside_the_pipeline
 from tests.auth import TestKeys
 from tests.e2e.load import Load
 from tests.e2e.rollouts import GOOD, NPC, STEPS, rollout_settings
-from tests.payloads import npc_tick
+from tests.notebooks import run_notebook
+from tests.payloads import npc, npc_tick
+from tests.scrape import Scraper, scrape, values
 
 DIFFICULTY = "difficulty-tuning"
 QUICK = TrainSettings(train_samples=3_000, eval_samples=500, epochs=2)
@@ -58,11 +66,13 @@ def _rollout(
     version: str,
     headers: dict[str, str],
     preflight: bool = False,
+    scraper: Scraper | None = None,
 ) -> tuple[object, Load]:
-    controller = RolloutController(registry, gateway, rollout_settings(preflight))
+    recorded = gateway.settings.payload_log.dir
+    controller = RolloutController(registry, gateway, rollout_settings(preflight), recorded)
     champion_before = registry.aliases(NPC.name)[CHAMPION]
     RegistryControls(registry).start(NPC.name, version)
-    with Load(gateway.url, headers=headers) as load:
+    with Load(gateway.url, headers=headers) as load, scraper or contextlib.nullcontext():
         time.sleep(0.5)
         result = controller.run_rollout(NPC.name, champion_before, version)
         time.sleep(0.5)
@@ -77,8 +87,11 @@ def test_good_challenger_is_promoted_with_no_failed_request(
 ) -> None:
     old = registry.aliases(NPC.name)[CHAMPION]
     new = train_and_register(NPC, GOOD.model_copy(update={"seed": 2}), registry).version
-    result, load = _rollout(registry, gateway, new, test_keys.headers, preflight=True)
+    scraper = Scraper(gateway.url, test_keys.headers)
+    result, load = _rollout(registry, gateway, new, test_keys.headers, True, scraper)
     assert result.decision == "promoted", result.reason  # type: ignore[attr-defined]
+    time.sleep(1.0)  # the replicas' last counts reach the collector
+    _metrics_followed_the_rollout(scraper, scrape(gateway.url, test_keys.headers), old, new)
     assert load.failures == []
     assert {o.version for o in load.snapshot()} == {old, new}
     aliases = registry.aliases(NPC.name)
@@ -93,6 +106,34 @@ def test_good_challenger_is_promoted_with_no_failed_request(
     history = client.get_metric_history(result.run_id, "challenger_p99_ms")  # type: ignore[attr-defined]
     assert sorted(m.step for m in history) == list(range(len(STEPS)))
     assert "preflight_challenger_teacher_agreement" in run.data.metrics
+
+
+def _metrics_followed_the_rollout(scraper: Scraper, last: list[Sample], old: str, new: str) -> None:
+    """What Prometheus saw, scraping the API every half second under the rollout's load."""
+    assert scraper.failures == []
+    family = {"family": NPC.name}
+    at = {**family, "challenger": new}
+    steps = {s.value for s in scraper.seen("gameserve_rollout_step", **at)}
+    assert steps == set(range(len(STEPS)))
+    weights = {s.value for s in scraper.seen("gameserve_rollout_weight", **at)}
+    assert weights == {step.weight for step in STEPS}
+    for role in ("champion", "challenger"):
+        assert scraper.seen("gameserve_rollout_gate", **at, role=role, gate="p99_ms")
+        assert scraper.seen("gameserve_rollout_gate", **at, role=role, gate="error_rate")
+    assert scraper.seen("gameserve_rollout_gate", **at, role="challenger", gate="divergence")
+    assert not values(last, "gameserve_rollout_step", **family), "the rollout is over"
+    for version, role in ((old, "champion"), (new, "challenger"), (new, "champion")):
+        series = {**family, "version": version, "role": role}
+        answered = values(last, "gameserve_requests_total", **series, code="ok")
+        assert answered, f"no {series}: {values(last, 'gameserve_requests_total', **family)}"
+        assert answered[0].value > 0
+        assert values(last, "gameserve_request_duration_seconds_count", **series)[0].value > 0
+        assert values(last, "gameserve_request_rows_sum", **series)[0].value > 0
+    assert values(last, "gameserve_replicas", deployment=NPC.name)[0].value >= 1
+    assert values(last, "gameserve_replicas", deployment="ingress")[0].value >= 1
+    assert scraper.seen("gameserve_queue_depth", **family)
+    assert max(s.value for s in scraper.seen("gameserve_queue_depth", **family)) >= 1
+    assert values(last, "gameserve_fallbacks_total", **family, reason="deadline")
 
 
 def test_nan_challenger_is_rolled_back_at_its_first_traffic_and_no_client_sees_nan(
@@ -112,6 +153,38 @@ def test_nan_challenger_is_rolled_back_at_its_first_traffic_and_no_client_sees_n
     assert CHALLENGER not in registry.aliases(NPC.name)
     assert "invalid" in registry.version_tags(NPC.name, bad)[OUTCOME_TAG]
     assert gateway.challengers == {}
+
+
+def test_a_challenger_broken_only_on_recorded_traffic_is_stopped_by_the_replay(
+    registry: ModelRegistry,
+    gateway: ServeGateway,
+    champion: object,
+    test_keys: TestKeys,
+) -> None:
+    # Players fight NPCs at point blank, which the family's generator never does.
+    melee = {"npcs": [npc(f"melee-{i}", enemies=[{"distance_m": 0.2, "bearing_deg": 0.0}])
+                      for i in range(8)]}  # fmt: skip
+    for _ in range(10):
+        answer = requests.post(
+            f"{gateway.url}/v1/npc/act", json=melee, headers=test_keys.headers, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+    time.sleep(1.5)  # the payload log writes its files twice a second
+    before = registry.aliases(NPC.name)[CHAMPION]
+    bad = _register_bad(registry, rollout_models.NanAtPointBlank(champion), seed=13)  # type: ignore[arg-type]
+    gates = rollout_settings(preflight=True).families[NPC.name].preflight
+    synthetic_only = preflight(registry, NPC.name, before, bad, gates)
+    assert synthetic_only.passed, synthetic_only.reason
+
+    result, load = _rollout(registry, gateway, bad, test_keys.headers, preflight=True)
+    assert result.decision == "rolled_back"  # type: ignore[attr-defined]
+    assert result.reason.startswith("pre-flight: replay:"), result.reason  # type: ignore[attr-defined]
+    assert bad not in {o.version for o in load.snapshot()}  # it never took traffic
+    assert load.failures == []
+    metrics = MlflowClient(registry.tracking_uri).get_run(result.run_id).data.metrics  # type: ignore[attr-defined]
+    assert metrics["replay_challenger_invalid_rate"] > 0
+    assert metrics["replay_champion_invalid_rate"] == 0
+    assert registry.aliases(NPC.name)[CHAMPION] == before
 
 
 def test_five_times_slower_challenger_is_rolled_back_on_latency(
@@ -304,3 +377,21 @@ def test_a_champion_moved_outside_the_pipeline_is_refused_and_logged_once(
         assert answer.json()["model"]["version"] == serving_before
     finally:
         move_champion(tracking.url, NPC.name, champion_before)
+
+
+def test_the_rollout_notebook_plots_the_last_finished_rollout(
+    registry: ModelRegistry,
+    signing_key: Path,
+    credentials_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    finished = [r for r in registry.recent_rollouts(NPC.name, 20) if r["decision"] != "running"]
+    assert finished, "the rollout tests above leave finished rollouts"
+    # The notebook logs in to MLflow with the stack's credentials from the data dir.
+    shutil.copy(signing_key, tmp_path / "signing.key")
+    shutil.copy(credentials_file, tmp_path / "mlflow-credentials.json")
+    env = {"GAMESERVE_TRACKING__URI": registry.tracking_uri, "GAMESERVE_DATA_DIR": str(tmp_path)}
+    result = run_notebook("analyze_rollout.ipynb", env, tmp_path, monkeypatch)
+    assert f"'run_id': '{finished[0]['run_id']}'" in result
+    assert "'p99_ms'" in result

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+from mlflow import MlflowClient
 
 from models import trainable_family
+from models.npc import NpcActRequest
 from pipelines.registry import CHALLENGER, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
 from pipelines.tracking_server import EmbeddedTrackingServer
 from pipelines.training import train_and_register
+from serving.dataplane.payload_files import Record
+from serving.dataplane.payload_log import PayloadLog, PayloadLogConfig, new_request_id
 from serving.http.admin import create_admin_app
 from serving.http.admin_server import AdminServer
 from serving.http.keys import KeyStore
 from tests.auth import TestKeys
 from tests.mlflow.conftest import FAST
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+from tests.notebooks import run_notebook
+from tests.payloads import npc_tick
 
 
 def test_train_challenger_notebook_registers_and_aliases_a_candidate(
@@ -43,22 +46,46 @@ def test_train_challenger_notebook_registers_and_aliases_a_candidate(
     for key, value in FAST.model_dump().items():
         monkeypatch.setenv(f"GAMESERVE_TRAIN__{key.upper()}", str(value))
 
+    recorded = _record_traffic(tmp_path / "payloads")
+
     # It asks the stack's admin API (a real one over this registry) to roll the candidate out.
     keys = TestKeys.create(tmp_path / "keys.json")
     monkeypatch.setenv("GAMESERVE_API_KEY", keys.admin)
     admin_app = create_admin_app(RegistryControls(registry), KeyStore(keys.path))
-    notebook = nbformat.read(NOTEBOOKS / "train_challenger.ipynb", as_version=4)
     with AdminServer(admin_app, "127.0.0.1", 0) as admin:
-        monkeypatch.setenv("GAMESERVE_ADMIN_URL", admin.url)
-        resources = {"metadata": {"path": str(tmp_path)}}
-        NotebookClient(notebook, timeout=300, resources=resources).execute()
+        env = {"GAMESERVE_ADMIN_URL": admin.url}
+        result = run_notebook("train_challenger.ipynb", env, tmp_path, monkeypatch)
 
-    result = notebook.cells[-1].outputs[-1]["data"]["text/plain"]
     versions = registry.list_versions("npc-behavior")
     candidate = versions[-1]
     assert candidate.tags["gameserve.data_seed"] == "11"
+    assert candidate.run_id is not None
+    run = MlflowClient(tracking_server.url).get_run(candidate.run_id)
+    assert run.data.params["recorded_rows"] == str(recorded)  # trained on what players sent
     assert f"'candidate': '{candidate.version}'" in result
     # Seeded training is deterministic: this candidate is within the notebook's
     # tolerance of the champion, so the notebook must have asked for its rollout.
     assert "'passed': True" in result, result
     assert registry.aliases("npc-behavior")[CHALLENGER] == candidate.version
+
+
+def _record_traffic(root: Path) -> int:
+    """Requests as the stack's payload log records them (its real writer), point-blank
+    melees the generator never makes among them; the rows recorded."""
+    family = trainable_family("npc-behavior")
+    log = PayloadLog(PayloadLogConfig(root=root, replica="replica-1", sample=lambda _: 1.0))
+    rows = 0
+    for i in range(40):
+        tick = npc_tick(8, prefix=f"m{i}")
+        if i % 4 == 0:
+            tick["npcs"][0]["enemies"] = [{"distance_m": 0.3, "bearing_deg": 0.0}]
+        inputs = family.encode(NpcActRequest.model_validate(tick))
+        record = Record(
+            at_s=time.time(), request_id=new_request_id(), version="1", role="champion",
+            source="fallback", fallback_reason="deadline", latency_ms=2.0, routing_key=f"m{i}",
+            inputs=inputs, outputs=family.fallback_outputs(inputs),
+        )  # fmt: skip
+        log.offer(family.name, record)
+        rows += 8
+    log.close()
+    return rows

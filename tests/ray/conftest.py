@@ -12,7 +12,7 @@ from models.training import TrainSettings
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.dataplane.model_source import DirectoryModelSource
-from serving.settings import FamilyServing, ServingSettings
+from serving.settings import FamilyServing, PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)
@@ -33,7 +33,11 @@ def model_source(
 
 @pytest.fixture(scope="session")
 def gateway(
-    ray_cluster: str, serve_port: int, model_source: DirectoryModelSource, test_keys: TestKeys
+    ray_cluster: str,
+    serve_port: int,
+    model_source: DirectoryModelSource,
+    test_keys: TestKeys,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServeGateway]:
     # NPC decisions are served in the ingress (the default for a CPU family);
     # difficulty keeps its own deployment, so both placements run in this tier.
@@ -41,8 +45,14 @@ def gateway(
         **ServingSettings().families,
         "difficulty-tuning": FamilyServing(placement="deployment"),
     }
+    # Every answered request is recorded, in files written twice a second.
+    payloads = PayloadLogSettings(dir=tmp_path_factory.mktemp("payloads"), sample=1.0, rotate_s=0.5)
     settings = ServingSettings(
-        port=serve_port, max_rows_per_request=256, families=families, auth=test_keys.auth
+        port=serve_port,
+        max_rows_per_request=256,
+        families=families,
+        auth=test_keys.auth,
+        payload_log=payloads,
     )
     source = SourceSpec(
         import_path="serving.dataplane.model_source:DirectoryModelSource",

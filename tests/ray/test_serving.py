@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as triton
+from prometheus_client.samples import Sample
 from ray.util.state import list_actors
 
 from models import FAMILIES, trainable_family
@@ -23,7 +24,9 @@ from serving.app.log_follower import ReplicaErrorFollower
 from serving.dataplane.model_source import DirectoryModelSource
 from serving.runtime.substrate import ServeRuntime
 from tests.auth import TestKeys
+from tests.notebooks import run_notebook
 from tests.payloads import difficulty_request, npc, npc_tick, npc_v2_request, rank_request
+from tests.scrape import scrape, values
 
 NPC = trainable_family("npc-behavior")
 DIFFICULTY = "difficulty-tuning"
@@ -315,3 +318,47 @@ def test_serving_processes_never_load_torch(served: ServeGateway, api: requests.
             if line.startswith("VmRSS:")
         )
         print(f"\n{actor.class_name}: RSS {rss_kb / 1024:.0f} MB, no torch")
+
+
+def test_metrics_sum_every_ingress_replica_under_load(
+    served: ServeGateway, api: requests.Session, test_keys: TestKeys
+) -> None:
+    url = served.url
+    before = scrape(url, test_keys.headers)
+    sent = 60
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(
+            pool.map(
+                lambda _: api.post(f"{url}/v1/npc/act", json=npc_tick(4), timeout=10), range(sent)
+            )
+        )
+    assert {a.status_code for a in answers} == {200}
+    time.sleep(1.0)  # every replica's counts reach the collector
+    after = scrape(url, test_keys.headers)
+    ok = {"family": NPC.name, "version": "1", "code": "ok"}
+
+    def answered(samples: list[Sample]) -> float:
+        model = sum(s.value for s in values(samples, "gameserve_requests_total", **ok))
+        fallback = values(samples, "gameserve_requests_total", family=NPC.name, role="fallback")
+        return model + sum(s.value for s in fallback)
+
+    assert answered(after) - answered(before) == sent
+    replicas = values(after, "gameserve_replicas", deployment="ingress")
+    assert replicas[0].value == served.settings.ingress_replicas
+    assert values(after, "gameserve_replicas", deployment=DIFFICULTY)[0].value == 1
+    rows = values(after, "gameserve_request_rows_count", family=NPC.name, version="1")
+    assert sum(s.value for s in rows) >= sent
+
+
+def test_the_call_the_stack_notebook_runs_against_it(
+    served: ServeGateway, test_keys: TestKeys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        "GAMESERVE_API_URL": served.url,
+        "GAMESERVE_API_KEY": test_keys.admin,
+        "GAMESERVE_DATA_DIR": str(tmp_path),
+    }
+    result = run_notebook("call_the_stack.ipynb", env, tmp_path, monkeypatch)
+    # Each situation's top action, by the same model over both protocols.
+    assert "'wounded, under fire': '" in result
+    assert "'calm patrol': '" in result

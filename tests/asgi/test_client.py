@@ -1,0 +1,141 @@
+"""gameserve_client against a real server on a loopback socket: typed answers, deadlines,
+and retries that honour Retry-After on 429 and 503."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gameserve_client import (
+    NPC_ACT,
+    PERSONALIZATION_RANK,
+    ApiError,
+    AsyncClient,
+    Client,
+    ConnectionFailedError,
+    NpcActRequest,
+    RankRequest,
+    RetryPolicy,
+)
+from serving.dataplane.admission import Admission, AdmissionBounds
+from serving.dataplane.backend import LocalBackend
+from serving.dataplane.plane import DataPlane
+from serving.http.admin_server import AdminServer
+from serving.http.app import create_app
+from serving.http.keys import KeyStore
+from tests.asgi.conftest import MAX_ROWS, settings_with_keys
+from tests.payloads import npc_tick, rank_request
+
+SHED_EVERYTHING = AdmissionBounds(best_effort_share=0.0, normal_lag_ms=1e6)
+
+
+@pytest.fixture
+def plane(backends: dict[str, LocalBackend]) -> DataPlane:
+    return DataPlane(backends, max_rows_per_request=MAX_ROWS, admission=Admission(SHED_EVERYTHING))
+
+
+@pytest.fixture
+def server(plane: DataPlane, key_file: Path) -> Iterator[str]:
+    with AdminServer(create_app(plane, settings_with_keys(key_file)), "127.0.0.1", 0) as running:
+        yield running.url
+
+
+def test_typed_answers_with_a_routing_key_and_a_deadline(
+    server: str, api_keys: dict[str, str]
+) -> None:
+    with Client(server, api_keys["ops"]) as client:
+        answer = client.call(
+            NPC_ACT, NpcActRequest.model_validate(npc_tick(3)), deadline_ms=5_000, routing_key="m-1"
+        )
+        assert [d.npc_id for d in answer.decisions] == ["npc-0", "npc-1", "npc-2"]
+        assert (answer.model.version, answer.source) == ("1", "model")
+        # A deadline no model can meet: the server's fallback answers, typed the same.
+        late = client.call(NPC_ACT, NpcActRequest.model_validate(npc_tick(1)), deadline_ms=0.01)
+        assert (late.source, late.fallback_reason, late.model.version) == (
+            "fallback",
+            "deadline",
+            None,
+        )
+        assert {m["name"] for m in client.get("/v1/models")["models"]} >= {"npc-behavior"}
+
+
+def test_a_429_is_retried_after_its_retry_after(
+    server: str, key_file: Path, api_keys: dict[str, str]
+) -> None:
+    slow_key = KeyStore(key_file).create("one-per-second", ["infer"], rate_per_s=1.0, burst=1)
+    request = NpcActRequest.model_validate(npc_tick(1))
+    with Client(server, slow_key) as client:
+        client.call(NPC_ACT, request)
+        started = time.monotonic()
+        answer = client.call(NPC_ACT, request)  # over the rate: 429, Retry-After: 1
+        assert time.monotonic() - started >= 1.0
+        assert answer.source == "model"
+
+
+def test_a_503_is_retried_until_the_server_takes_it(
+    server: str, plane: DataPlane, api_keys: dict[str, str]
+) -> None:
+    request = RankRequest.model_validate(rank_request(8, k=3))
+    # The replica sheds best-effort work for a moment, then has room again.
+    calm = threading.Timer(0.3, lambda: setattr(plane.admission, "bounds", AdmissionBounds()))
+    calm.start()
+    try:
+        with Client(server, api_keys["ops"]) as client:
+            started = time.monotonic()
+            ranked = client.call(PERSONALIZATION_RANK, request)
+            assert time.monotonic() - started >= 1.0  # the server's Retry-After, not the backoff
+    finally:
+        calm.cancel()
+    assert len(ranked.items) == 3
+    assert plane.counters.family("personalization").shed["best_effort"] == 1
+
+
+def test_retries_end_with_the_servers_error_or_at_the_deadline(
+    server: str, plane: DataPlane, api_keys: dict[str, str]
+) -> None:
+    request = RankRequest.model_validate(rank_request(8, k=3))
+    quick = RetryPolicy(retries=2, max_retry_after_s=1.0)
+    with Client(server, api_keys["ops"], retry=quick) as client:
+        with pytest.raises(ApiError) as refused:
+            client.call(PERSONALIZATION_RANK, request)
+        assert (refused.value.status, refused.value.code) == (503, "overloaded")
+        assert plane.counters.family("personalization").shed["best_effort"] == 3  # 1 + 2 retries
+        started = time.monotonic()
+        with pytest.raises(ApiError, match="overloaded"):
+            client.call(PERSONALIZATION_RANK, request, deadline_ms=200)  # no time to wait 1 s
+        assert time.monotonic() - started < 0.9
+    with Client(server, api_keys["read"]) as reader, pytest.raises(ApiError) as refused:
+        reader.call(NPC_ACT, NpcActRequest.model_validate(npc_tick(1)))  # never retried
+    assert (refused.value.status, refused.value.code) == (403, "forbidden")
+    assert "infer" in refused.value.message
+
+
+def test_an_unreachable_server_fails_after_its_retries() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        with (
+            Client(f"http://127.0.0.1:{port}", "key", retry=RetryPolicy(retries=2)) as client,
+            pytest.raises(ConnectionFailedError),
+        ):
+            client.call(NPC_ACT, NpcActRequest.model_validate(npc_tick(1)))
+
+
+def test_the_async_client_runs_calls_at_once(server: str, api_keys: dict[str, str]) -> None:
+    async def tick() -> list[str]:
+        async with AsyncClient(server, api_keys["ops"]) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.call(NPC_ACT, NpcActRequest.model_validate(npc_tick(2, f"m{i}")))
+                    for i in range(20)
+                )
+            )
+        return [a.decisions[0].npc_id for a in answers]
+
+    assert asyncio.run(tick()) == [f"m{i}-0" for i in range(20)]
