@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import FAMILIES, trainable_family
@@ -120,6 +121,25 @@ def _rollout(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_config(settings: Settings, args: argparse.Namespace) -> int:
+    """The Serve config (or RayService) of the registry's champions, or of --version flags."""
+    from pipelines import deploy_config
+
+    versions: dict[str, str | None] = dict.fromkeys(sorted(FAMILIES))
+    flagged = deploy_config.parse_versions(args.version, list(versions))
+    if len(flagged) < len(versions):
+        try:
+            versions.update(deploy_config.registry_champions(settings, list(versions)))
+        except GameserveError as exc:  # no registry here: the flags say which versions
+            print(f"versions from --version only: {exc.message}", file=sys.stderr)
+    versions.update(flagged)
+    kuberay = deploy_config.KubeRaySettings(**({"image": args.image} if args.image else {}))
+    serve = deploy_config.cluster_serve_config(settings, versions, kuberay)
+    manifest = deploy_config.rayservice(serve, kuberay, deploy_config.ray_env(settings, kuberay))
+    print(deploy_config.write_or_print(serve, manifest, args.kuberay, args.out))
+    return 0
+
+
 def _rollback(settings: Settings, args: argparse.Namespace) -> int:
     print(AdminClient.for_stack(settings).rollback(args.family))
     return 0
@@ -186,6 +206,17 @@ def _parser() -> argparse.ArgumentParser:
         "--watch-s", type=float, default=3600.0, help="with --watch: give up after this long"
     )
     rollout.set_defaults(handler=_rollout)
+    build = commands.add_parser(
+        "build-config", help="print the Serve config (or the KubeRay RayService) to deploy"
+    )
+    build.add_argument("--kuberay", action="store_true", help="the RayService manifest")
+    build.add_argument("--out", type=Path, help="write both into this folder")
+    build.add_argument(
+        "--version", action="append", default=[], metavar="FAMILY=VERSION",
+        help="a champion version (default: the registry's, when it is reachable)",
+    )  # fmt: skip
+    build.add_argument("--image", help="the container image (gameserve installed)")
+    build.set_defaults(handler=_build_config)
     rollback = commands.add_parser("rollback", help="make the previous champion serve again")
     rollback.add_argument("family", choices=sorted(FAMILIES))
     rollback.set_defaults(handler=_rollback)

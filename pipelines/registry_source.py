@@ -6,6 +6,7 @@ so it carries only plain settings and opens its MLflow client lazily there.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipelines.registry import ModelRegistry, connect
@@ -24,8 +25,12 @@ class RegistryModelSource:
         request_max_retries: int,
         signing_key: str,
         credentials_file: str | None = None,
+        tracking_uri_env: str | None = None,
     ) -> None:
+        # On Kubernetes the address comes from a ConfigMap, as an environment variable
+        # of the replica's pod: read where the replica runs, not where the config is made.
         self.tracking_uri = tracking_uri
+        self.tracking_uri_env = tracking_uri_env
         self.cache_dir = Path(cache_dir)
         # Paths only: the key and the password stay in their owner-only files.
         self.signing_key = Path(signing_key)
@@ -43,9 +48,10 @@ class RegistryModelSource:
                 if self.credentials_file is None
                 else MlflowCredentials.at(self.credentials_file)
             )
-            self._registry = connect(
-                self.tracking_uri, self.tracking, self.cache_dir, signer, credentials
-            )
+            uri = self.tracking_uri
+            if self.tracking_uri_env:
+                uri = os.environ.get(self.tracking_uri_env) or uri
+            self._registry = connect(uri, self.tracking, self.cache_dir, signer, credentials)
         return self._registry.resolve_version(family, version).path
 
 

@@ -22,19 +22,16 @@ from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from models import FAMILIES, get_family
 from models.errors import GameserveError
 from models.runtime import open_verified
-from serving.app.autoscaling import RUNTIME_ENV_VARS
-from serving.app.builder import AppArgs, SourceSpec
+from serving.app.builder import SourceSpec
 from serving.app.collector import collector
 from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME
-from serving.app.plan import plan_application
+from serving.app.serve_config import serve_config
 from serving.dataplane.rollout_metrics import RolloutWindow
 from serving.dataplane.routing import Route
 from serving.dataplane.telemetry import RolloutGauges
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
-
-APP_BUILDER = "serving.app.builder:app_builder"
 
 
 class ServeGateway:
@@ -68,26 +65,9 @@ class ServeGateway:
 
     def config(self) -> dict[str, Any]:
         """The declarative Serve config of the current state: the plan, written out."""
-        args = AppArgs(serving=self.settings, source=self.source)
-        plan = plan_application(self.settings, self._versions, self._challengers, self._routes)
-        deployments = [
-            {"name": d.name, **d.options, "user_config": d.user_config} for d in plan.deployments()
-        ]
-        return {
-            "http_options": {"host": self.settings.host, "port": self.settings.port},
-            "proxy_location": self.settings.proxy_location,
-            "applications": [
-                {
-                    "name": self.settings.app_name,
-                    "route_prefix": "/",
-                    "import_path": APP_BUILDER,
-                    "runtime_env": {"env_vars": RUNTIME_ENV_VARS},
-                    "logging_config": {"enable_access_log": self.settings.access_log},
-                    "args": args.model_dump(mode="json"),
-                    "deployments": deployments,
-                }
-            ],
-        }
+        return serve_config(
+            self.settings, self.source, self._versions, self._challengers, self._routes
+        )
 
     def deploy(self, versions: Mapping[str, str | None], timeout_s: float = 180.0) -> None:
         """Serve ``versions`` as champions; returns once every replica serves them."""

@@ -1,0 +1,246 @@
+"""``gameserve build-config``: the application as ``serve deploy`` and KubeRay take it.
+
+One source renders all three: the app plan (``serving/app/plan.py``) written out by
+``serving.app.serve_config`` is what the local gateway deploys, what this module
+prints as a Serve config, and what it embeds as a RayService's ``serveConfigV2``.
+On a cluster, replicas read the MLflow address from a ConfigMap (an environment
+variable of their pod) and the signing key, MLflow login and API keys from a
+Secret mounted read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import version as package_version
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from models.errors import InvalidInputError, RegistryUnavailableError
+from pipelines.registry_source import registry_source_spec
+from pipelines.settings import Settings
+from serving.app.serve_config import serve_config
+from serving.runtime.haproxy_listeners import (
+    BINARY_VARIABLE,
+    HOST_VARIABLE,
+    HTTP_REQUEST_TIMEOUT_VARIABLE,
+    MAX_BODY_VARIABLE,
+)
+from serving.runtime.substrate import HAPROXY_WRAPPER
+
+TRACKING_ENV = "GAMESERVE_TRACKING__URI"
+
+
+class KubeRaySettings(BaseModel):
+    """The cluster a RayService asks KubeRay for."""
+
+    name: str = "gameserve"
+    image: str = Field(default="gameserve:latest", description="gameserve installed, Ray 2.60")
+    secret: str = Field(
+        default="gameserve",
+        description="Holds signing.key, mlflow-credentials.json and keys.json (API keys).",
+    )
+    config_map: str = Field(default="gameserve", description="Holds tracking_uri.")
+    secrets_dir: str = "/etc/gameserve"
+    head_cpus: int = Field(default=4, ge=1)
+    head_memory: str = "16Gi"
+    gpu_worker_cpus: int = Field(default=4, ge=1)
+    gpu_worker_memory: str = "16Gi"
+    gpus_per_worker: int = Field(default=1, ge=1)
+    gpu_workers_max: int = Field(default=4, ge=0)
+    haproxy_wrapper: str = Field(
+        default=HAPROXY_WRAPPER, description="The hardened HAProxy launcher, on the image's PATH."
+    )
+
+
+def ray_env(settings: Settings, kuberay: KubeRaySettings) -> dict[str, str]:
+    """What Ray's processes read at start, as the local stack sets it (serving.runtime):
+    Serve's HAProxy path and its hardening, with the image's paths and fixed ports."""
+    serving = settings.serving
+    env = serving.runtime.env_vars(serving.limits.max_body_bytes)
+    if "RAY_SERVE_ENABLE_HA_PROXY" in env:
+        env.update(RAY_SERVE_HAPROXY_STATS_PORT="8404", RAY_SERVE_HAPROXY_METRICS_PORT="9101")
+        env[BINARY_VARIABLE] = kuberay.haproxy_wrapper
+        env[HTTP_REQUEST_TIMEOUT_VARIABLE] = str(serving.runtime.haproxy_timeout_http_request_s)
+        env[MAX_BODY_VARIABLE] = str(serving.limits.max_body_bytes)
+        env[HOST_VARIABLE] = serving.runtime.listener_host
+    return env
+
+
+def cluster_serve_config(
+    settings: Settings, versions: Mapping[str, str | None], kuberay: KubeRaySettings
+) -> dict[str, Any]:
+    """The Serve config for a cluster: every pod's paths, the address from the environment."""
+    secrets = PurePosixPath(kuberay.secrets_dir)
+    serving = settings.serving.model_copy(
+        update={
+            # The Serve proxy answers the pod's Service; the guard's keys stay required.
+            "host": "0.0.0.0",
+            "auth": settings.serving.auth.model_copy(
+                update={"mode": "on", "keys_file": Path(secrets / "keys.json")}
+            ),
+        }
+    )
+    source = registry_source_spec(
+        settings.tracking.uri or "",
+        settings.tracking,
+        Path("/tmp/gameserve-model-cache"),
+        Path(secrets / "signing.key"),
+        Path(secrets / "mlflow-credentials.json"),
+    )
+    source.arguments["tracking_uri_env"] = TRACKING_ENV
+    return serve_config(serving, source, versions)
+
+
+def rayservice(
+    serve: dict[str, Any], kuberay: KubeRaySettings, env: dict[str, str]
+) -> dict[str, Any]:
+    """A KubeRay ``RayService`` running ``serve``: a CPU head, autoscaled GPU workers;
+    ``env`` for every Ray process (``ray_env``)."""
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": kuberay.name, "labels": {"app.kubernetes.io/name": "gameserve"}},
+        "spec": {
+            "serveConfigV2": to_yaml(serve),
+            "rayClusterConfig": {
+                "rayVersion": package_version("ray"),
+                "enableInTreeAutoscaling": True,
+                "autoscalerOptions": {"idleTimeoutSeconds": 300, "upscalingMode": "Default"},
+                "headGroupSpec": {
+                    # The head takes no replicas' GPUs, and KubeRay reaches its dashboard.
+                    "rayStartParams": {"dashboard-host": "0.0.0.0", "num-gpus": "0"},
+                    "template": _pod(
+                        "ray-head",
+                        env,
+                        kuberay,
+                        kuberay.head_cpus,
+                        kuberay.head_memory,
+                        gpus=0,
+                        ports={"gcs": 6379, "dashboard": 8265, "serve": 8000},
+                    ),
+                },
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "gpu-workers",
+                        "replicas": 0,
+                        "minReplicas": 0,
+                        "maxReplicas": kuberay.gpu_workers_max,
+                        "rayStartParams": {},
+                        "template": _pod(
+                            "ray-worker",
+                            env,
+                            kuberay,
+                            kuberay.gpu_worker_cpus,
+                            kuberay.gpu_worker_memory,
+                            gpus=kuberay.gpus_per_worker,
+                            ports={},
+                        ),
+                    }
+                ],
+            },
+        },
+    }
+
+
+def _pod(
+    name: str,
+    ray: dict[str, str],
+    kuberay: KubeRaySettings,
+    cpus: int,
+    memory: str,
+    gpus: int,
+    ports: dict[str, int],
+) -> dict[str, Any]:
+    limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(ray.items())]
+    env.append(
+        {
+            "name": TRACKING_ENV,
+            "valueFrom": {"configMapKeyRef": {"name": kuberay.config_map, "key": "tracking_uri"}},
+        }
+    )
+    container: dict[str, Any] = {
+        "name": name,
+        "image": kuberay.image,
+        "resources": {"limits": limits, "requests": dict(limits)},
+        "env": env,
+        "volumeMounts": [
+            {"name": "gameserve-secrets", "mountPath": kuberay.secrets_dir, "readOnly": True}
+        ],
+    }
+    if ports:
+        container["ports"] = [{"name": n, "containerPort": p} for n, p in ports.items()]
+    return {
+        "spec": {
+            "containers": [container],
+            "volumes": [
+                {
+                    "name": "gameserve-secrets",
+                    "secret": {"secretName": kuberay.secret, "defaultMode": 0o400},
+                }
+            ],
+        }
+    }
+
+
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no types
+    """Multi-line strings (the embedded Serve config) as readable ``|`` blocks."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
+def to_yaml(document: dict[str, Any]) -> str:
+    return str(yaml.dump(document, Dumper=_Dumper, sort_keys=False))
+
+
+def registry_champions(settings: Settings, families: list[str]) -> dict[str, str | None]:
+    """Each family's champion in the registry the settings (or the stack here) name."""
+    from pipelines.registry import CHAMPION, connect
+    from pipelines.signing import VersionSigner
+    from pipelines.stack_state import StackState
+    from pipelines.tracking_server import stack_credentials
+
+    state = StackState.read(settings)
+    uri = settings.tracking.uri or (state.tracking_uri if state else None)
+    if uri is None:
+        raise RegistryUnavailableError("no tracking server: set GAMESERVE_TRACKING__URI")
+    signer = VersionSigner.at(settings.signing_key_file)
+    credentials = stack_credentials(settings.tracking, settings.mlflow_credentials_file)
+    registry = connect(uri, settings.tracking, settings.cache_dir, signer, credentials)
+    return {family: registry.aliases(family).get(CHAMPION) for family in families}
+
+
+def parse_versions(pairs: list[str], families: list[str]) -> dict[str, str]:
+    """``["npc-behavior=3"]`` → ``{"npc-behavior": "3"}``, or a GameserveError naming the flag."""
+    versions = {}
+    for pair in pairs:
+        family, _, version = pair.partition("=")
+        if family not in families or not version:
+            raise InvalidInputError(
+                f"--version: {pair!r} is not FAMILY=VERSION, FAMILY one of {', '.join(families)}"
+            )
+        versions[family] = version
+    return versions
+
+
+def write_or_print(
+    serve: dict[str, Any], manifest: dict[str, Any], kuberay: bool, out: Path | None
+) -> str:
+    """Both documents into ``out``, or the one asked for, as text to print."""
+    if out is None:
+        return to_yaml(manifest if kuberay else serve)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve-config.yaml").write_text(to_yaml(serve))
+    (out / "rayservice.yaml").write_text(to_yaml(manifest))
+    return f"wrote {out / 'serve-config.yaml'} and {out / 'rayservice.yaml'}"

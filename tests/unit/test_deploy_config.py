@@ -1,0 +1,104 @@
+"""``gameserve build-config``: the Serve config Ray accepts and the RayService KubeRay takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from models import FAMILIES
+from models.errors import InvalidInputError
+from pipelines.cli import main
+from pipelines.deploy_config import (
+    TRACKING_ENV,
+    KubeRaySettings,
+    cluster_serve_config,
+    parse_versions,
+    ray_env,
+    rayservice,
+)
+from pipelines.settings import Settings
+from serving.app.plan import plan_application
+
+VERSIONS = {"npc-behavior": "3", "difficulty-tuning": "2", "personalization": None}
+
+
+def test_the_serve_config_is_one_ray_accepts_and_holds_the_plan() -> None:
+    settings = Settings()
+    serve = cluster_serve_config(settings, VERSIONS, KubeRaySettings())
+    ServeDeploySchema.model_validate(serve)  # what `serve deploy` and KubeRay check
+    [app] = serve["applications"]
+    planned = plan_application(settings.serving, VERSIONS)
+    assert [d["name"] for d in app["deployments"]] == [d.name for d in planned.deployments()]
+    ingress = next(d for d in app["deployments"] if d["name"] == "ingress")
+    assert ingress["user_config"]["champions"]["npc-behavior"] == "3"
+    source = app["args"]["source"]["arguments"]
+    # Every path is the pod's, and the MLflow address is read where replicas run.
+    assert source["signing_key"] == "/etc/gameserve/signing.key"
+    assert source["credentials_file"] == "/etc/gameserve/mlflow-credentials.json"
+    assert source["tracking_uri_env"] == TRACKING_ENV
+    assert app["args"]["serving"]["auth"] == {
+        **app["args"]["serving"]["auth"], "mode": "on", "keys_file": "/etc/gameserve/keys.json",
+    }  # fmt: skip
+
+
+def test_the_rayservice_has_a_cpu_head_autoscaled_gpu_workers_and_the_same_config() -> None:
+    kuberay = KubeRaySettings(image="registry.example/gameserve:1", gpu_workers_max=6)
+    serve = cluster_serve_config(Settings(), VERSIONS, kuberay)
+    manifest = rayservice(serve, kuberay, ray_env(Settings(), kuberay))
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    embedded = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert embedded == serve
+    ServeDeploySchema.model_validate(embedded)
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in head["resources"]["limits"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    [workers] = cluster["workerGroupSpecs"]
+    assert (workers["minReplicas"], workers["maxReplicas"]) == (0, 6)
+    worker = workers["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert worker["image"] == head["image"] == "registry.example/gameserve:1"
+    for container in (head, worker):
+        env = {e["name"]: e for e in container["env"]}
+        assert env[TRACKING_ENV]["valueFrom"]["configMapKeyRef"]["key"] == "tracking_uri"
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1"
+        assert container["volumeMounts"][0] == {
+            "name": "gameserve-secrets", "mountPath": "/etc/gameserve", "readOnly": True,
+        }  # fmt: skip
+
+
+def test_versions_come_from_flags_without_a_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GAMESERVE_DATA_DIR", str(tmp_path))  # no stack, no tracking server here
+    monkeypatch.delenv("GAMESERVE_TRACKING__URI", raising=False)
+    flags = [f"--version={name}=7" for name in sorted(FAMILIES)]
+    assert main(["build-config", "--out", str(tmp_path / "deploy"), *flags]) == 0
+    serve = yaml.safe_load((tmp_path / "deploy" / "serve-config.yaml").read_text())
+    manifest = yaml.safe_load((tmp_path / "deploy" / "rayservice.yaml").read_text())
+    assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == serve
+    ingress = serve["applications"][0]["deployments"][-1]
+    assert set(ingress["user_config"]["champions"].values()) == {"7"}
+    assert main(["build-config", "--kuberay", *flags]) == 0
+    assert yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])["kind"] == "RayService"
+
+
+def test_a_malformed_version_flag_names_itself() -> None:
+    with pytest.raises(InvalidInputError, match="--version: 'npc-behavior'"):
+        parse_versions(["npc-behavior"], sorted(FAMILIES))
+
+
+def test_the_manifests_in_deploy_are_what_build_config_renders() -> None:
+    folder = Path(__file__).parents[2] / "deploy" / "kuberay"
+    kuberay = KubeRaySettings()
+    serve = cluster_serve_config(Settings(), dict.fromkeys(sorted(FAMILIES), "1"), kuberay)
+    assert yaml.safe_load((folder / "serve-config.yaml").read_text()) == serve, (
+        "deploy/kuberay is stale: gameserve build-config --out deploy/kuberay "
+        "--version npc-behavior=1 --version difficulty-tuning=1 --version personalization=1"
+    )
+    rendered = rayservice(serve, kuberay, ray_env(Settings(), kuberay))
+    assert yaml.safe_load((folder / "rayservice.yaml").read_text()) == rendered
