@@ -27,6 +27,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: _tier(item) == "cluster")
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A failure is printed the moment it happens, not only in the final summary: a
+    process that dies later (a stopped Ray can end it) still leaves its failures in
+    the CI log."""
+    if report.failed:
+        print(f"\nFAILED {report.nodeid} ({report.when})\n{report.longreprtext}", flush=True)
+
+
 _SESSION: dict[str, Path] = {}
 
 

@@ -71,15 +71,20 @@ def test_mlflow_sigkilled_mid_rollout_pauses_it_and_it_resumes_with_no_failed_re
         Load(gateway.url, max_s=RECOVERY_LIMIT_S + 120, headers=test_keys.headers) as load,
     ):
         worker.start()
-        _wait(lambda: NPC.name in gateway.challengers, "the challenger never got traffic")
-        first = tracking.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)  # mid-step: the 10% step bakes for 4 s
-        recovery_s = _wait(
-            lambda: supervised.restarts > restarts and is_healthy(tracking.url),
-            "MLflow did not come back",
-        )
-        worker.join(timeout=RECOVERY_LIMIT_S)
+        try:
+            _wait(lambda: NPC.name in gateway.challengers, "the challenger never got traffic")
+            first = tracking.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)  # mid-step: the 10% step bakes for 4 s
+            recovery_s = _wait(
+                lambda: supervised.restarts > restarts and is_healthy(tracking.url),
+                "MLflow did not come back",
+            )
+            worker.join(timeout=RECOVERY_LIMIT_S)
+        finally:  # a failed wait must not leave the rollout running into later tests
+            if worker.is_alive():
+                controller.stop()
+                worker.join(timeout=60)
     assert not worker.is_alive(), "the rollout never finished"
     sent, failed = len(load.snapshot()), len(load.failures)
     print(f"\nMLflow SIGKILL mid-rollout: {sent} requests sent, {failed} failed, "

@@ -324,6 +324,7 @@ def test_metrics_sum_every_ingress_replica_under_load(
     served: ServeGateway, api: requests.Session, test_keys: TestKeys
 ) -> None:
     url = served.url
+    time.sleep(1.0)  # what earlier tests sent has reached the collector
     before = scrape(url, test_keys.headers)
     sent = 60
     with ThreadPoolExecutor(6) as pool:
