@@ -16,16 +16,12 @@ from pipelines import key_commands, progress, stack_commands
 from pipelines.admin_client import AdminClient
 from pipelines.report import quiet_third_parties, table
 from pipelines.settings import Settings
-from pipelines.stack_state import StackState
 
 if TYPE_CHECKING:
     from models.build import ModelBuild
-    from pipelines.registry import ModelRegistry
 
 # Commands import torch (train), MLflow (models) or Ray (up) only when they run
 # them: `gameserve rollout pause` starts in well under a second.
-from pipelines.signing import VersionSigner
-from pipelines.tracking_server import stack_credentials
 
 logger = logging.getLogger("gameserve")
 
@@ -68,9 +64,9 @@ def _down(settings: Settings, _: argparse.Namespace) -> int:
 
 def _models(settings: Settings, args: argparse.Namespace) -> int:
     """List every version of every family with its aliases."""
-    registry = _registry(settings)
-    if registry is None:
-        return 1
+    from pipelines.registry import connect_to_stack
+
+    registry = connect_to_stack(settings)  # no tracking server: the CLI's error boundary says so
     versions = [v for name in sorted(FAMILIES) for v in registry.list_versions(name)]
     if args.json:
         listed = [
@@ -85,19 +81,6 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     ]
     print(table(("family", "version", "aliases", "seed"), rows))
     return 0
-
-
-def _registry(settings: Settings) -> ModelRegistry | None:
-    from pipelines.registry import connect
-
-    state = StackState.read(settings)
-    uri = settings.tracking.uri or (state.tracking_uri if state else None)
-    if uri is None:
-        print("no tracking server: run `gameserve up` or set GAMESERVE_TRACKING__URI")
-        return None
-    signer = VersionSigner.at(settings.signing_key_file)
-    credentials = stack_credentials(settings.tracking, settings.mlflow_credentials_file)
-    return connect(uri, settings.tracking, settings.cache_dir, signer, credentials)
 
 
 def _rollout(settings: Settings, args: argparse.Namespace) -> int:

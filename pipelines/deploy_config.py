@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from models.errors import InvalidInputError, RegistryUnavailableError
+from models.errors import InvalidInputError
 from pipelines.registry_source import registry_source_spec
 from pipelines.settings import Settings
 from serving.app.serve_config import serve_config
@@ -206,18 +206,9 @@ def to_yaml(document: dict[str, Any]) -> str:
 
 def registry_champions(settings: Settings, families: list[str]) -> dict[str, str | None]:
     """Each family's champion in the registry the settings (or the stack here) name."""
-    from pipelines.registry import CHAMPION, connect
-    from pipelines.signing import VersionSigner
-    from pipelines.stack_state import StackState
-    from pipelines.tracking_server import stack_credentials
+    from pipelines.registry import CHAMPION, connect_to_stack
 
-    state = StackState.read(settings)
-    uri = settings.tracking.uri or (state.tracking_uri if state else None)
-    if uri is None:
-        raise RegistryUnavailableError("no tracking server: set GAMESERVE_TRACKING__URI")
-    signer = VersionSigner.at(settings.signing_key_file)
-    credentials = stack_credentials(settings.tracking, settings.mlflow_credentials_file)
-    registry = connect(uri, settings.tracking, settings.cache_dir, signer, credentials)
+    registry = connect_to_stack(settings)
     return {family: registry.aliases(family).get(CHAMPION) for family in families}
 
 

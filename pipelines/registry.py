@@ -34,9 +34,10 @@ from models.errors import (
 from models.runtime import open_verified
 from pipelines.model_cache import MODEL_FILE, ModelCache, sha256_of
 from pipelines.rollout.record import RolloutRecord, recent_rollouts, rollout_steps
-from pipelines.settings import TrackingSettings
+from pipelines.settings import Settings, TrackingSettings
 from pipelines.signing import VersionSigner
-from pipelines.tracking_server import MlflowCredentials
+from pipelines.stack_state import StackState
+from pipelines.tracking_server import MlflowCredentials, stack_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,20 @@ def connect(
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return ModelRegistry(tracking_uri, cache_dir, signer)
+
+
+def connect_to_stack(settings: Settings) -> ModelRegistry:
+    """The registry ``settings`` name, or the one of the stack running from its data dir,
+    with the stack's signing key and MLflow login (both in the data dir)."""
+    state = StackState.read(settings)
+    uri = settings.tracking.uri or (state.tracking_uri if state else None)
+    if uri is None:
+        raise RegistryUnavailableError(
+            "no tracking server: run `gameserve up` or set GAMESERVE_TRACKING__URI"
+        )
+    signer = VersionSigner.at(settings.signing_key_file)
+    credentials = stack_credentials(settings.tracking, settings.mlflow_credentials_file)
+    return connect(uri, settings.tracking, settings.cache_dir, signer, credentials)
 
 
 class ModelRegistry:
