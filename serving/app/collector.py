@@ -154,9 +154,8 @@ async def _flush_telemetry(
     target: Any, replica: str, telemetry: Telemetry, payloads: dict[tuple[str, str], int]
 ) -> None:
     drained = telemetry.drain()
-    in_flight = {family: n for family, n in telemetry.in_flight.items() if n}
     try:
-        await target.merge_telemetry.remote(replica, drained, in_flight, payloads)
+        await target.merge_telemetry.remote(replica, drained, telemetry.busy(), payloads)
     except Exception as exc:  # kept for the next flush, like the game-time counts
         logger.warning("could not flush request telemetry: %s", exc)
         telemetry.merge(drained)

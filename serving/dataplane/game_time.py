@@ -28,6 +28,8 @@ PRIORITIES: tuple[Priority, ...] = ("critical", "normal", "best_effort")
 OnMissChoice = Literal["fallback", "error"]
 Protocol = Literal["game", "v2"]
 Source = Literal["model", "fallback"]
+# Whose answer: the champion's, the rollout challenger's, or the family's fallback.
+AnsweredBy = Literal["champion", "challenger", "fallback"]
 # Why the fallback answered: the model could not in time, was over capacity,
 # failed, or answered with outputs that break the family's checks.
 FallbackReason = Literal["deadline", "overload", "error", "invalid_output"]
@@ -154,6 +156,17 @@ class Answer:
     version: str | None
     source: Source = "model"
     fallback_reason: FallbackReason | None = None
+    challenger: bool = False  # the rollout's challenger answered (its cohort, or a shadow)
+
+    @property
+    def role(self) -> AnsweredBy:
+        if self.source == "fallback":
+            return "fallback"
+        return "challenger" if self.challenger else "champion"
+
+    @property
+    def rows(self) -> int:
+        return int(next(iter(self.outputs.values())).shape[0])
 
     def provenance(self) -> dict[str, Any]:
         """``source`` and, for a fallback, ``fallback_reason``: what every answer says."""

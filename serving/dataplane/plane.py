@@ -47,7 +47,7 @@ from serving.dataplane.payload_files import Record
 from serving.dataplane.payload_log import PayloadLog, new_request_id
 from serving.dataplane.rollout_metrics import MetricsWindows
 from serving.dataplane.routing import Route
-from serving.dataplane.telemetry import Observation, Role, Telemetry
+from serving.dataplane.telemetry import Observation, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +132,6 @@ class DataPlane:
         """Measure one request of ``name`` from ``received`` (see serving.dataplane.telemetry)."""
         return Observation(self.telemetry, name, received)
 
-    def role(self, name: str, answer: Answer) -> Role:
-        """Who gave ``answer``: the fallback, the rollout's challenger, or the champion."""
-        if answer.source == "fallback":
-            return "fallback"
-        if answer.version is not None and answer.version == self.canary.challenger_version(name):
-            return "challenger"
-        return "champion"
-
     async def infer(
         self,
         name: str,
@@ -202,7 +194,9 @@ class DataPlane:
             return self._miss(family, tensors, call, "error", exc)
         if call.deadline.expired():
             self.counters.family(name).late += 1
-        return Answer(prediction.outputs, prediction.version)
+        challenger = self.canary.challenger_version(name)
+        by_challenger = challenger is not None and prediction.version == challenger
+        return Answer(prediction.outputs, prediction.version, challenger=by_challenger)
 
     def _record(
         self,
@@ -217,7 +211,7 @@ class DataPlane:
             at_s=time.time(),
             request_id=new_request_id(),
             version=answer.version,
-            role=self.role(name, answer),
+            role=answer.role,
             source=answer.source,
             fallback_reason=answer.fallback_reason,
             latency_ms=(time.monotonic() - call.received) * 1000,

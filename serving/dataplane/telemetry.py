@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from models.errors import GameserveError
-from serving.dataplane.game_time import FamilyCounts
+from serving.dataplane.game_time import Answer, AnsweredBy, FamilyCounts
 
 # 1 ms steps up to a 50 Hz tick, then coarser: a tick's budget is where the detail matters.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -27,7 +27,7 @@ ROWS_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 
 
 # Who answered: the champion, the challenger (its cohort during a rollout), the
 # family's fallback, or nobody (the request failed before any answer).
-Role = Literal["champion", "challenger", "fallback", "none"]
+Role = Literal[AnsweredBy, "none"]
 OK = "ok"
 
 # (family, version, role): version is "" where no version answered.
@@ -93,6 +93,10 @@ class Telemetry:
                 counted = self.rows[key] = Histogram(ROWS_BUCKETS)
             counted.observe(rows)
 
+    def busy(self) -> dict[str, int]:
+        """Requests in flight now, for the families that have any."""
+        return {family: n for family, n in self.in_flight.items() if n}
+
     def drain(self) -> Telemetry:
         """The sums since the last drain (the gauge stays)."""
         drained = Telemetry(self.requests, self.latency_s, self.rows)
@@ -142,8 +146,8 @@ class Observation:
         self.role: Role = "none"
         self.rows = 0
 
-    def answered(self, version: str | None, role: Role, rows: int) -> None:
-        self.version, self.role, self.rows = version, role, rows
+    def answered(self, answer: Answer) -> None:
+        self.version, self.role, self.rows = answer.version, answer.role, answer.rows
 
     def __enter__(self) -> Observation:
         self._telemetry.in_flight[self.family] += 1

@@ -13,11 +13,10 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, create_model
 
 from models.family import GameRoute
-from serving.dataplane.batching import rows
 from serving.dataplane.game_time import FallbackReason, Source
 from serving.dataplane.plane import DataPlane
 from serving.http.direct import Endpoint
-from serving.http.game_time import admit, received
+from serving.http.game_time import admit
 from serving.http.json_body import body_schema, parse, respond
 
 
@@ -134,11 +133,11 @@ def _endpoint(
 
     async def endpoint(http: Request) -> Response:
         call, ticket = admit(plane, http, name, "game")
-        with ticket, plane.observe(name, received(http)) as seen:
+        with ticket, plane.observe(name, call.received) as seen:
             request = parse(route.request_model, await http.body())
             key = routing_key(http, pick(request) if pick is not None else None)
             response, answer = await plane.infer_domain(name, request, key, call)
-            seen.answered(answer.version, plane.role(name, answer), rows(answer.outputs))
+            seen.answered(answer)
         return respond(
             result(
                 model=ModelRef(name=name, version=answer.version),

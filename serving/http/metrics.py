@@ -38,7 +38,7 @@ def local_snapshot(plane: DataPlane) -> Snapshot:
         return MetricsSnapshot(
             telemetry=telemetry,
             game_time=plane.counters.families,
-            in_flight={family: n for family, n in telemetry.in_flight.items() if n},
+            in_flight=telemetry.busy(),
             ingress_replicas=1,
             payloads=plane.payloads.counts() if plane.payloads is not None else {},
         )

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request, Response
 
 from models.contract import TensorSpec
 from models.errors import ModelNotReadyError
-from serving.dataplane.batching import rows
 from serving.dataplane.game_time import parse_budget_ms
 from serving.dataplane.plane import DataPlane
 from serving.http.game_api import routing_key
@@ -113,7 +112,7 @@ def v2_router(plane: DataPlane) -> APIRouter:
         model_name: str = request.path_params["model_name"]
         model_version: str | None = request.path_params.get("model_version")
         call, ticket = admit(plane, request, model_name, "v2")
-        with ticket, plane.observe(model_name, received(request)) as seen:
+        with ticket, plane.observe(model_name, call.received) as seen:
             # The raw body: tritonclient sends binary tensors without a Content-Type.
             parsed = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
             # Triton's per-request timeout, in microseconds; the earlier deadline wins.
@@ -127,7 +126,7 @@ def v2_router(plane: DataPlane) -> APIRouter:
                 routing_key=routing_key(request),
                 call=call,
             )
-            seen.answered(answer.version, plane.role(model_name, answer), rows(answer.outputs))
+            seen.answered(answer)
         body, headers = encode_response(
             model_name, answer.version, parsed, answer.outputs, answer.provenance()
         )

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 
 from models.errors import DeadlineExceededError
+from serving.dataplane.game_time import Answer
 from serving.dataplane.telemetry import Histogram, Observation, Telemetry
 
 
@@ -46,7 +48,7 @@ def test_observation_records_the_error_code_and_the_gauge_returns_to_zero() -> N
     with pytest.raises(RuntimeError):
         failing(RuntimeError("a bug"))
     with Observation(telemetry, "npc", 0.0) as seen:
-        seen.answered("2", "challenger", 8)
+        seen.answered(Answer({"probs": np.zeros((8, 10))}, "2", challenger=True))
     assert telemetry.in_flight["npc"] == 0
     assert telemetry.requests[("npc", "", "none", "deadline_exceeded")] == 1
     assert telemetry.requests[("npc", "", "none", "internal_error")] == 1
