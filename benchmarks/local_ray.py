@@ -27,10 +27,11 @@ def train_models(root: Path) -> DirectoryModelSource:
 
 
 @contextlib.contextmanager
-def local_ray(runtime: ServeRuntime) -> Iterator[str]:
+def local_ray(runtime: ServeRuntime, num_cpus: int | None = None) -> Iterator[str]:
     """A local Ray on this substrate; yields the dashboard URL (Serve's deploy API)."""
     with runtime.applied():
         context = ray.init(
+            num_cpus=num_cpus,
             include_dashboard=True,
             dashboard_host="127.0.0.1",
             dashboard_port=free_port(),

@@ -1,13 +1,18 @@
 """An e-sports spike: baseline → 10x → baseline, against the real stack on loopback.
 
-    .venv/bin/python -m benchmarks.spike [--baseline-rps 10] [--multiplier 10] [--serve-proxy]
+    .venv/bin/python -m benchmarks.spike [--ray-cpus 4] [--baseline-share 0.3] [--serve-proxy]
 
-Starts a local Ray, deploys gameserve with queue-depth autoscaling on the NPC
-family, and plays an open-loop load (arrivals do not wait for answers, as game
-servers do not). Every second it records offered load, successes, shed and
-failed requests, p50 and p99, requests in flight, NPC replicas and Ray nodes;
-it writes a CSV and a PNG under benchmarks/results/ and prints time-to-scale-up
-and p99 during and after the spike. Bounded: fixed phases, capped in-flight.
+Starts a local Ray and deploys gameserve on its default settings (the ingress
+follows its queue: two replicas at least, one per CPU Ray sees at most). It
+first measures what the stack serves (closed loop, ``--probe-s``), then plays an
+open-loop load (arrivals do not wait for answers, as game servers do not) at
+``--baseline-share`` of that capacity, ten times that for the spike (3x what
+the machine serves by default), and the baseline again, long enough for the
+scale-down cooldowns. Every second it records offered load, successes, shed and
+failed requests, p50 and p99, requests in flight, replicas and Ray nodes; it
+writes a CSV and a PNG under benchmarks/results/ and prints the capacity,
+time-to-scale-up, the replica peak, when replicas came back down, and p99
+before, during and after the spike. Bounded: fixed phases, capped in-flight.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from ray import serve
 from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
 from pipelines.tracking_server import free_port
-from serving.app.autoscaling import aggressive
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.http.keys import KeyStore
@@ -48,6 +52,7 @@ class Second:
     ok: int = 0
     shed: int = 0
     failed: int = 0
+    unsent: int = 0  # the generator's own in-flight bound, never the server's doing
     latencies_ms: list[float] = field(default_factory=list)
     in_flight: int = 0
     replicas: int = 0
@@ -55,42 +60,63 @@ class Second:
     nodes: int = 0
 
 
-def deploy(dashboard: str, port: int) -> tuple[ServeGateway, str]:
-    """The application, and an ``infer`` key for the load."""
-    root = Path(tempfile.mkdtemp(prefix="gameserve-spike-"))
-    train_models(root)
-    key = KeyStore(root / "keys.json").create("spike", ["infer"])
-    npc = FamilyServing(
-        autoscaling=aggressive(
-            min_replicas=1,
-            max_replicas=4,
-            latency_budget_ms=5.0,
-            service_time_ms=2.5,
-            scale_down_cooldown_s=15.0,
-        )
-    )
-    families = {**ServingSettings().families, NPC: npc}
-    # Under HTTP load requests queue in front of the ingress, so it scales too.
-    ingress = aggressive(
-        min_replicas=1,
-        max_replicas=4,
-        latency_budget_ms=20.0,
-        service_time_ms=2.0,
-        scale_down_cooldown_s=15.0,
-    )
-    settings = ServingSettings(
-        port=port,
-        families=families,
-        ingress_autoscaling=ingress,
-        auth=AuthSettings(keys_file=root / "keys.json"),
-    )
+def deploy_settings(
+    root: Path, port: int, families: dict[str, FamilyServing] | None = None
+) -> tuple[ServingSettings, SourceSpec, str]:
+    """Default settings (``families`` overriding), the models trained under ``root``, and
+    an ``infer`` key for the load."""
+    key = KeyStore(root / "keys.json").create(f"bench-{port}", ["infer"])
+    settings = ServingSettings(port=port, auth=AuthSettings(keys_file=root / "keys.json"))
+    if families:
+        settings = settings.model_copy(update={"families": {**settings.families, **families}})
     spec = SourceSpec(
         import_path="serving.dataplane.model_source:DirectoryModelSource",
         arguments={"root": str(root)},
     )
+    return settings, spec, key
+
+
+def deploy(dashboard: str, port: int) -> tuple[ServeGateway, str]:
+    """The application on its default settings, and an ``infer`` key for the load."""
+    root = Path(tempfile.mkdtemp(prefix="gameserve-spike-"))
+    train_models(root)
+    settings, spec, key = deploy_settings(root, port)
     gateway = ServeGateway(settings, spec, dashboard)
     gateway.deploy(dict.fromkeys(FAMILIES, "1"))
     return gateway, key
+
+
+async def capacity(url: str, key: str, seconds: float, concurrency: int = 64) -> float:
+    """Answers per second the stack gives a closed loop of ``concurrency`` callers."""
+    body, answered = npc_tick(8), 0
+    deadline = time.monotonic() + seconds
+    auth = {"Authorization": f"Bearer {key}"}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(headers=auth, timeout=timeout) as session:
+
+        async def caller() -> None:
+            nonlocal answered
+            while time.monotonic() < deadline:
+                async with session.post(f"{url}/v1/npc/act", json=body) as response:
+                    await response.read()
+                    answered += response.status == 200
+
+        started = time.monotonic()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return answered / (time.monotonic() - started)
+
+
+def settle(app: str, minimum: int, max_s: float) -> float:
+    """Seconds until the ingress has ``minimum`` replicas in any state, none starting
+    or stopping (at most ``max_s``)."""
+    started = time.monotonic()
+    time.sleep(5.0)  # the policy's last look-back window ends after the load
+    while time.monotonic() - started < max_s:
+        states = serve.status().applications[app].deployments["ingress"].replica_states
+        if sum(states.values()) <= minimum:
+            break
+        time.sleep(1.0)
+    return time.monotonic() - started
 
 
 def replicas_and_nodes(app: str) -> tuple[int, int, int]:
@@ -101,7 +127,8 @@ def replicas_and_nodes(app: str) -> tuple[int, int, int]:
         return sum(n for s, n in states.items() if str(s).endswith("RUNNING"))
 
     alive = [node for node in ray.nodes() if node["Alive"]]  # type: ignore[no-untyped-call]
-    return running(NPC), running("ingress"), len(alive)
+    npc = running(NPC) if NPC in deployments else 0  # in the ingress by default
+    return npc, running("ingress"), len(alive)
 
 
 async def play(
@@ -161,7 +188,7 @@ async def play(
                 slot.offered += 1
                 sent += 1
                 if in_flight >= MAX_IN_FLIGHT:
-                    slot.failed += 1  # the generator's own bound, counted, never exceeded
+                    slot.unsent += 1  # the generator's own bound, counted, never exceeded
                     continue
                 task = asyncio.create_task(one(session, slot))
                 tasks.add(task)
@@ -192,6 +219,7 @@ def report(seconds: list[Second], phases: list[tuple[str, float, float]], out: P
                 "ok": s.ok,
                 "shed": s.shed,
                 "failed": s.failed,
+                "unsent": s.unsent,
                 "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else "",
                 "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else "",
                 "in_flight": s.in_flight,
@@ -217,9 +245,10 @@ def report(seconds: list[Second], phases: list[tuple[str, float, float]], out: P
         return float(np.percentile(lat, 99)) if lat else float("nan")
 
     total = sum(s.offered for s in seconds)
+    ok, shed, failed = (sum(getattr(s, k) for s in seconds) for k in ("ok", "shed", "failed"))
     print(
-        f"requests offered: {total}, ok: {sum(s.ok for s in seconds)}, "
-        f"shed (503/429): {sum(s.shed for s in seconds)}, failed: {sum(s.failed for s in seconds)}"
+        f"requests offered: {total}, ok: {ok}, shed (503/429): {shed}, failed: {failed}, "
+        f"not sent (generator at {MAX_IN_FLIGHT} in flight): {sum(s.unsent for s in seconds)}"
     )
     print(
         f"replicas (NPC + ingress): baseline {base_replicas}, peak {max(scaling)}, "
@@ -227,6 +256,12 @@ def report(seconds: list[Second], phases: list[tuple[str, float, float]], out: P
         f"ingress peak {max(s.ingress for s in seconds)}"
     )
     print(f"time to scale up: {scaled[0] - spike_start:.0f} s" if scaled else "no scale-up")
+    back = [t for t, n in enumerate(scaling) if t >= spike_end and n <= base_replicas]
+    print(
+        f"back to {base_replicas} replicas {back[0] - spike_end:.0f} s after the spike"
+        if back
+        else f"still {scaling[-1]} replicas {len(seconds) - spike_end:.0f} s after the spike"
+    )
     print(
         f"p99 before spike: {p99(5, spike_start):.1f} ms, "
         f"during: {p99(spike_start, spike_end):.1f} ms, "
@@ -251,7 +286,11 @@ def plot(rows: list[dict[str, object]], phases: list[tuple[str, float, float]], 
     axes[2].step(t, [r["replicas"] for r in rows], label="NPC replicas", where="post")
     axes[2].step(t, [r["ingress"] for r in rows], label="ingress replicas", where="post")
     axes[2].step(t, [r["nodes"] for r in rows], label="Ray nodes", where="post")
-    axes[2].plot(t, [r["in_flight"] for r in rows], label="in flight", alpha=0.6)
+    axes[2].set_ylabel("replicas, nodes")
+    flight = axes[2].twinx()  # hundreds in flight would flatten the replica steps
+    flight.plot(t, [r["in_flight"] for r in rows], label="in flight", alpha=0.4, color="grey")
+    flight.set_ylabel("in flight")
+    flight.legend(loc="upper left", fontsize=8)
     edge = 0.0
     for name, duration, _ in phases:
         for ax in axes:
@@ -268,25 +307,37 @@ def plot(rows: list[dict[str, object]], phases: list[tuple[str, float, float]], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline-rps", type=float, default=10.0)
+    parser.add_argument(
+        "--ray-cpus", type=int, default=4,
+        help="CPUs Ray sees: the ingress's ceiling. Above the cores, the added replicas "
+        "show the policy's moves without adding compute.",
+    )  # fmt: skip
+    parser.add_argument("--baseline-share", type=float, default=0.3)
     parser.add_argument("--multiplier", type=float, default=10.0)
+    parser.add_argument("--probe-s", type=float, default=10.0)
     parser.add_argument("--baseline-s", type=float, default=20.0)
     parser.add_argument("--spike-s", type=float, default=40.0)
-    parser.add_argument("--after-s", type=float, default=50.0)
+    parser.add_argument("--after-s", type=float, default=90.0)
     parser.add_argument(
         "--serve-proxy",
         action="store_true",
         help="Serve's own proxy instead of the default substrate (serving/runtime/substrate.py)",
     )
     args = parser.parse_args()
-    phases = [
-        ("baseline", args.baseline_s, args.baseline_rps),
-        ("10x spike", args.spike_s, args.baseline_rps * args.multiplier),
-        ("baseline", args.after_s, args.baseline_rps),
-    ]
     runtime = ServeRuntime(haproxy_ingress=False) if args.serve_proxy else ServeRuntime()
-    with local_ray(runtime) as dashboard:
+    with local_ray(runtime, num_cpus=args.ray_cpus) as dashboard:
         gateway, key = deploy(dashboard, free_port())
+        served = asyncio.run(capacity(gateway.url, key, args.probe_s))
+        baseline = served * args.baseline_share
+        print(f"capacity: {served:.0f} req/s (closed loop, 64 callers); baseline {baseline:.0f}")
+        # The probe scaled the ingress up: the baseline starts from the floor again.
+        waited = settle(gateway.settings.app_name, minimum=2, max_s=150)
+        print(f"after the probe, back to the floor in {waited:.0f} s")
+        phases = [
+            ("baseline", args.baseline_s, baseline),
+            (f"{args.multiplier:g}x spike", args.spike_s, baseline * args.multiplier),
+            ("baseline", args.after_s, baseline),
+        ]
         seconds = asyncio.run(play(gateway.url, gateway.settings.app_name, key, phases))
         report(seconds, phases, RESULTS / time.strftime("spike-%Y%m%d-%H%M%S"))
 

@@ -108,6 +108,9 @@ def _build_config(settings: Settings, args: argparse.Namespace) -> int:
     """The Serve config (or RayService) of the registry's champions, or of --version flags."""
     from pipelines import deploy_config
 
+    if args.ray_env:
+        print(deploy_config.ray_start_env(settings))
+        return 0
     versions: dict[str, str | None] = dict.fromkeys(sorted(FAMILIES))
     flagged = deploy_config.parse_versions(args.version, list(versions))
     if len(flagged) < len(versions):
@@ -199,6 +202,10 @@ def _parser() -> argparse.ArgumentParser:
         help="a champion version (default: the registry's, when it is reachable)",
     )  # fmt: skip
     build.add_argument("--image", help="the container image (gameserve installed)")
+    build.add_argument(
+        "--ray-env", action="store_true",
+        help="the environment every `ray start` of a cluster needs (ray-cluster.yaml)",
+    )  # fmt: skip
     build.set_defaults(handler=_build_config)
     rollback = commands.add_parser("rollback", help="make the previous champion serve again")
     rollback.add_argument("family", choices=sorted(FAMILIES))

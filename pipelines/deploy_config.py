@@ -10,6 +10,8 @@ Secret mounted read-only.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Mapping
 from importlib.metadata import version as package_version
 from pathlib import Path, PurePosixPath
@@ -21,12 +23,15 @@ from pydantic import BaseModel, Field
 from models.errors import InvalidInputError
 from pipelines.registry_source import registry_source_spec
 from pipelines.settings import Settings
+from serving.app.autoscaling import Capacity
 from serving.app.serve_config import serve_config
 from serving.runtime.haproxy_listeners import (
     BINARY_VARIABLE,
     HOST_VARIABLE,
     HTTP_REQUEST_TIMEOUT_VARIABLE,
     MAX_BODY_VARIABLE,
+    SERVER_MAXCONN_VARIABLE,
+    TIMEOUT_QUEUE_VARIABLE,
 )
 from serving.runtime.substrate import HAPROXY_WRAPPER
 
@@ -54,6 +59,14 @@ class KubeRaySettings(BaseModel):
         default=HAPROXY_WRAPPER, description="The hardened HAProxy launcher, on the image's PATH."
     )
 
+    def capacity(self) -> Capacity:
+        """The cluster at its largest: what policies without max_replicas may fill."""
+        workers = self.gpu_workers_max
+        return Capacity(
+            cpus=self.head_cpus + self.gpu_worker_cpus * workers,
+            gpus=self.gpus_per_worker * workers,
+        )
+
 
 def ray_env(settings: Settings, kuberay: KubeRaySettings) -> dict[str, str]:
     """What Ray's processes read at start, as the local stack sets it (serving.runtime):
@@ -65,8 +78,19 @@ def ray_env(settings: Settings, kuberay: KubeRaySettings) -> dict[str, str]:
         env[BINARY_VARIABLE] = kuberay.haproxy_wrapper
         env[HTTP_REQUEST_TIMEOUT_VARIABLE] = str(serving.runtime.haproxy_timeout_http_request_s)
         env[MAX_BODY_VARIABLE] = str(serving.limits.max_body_bytes)
+        env[SERVER_MAXCONN_VARIABLE] = str(serving.runtime.haproxy_server_maxconn)
+        env[TIMEOUT_QUEUE_VARIABLE] = str(serving.runtime.haproxy_timeout_queue_ms)
         env[HOST_VARIABLE] = serving.runtime.listener_host
     return env
+
+
+def ray_start_env(settings: Settings) -> str:
+    """``export`` lines for ``eval`` before ``ray start`` on a VM (ray-cluster.yaml): what
+    the RayService sets, the wrapper beside this Python, and Ray's token on."""
+    wrapper = Path(sys.executable).with_name(HAPROXY_WRAPPER)
+    env = ray_env(settings, KubeRaySettings(haproxy_wrapper=str(wrapper)))
+    env["RAY_AUTH_MODE"] = "token"
+    return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items()))
 
 
 def cluster_serve_config(
@@ -78,6 +102,7 @@ def cluster_serve_config(
         update={
             # The Serve proxy answers the pod's Service; the guard's keys stay required.
             "host": "0.0.0.0",
+            "capacity": settings.serving.capacity or kuberay.capacity(),
             "auth": settings.serving.auth.model_copy(
                 update={"mode": "on", "keys_file": Path(secrets / "keys.json")}
             ),

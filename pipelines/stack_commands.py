@@ -153,9 +153,25 @@ def status_report(settings: Settings) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         answer = requests.get(f"{state.api_url}/v1/models", headers=headers, timeout=10)
         report["models"] = answer.json()["models"]
+        scraped = requests.get(f"{state.api_url}/metrics", headers=headers, timeout=10)
+        report["forecast"] = _forecast(scraped.text) if scraped.ok else None
     except (requests.RequestException, ValueError, KeyError) as exc:
         report["api_error"] = str(exc)
     return report
+
+
+def _forecast(metrics: str) -> dict[str, Any] | None:
+    """The ingress's demand forecast, from the stack's own /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, Any] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "gameserve_forecast_requests_per_second":
+                found.update(peak_requests_per_s=sample.value, method=sample.labels["method"])
+            elif sample.name == "gameserve_forecast_replicas":
+                found["ingress_floor"] = int(sample.value)
+    return found or None
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -190,6 +206,12 @@ def _print_status(report: dict[str, Any]) -> None:
     for model in models:
         if model["problem"]:
             print(f"{model['name']}: {model['problem']}")
+    forecast = report.get("forecast")
+    if forecast:
+        print(
+            f"Forecast:       peak {forecast['peak_requests_per_s']:,.0f} req/s ahead "
+            f"({forecast['method']}): ingress floor {forecast['ingress_floor']} replicas"
+        )
 
 
 def down(settings: Settings, timeout_s: float = 120.0) -> int:

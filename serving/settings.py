@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import FAMILIES, get_family
 from models.spec import FamilySpec
-from serving.app.autoscaling import QueueDepthSettings, autoscaling_config
+from serving.app.autoscaling import Capacity, QueueDepthSettings, autoscaling_config
+from serving.app.demand_forecast import ForecastSettings
 from serving.dataplane.game_time import FamilyTiming, Priority
 from serving.runtime.substrate import ServeRuntime
 
@@ -40,6 +41,12 @@ class FamilyServing(BaseModel):
     num_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per replica.")
     num_gpus: float = Field(
         default=0.0, ge=0, le=1, description="Fraction of a GPU per replica; 0 runs on the CPU."
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per replica (placement 'deployment'): replicas "
+        "go only to nodes that declare them, e.g. a node group started with "
+        "--resources '{\"gpu_worker\": 4}'.",
     )
     max_batch_rows: int = Field(
         default=1024, ge=1, description="Rows (NPCs, players) one model call may take."
@@ -73,20 +80,34 @@ class FamilyServing(BaseModel):
         description="Share of answered requests recorded; None: payload_log.sample.",
     )  # fmt: skip
     autoscaling: QueueDepthSettings | None = Field(
-        default=None, description="Queue-depth autoscaling; None keeps num_replicas fixed."
+        default=None,
+        description="The queue-depth policy of the family's own deployment; None: the "
+        "default one, from num_replicas up to what the cluster holds (see scaling).",
+    )
+    scaling: Literal["queue_depth", "fixed"] = Field(
+        default="queue_depth",
+        description="A family with its own deployment follows its queue by default; "
+        "'fixed' keeps num_replicas. A family in the ingress scales with the ingress.",
     )
     placement: Literal["auto", "ingress", "deployment"] = Field(
         default="auto",
         description="Where the model runs. 'ingress': in the ingress replica's process, no "
         "Ray hop per request (serving/dataplane/colocated.py). 'deployment': its own Ray Serve "
         "deployment, for GPUs, cross-request batching and its own autoscaling. 'auto': "
-        "'deployment' when num_gpus or autoscaling is set, 'ingress' otherwise.",
+        "'deployment' when num_gpus, autoscaling or resources is set, 'ingress' otherwise.",
     )
 
     @model_validator(mode="after")
     def _placement_fits(self) -> FamilyServing:
-        if self.placement == "ingress" and (self.num_gpus > 0 or self.autoscaling is not None):
-            field = "num_gpus" if self.num_gpus > 0 else "autoscaling"
+        if self.scaling == "fixed" and self.autoscaling is not None:
+            raise ValueError("autoscaling: set, but scaling is 'fixed'")
+        needs_own = {
+            "num_gpus": self.num_gpus > 0,
+            "autoscaling": self.autoscaling is not None,
+            "resources": bool(self.resources),
+        }
+        if self.placement == "ingress" and any(needs_own.values()):
+            field = next(name for name, needed in needs_own.items() if needed)
             raise ValueError(
                 f"placement: 'ingress' runs on the ingress's CPU and scales with it; "
                 f"{field} needs placement 'deployment' (or 'auto')"
@@ -97,21 +118,30 @@ class FamilyServing(BaseModel):
     def colocated(self) -> bool:
         """True when the model runs inside the ingress replica."""
         if self.placement == "auto":
-            return self.num_gpus == 0 and self.autoscaling is None
+            return self.num_gpus == 0 and self.autoscaling is None and not self.resources
         return self.placement == "ingress"
 
-    def replicas_config(self) -> dict[str, Any]:
-        """The deployment options that set its replica count."""
-        if self.autoscaling is None:
+    def policy(self) -> QueueDepthSettings | None:
+        """The deployment's queue-depth policy; None when its replicas are fixed."""
+        if self.scaling == "fixed":
+            return None
+        return self.autoscaling or QueueDepthSettings(min_replicas=self.num_replicas)
+
+    def replicas_config(self, capacity: Capacity) -> dict[str, Any]:
+        """The deployment options that set its replica count, within ``capacity``."""
+        policy = self.policy()
+        if policy is None:
             return {"num_replicas": self.num_replicas}
-        return {"autoscaling_config": autoscaling_config(self.autoscaling)}
+        fits = capacity.replicas(max(self.num_cpus, self.intra_op_threads), self.num_gpus)
+        return {"autoscaling_config": autoscaling_config(policy.fitted(fits))}
 
     @property
     def baseline_replicas(self) -> int:
         """Replicas a challenger runs with: what the champion has when quiet."""
-        if self.autoscaling is None:
+        policy = self.policy()
+        if policy is None:
             return self.num_replicas
-        return max(self.autoscaling.min_replicas, 1)
+        return max(policy.min_replicas, 1)
 
 
 class AuthSettings(BaseModel):
@@ -256,8 +286,20 @@ class ServingSettings(BaseModel):
     )
     ingress_num_cpus: float = Field(default=0.25, ge=0)
     ingress_autoscaling: QueueDepthSettings | None = Field(
+        default_factory=lambda: QueueDepthSettings(
+            min_replicas=2, forecast=ForecastSettings(requests_per_replica_s=1500.0)
+        ),
+        description="Under HTTP load the ingress is where requests queue, so it follows its "
+        "queue by default: two replicas at least (see ingress_replicas), one per CPU of "
+        "the cluster at most, and a floor raised ahead of the request rate a forecast "
+        "expects (about 1,500 small requests/s per replica, measured on 2 cores). None "
+        "keeps ingress_replicas fixed.",
+    )
+    capacity: Capacity | None = Field(
         default=None,
-        description="Under HTTP load the ingress is where requests queue; None keeps it fixed.",
+        description="The cluster at its largest, for policies without max_replicas. None: "
+        "what Ray sees when the application is deployed (the gateway fills it in), or this "
+        "machine. Set it where workers join on demand (ray up, KubeRay).",
     )
 
     @model_validator(mode="after")
@@ -270,10 +312,15 @@ class ServingSettings(BaseModel):
                     )
         return self
 
+    def cluster_capacity(self) -> Capacity:
+        return self.capacity or Capacity.this_machine()
+
     def ingress_replicas_config(self) -> dict[str, Any]:
         if self.ingress_autoscaling is None:
             return {"num_replicas": self.ingress_replicas}
-        return {"autoscaling_config": autoscaling_config(self.ingress_autoscaling)}
+        # One event loop per replica: more replicas than cores only contend.
+        fits = self.cluster_capacity().replicas(1.0)
+        return {"autoscaling_config": autoscaling_config(self.ingress_autoscaling.fitted(fits))}
 
     families: dict[str, FamilyServing] = Field(
         default_factory=lambda: {name: family_defaults(name) for name in FAMILIES},

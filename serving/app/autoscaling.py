@@ -10,12 +10,20 @@ answer inside the budget; that is the per-replica target.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from serving.app.demand_forecast import ForecastSettings
+
 POLICY_PATH = "serving.app.autoscaling:QueueDepthPolicy"
+# The custom metric an ingress replica reports (record_autoscaling_stats): requests
+# in it on average, counted where Serve's ongoing count cannot see them.
+IN_SYSTEM_METRIC = "gameserve_in_system"
+# The replica floor the collector's demand forecast asks for (serving/app/demand_forecast.py).
+FORECAST_FLOOR_METRIC = "gameserve_forecast_floor"
 # Ray pushes queue metrics every 10 s by default: far too slow to follow a spike.
 METRIC_PUSH_INTERVAL_S = 0.5
 RUNTIME_ENV_VARS = {
@@ -39,9 +47,34 @@ class CalendarEvent(BaseModel):
         return self.start_s - self.lead_s <= now <= self.end_s
 
 
+class Capacity(BaseModel):
+    """What the cluster holds at most: the ceiling of a policy left to "fit the machine"."""
+
+    cpus: float = Field(gt=0)
+    gpus: float = Field(default=0.0, ge=0)
+
+    @classmethod
+    def this_machine(cls) -> Capacity:
+        return cls(cpus=float(os.cpu_count() or 1))
+
+    def replicas(self, num_cpus: float, num_gpus: float = 0.0) -> int:
+        """How many replicas of this size fit. A replica is a process that keeps a
+        core busy under load, so CPU replicas are counted a core each whatever
+        fraction they reserve; GPU replicas by their GPU share."""
+        fits = math.floor(self.cpus / max(num_cpus, 1.0))
+        if num_gpus > 0:
+            fits = min(fits, math.floor(self.gpus / num_gpus + 1e-9))
+        return max(fits, 1)
+
+
 class QueueDepthSettings(BaseModel):
     min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=4, ge=1)
+    max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="None: as many as the cluster's capacity holds (Capacity.replicas), "
+        "resolved when the application is planned.",
+    )
     latency_budget_ms: float = Field(default=20.0, gt=0, description="One server tick at 50 Hz")
     service_time_ms: float = Field(default=2.0, gt=0, description="Replica time per request")
     scale_up_cooldown_s: float = Field(default=0.0, ge=0)
@@ -54,14 +87,31 @@ class QueueDepthSettings(BaseModel):
     max_scale_up_step: int | None = Field(default=None, ge=1, description="None: jump at once")
     max_scale_down_step: int = Field(default=1, ge=1)
     calendar: list[CalendarEvent] = Field(default_factory=list)
+    forecast: ForecastSettings | None = Field(
+        default=None,
+        description="Raise the floor ahead of the load a forecast of the request rate "
+        "expects (the ingress: on by default). None: reactive only.",
+    )
 
     @property
     def target_per_replica(self) -> float:
         return max(self.latency_budget_ms / self.service_time_ms, 1.0)
 
-    def floor(self, now: float) -> int:
+    @property
+    def ceiling(self) -> int:
+        if self.max_replicas is None:
+            raise ValueError("max_replicas: unresolved; fit the settings to a Capacity first")
+        return self.max_replicas
+
+    def fitted(self, fits: int) -> QueueDepthSettings:
+        """These settings with an unset ceiling set to ``fits`` replicas (never under min)."""
+        if self.max_replicas is not None:
+            return self
+        return self.model_copy(update={"max_replicas": max(fits, self.min_replicas, 1)})
+
+    def floor(self, now: float, forecast: int = 0) -> int:
         events = [e.min_replicas for e in self.calendar if e.active(now)]
-        return min(max([self.min_replicas, *events]), self.max_replicas)
+        return min(max([self.min_replicas, forecast, *events]), self.ceiling)
 
 
 def aggressive(**overrides: Any) -> QueueDepthSettings:
@@ -81,13 +131,19 @@ def conservative(**overrides: Any) -> QueueDepthSettings:
 
 
 def decide(
-    settings: QueueDepthSettings, current: int, load: float, now: float, state: dict[str, Any]
+    settings: QueueDepthSettings,
+    current: int,
+    load: float,
+    now: float,
+    state: dict[str, Any],
+    forecast: int = 0,
 ) -> tuple[int, dict[str, Any]]:
-    """Replicas for ``load`` requests in the system (ongoing plus queued)."""
+    """Replicas for ``load`` requests in the system (ongoing plus queued), never under
+    the floor (min, calendar events, and ``forecast``: what the demand forecast asks)."""
     state = dict(state)
-    floor = settings.floor(now)
+    floor = settings.floor(now, forecast)
     target = settings.target_per_replica
-    wanted = min(max(math.ceil(load / target), floor), settings.max_replicas)
+    wanted = min(max(math.ceil(load / target), floor), settings.ceiling)
     if wanted > current:
         state.pop(_CALM_SINCE, None)
         if now - state.get(_LAST_UP, -math.inf) < settings.scale_up_cooldown_s:
@@ -120,20 +176,41 @@ class QueueDepthPolicy:
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time or time.time()
+        # Serve's current_num_replicas counts RUNNING replicas only. Deciding from
+        # it, a dip in load while new replicas still start returned the running
+        # count, and Serve stopped the starting ones: a slow-starting ingress
+        # flapped 2 -> 4 -> 2 and never scaled (benchmarks/spike.py, this round).
+        # The target is what the policy decided last; it moves from there.
+        target = getattr(ctx, "target_num_replicas", None)
         return decide(
             self.settings,
-            int(ctx.current_num_replicas),
-            float(ctx.total_num_requests),
+            int(target if target is not None else ctx.current_num_replicas),
+            load(ctx),
             float(now),
             dict(ctx.policy_state or {}),
+            forecast_floor(ctx) if self.settings.forecast is not None else 0,
         )
+
+
+def forecast_floor(ctx: Any) -> int:
+    """The floor the replicas relay from the collector's forecast (the same on each)."""
+    reported = (getattr(ctx, "aggregated_metrics", None) or {}).get(FORECAST_FLOOR_METRIC) or {}
+    return math.ceil(max(reported.values(), default=0.0))
+
+
+def load(ctx: Any) -> float:
+    """Requests in the system: Serve's count (handles' queues and replicas' ongoing), or
+    what the replicas count themselves where that is more (an ingress: see
+    ``serving.dataplane.admission.Occupancy``), summed over replicas."""
+    reported = (getattr(ctx, "aggregated_metrics", None) or {}).get(IN_SYSTEM_METRIC) or {}
+    return max(float(ctx.total_num_requests), float(sum(reported.values())))
 
 
 def autoscaling_config(settings: QueueDepthSettings, initial: int | None = None) -> dict[str, Any]:
     """The deployment's ``autoscaling_config``: our policy decides, Serve only bounds."""
     return {
         "min_replicas": settings.min_replicas,
-        "max_replicas": settings.max_replicas,
+        "max_replicas": settings.ceiling,
         "initial_replicas": initial if initial is not None else max(settings.min_replicas, 1),
         # The policy keeps its own cooldowns; Serve's delays would stack on them.
         "upscale_delay_s": 0.0,

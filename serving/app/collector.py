@@ -8,10 +8,12 @@ import dataclasses
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, cast
 
 import ray
 
+from serving.app.demand_forecast import Forecast, ForecastSettings, RateHistory, forecast_floor
 from serving.dataplane.game_time import FamilyCounts, GameTimeCounters
 from serving.dataplane.payload_log import PayloadLog
 from serving.dataplane.rollout_metrics import FamilyWindow, MetricsWindows, RolloutWindow
@@ -37,6 +39,15 @@ class _Collector:
         self.rollouts: dict[str, RolloutGauges] = {}
         self.judged: dict[str, RolloutWindow] = {}
         self.payloads: dict[str, dict[tuple[str, str], int]] = {}
+        self.demand: Demand | None = None
+
+    def configure_forecast(
+        self, settings: ForecastSettings, min_replicas: int, max_replicas: int
+    ) -> None:
+        """The ingress's forecast terms; each ingress replica sends them as it starts."""
+        if self.demand is None or self.demand.terms != (settings, min_replicas, max_replicas):
+            history = self.demand.history if self.demand is not None else None
+            self.demand = Demand(settings, min_replicas, max_replicas, history)
 
     def merge(self, windows: dict[str, FamilyWindow]) -> None:
         self.windows.merge(windows)
@@ -54,11 +65,17 @@ class _Collector:
         drained: Telemetry,
         in_flight: dict[str, int],
         payloads: dict[tuple[str, str], int] | None = None,
-    ) -> None:
+    ) -> int | None:
+        """Takes a replica's drained telemetry; answers the forecast's replica floor."""
         self.telemetry.merge(drained)
         self.heard[replica] = (time.monotonic(), in_flight)
         if payloads:  # a replica's running totals: the last word of a dead one stays counted
             self.payloads[replica] = payloads
+        if self.demand is None:
+            return None
+        self.demand.history.add(sum(drained.requests.values()), time.time())
+        forecast = self.demand.forecast()
+        return forecast.floor if forecast is not None else None
 
     def set_rollout(self, family: str, gauges: RolloutGauges | None) -> None:
         if gauges is None:
@@ -81,7 +98,9 @@ class _Collector:
         payloads: Counter[tuple[str, str]] = Counter()
         for totals in self.payloads.values():
             payloads.update(totals)
+        forecast = self.demand.forecast() if self.demand is not None else None
         return MetricsSnapshot(
+            forecast=(forecast.peak_rate, forecast.floor, forecast.method) if forecast else None,
             payloads=dict(payloads),
             telemetry=self.telemetry,
             game_time=self.game_time.families,
@@ -97,6 +116,35 @@ class _Collector:
         else:  # what the controller judges (a reset starts a step: nothing judged yet)
             self.judged[family] = summary
         return summary
+
+
+class Demand:
+    """The request rate's history and the forecast made from it, remade as each bucket
+    closes (a Holt-Winters fit takes a fraction of a second, off every request path)."""
+
+    def __init__(
+        self,
+        settings: ForecastSettings,
+        min_replicas: int,
+        max_replicas: int,
+        history: RateHistory | None = None,
+    ) -> None:
+        self.terms = (settings, min_replicas, max_replicas)
+        keep = 3 * settings.season + settings.horizon
+        if history is None or history.bucket_s != settings.bucket_s:
+            history = RateHistory(settings.bucket_s, keep)
+        self.history = history
+        self._made_at = -1
+        self._forecast: Forecast | None = None
+
+    def forecast(self) -> Forecast | None:
+        if self.history.closed != self._made_at:
+            self._made_at = self.history.closed
+            try:
+                self._forecast = forecast_floor(self.history.rates(), *self.terms)
+            except Exception:  # a failed fit leaves the last forecast, and reactive scaling
+                logger.exception("demand forecast failed; keeping the last one")
+        return self._forecast
 
 
 def _judged(window: RolloutWindow | None) -> dict[str, dict[str, float]]:
@@ -122,11 +170,13 @@ async def flush_forever(
     game_time: GameTimeCounters | None = None,
     telemetry: tuple[str, Telemetry] | None = None,
     payloads: PayloadLog | None = None,
+    on_forecast: Callable[[int | None], None] | None = None,
 ) -> None:
     """Ship what a replica measured to the collector, a few times a second.
 
     ``telemetry`` is (this replica's id, its telemetry); it is sent every time,
-    as the heartbeat that keeps the replica's gauges counted.
+    as the heartbeat that keeps the replica's gauges counted. ``on_forecast``
+    hears the forecast's replica floor each answer carries.
     """
     target = collector()
     while True:
@@ -135,7 +185,9 @@ async def flush_forever(
         counts = game_time.drain() if game_time is not None else {}
         if telemetry is not None:
             recorded = payloads.counts() if payloads is not None else {}
-            await _flush_telemetry(target, *telemetry, recorded)
+            floor = await _flush_telemetry(target, *telemetry, recorded)
+            if on_forecast is not None:
+                on_forecast(floor)
         try:
             if drained:
                 await target.merge.remote(drained)
@@ -152,13 +204,17 @@ async def flush_forever(
 
 async def _flush_telemetry(
     target: Any, replica: str, telemetry: Telemetry, payloads: dict[tuple[str, str], int]
-) -> None:
+) -> int | None:
     drained = telemetry.drain()
     try:
-        await target.merge_telemetry.remote(replica, drained, telemetry.busy(), payloads)
+        floor: int | None = await target.merge_telemetry.remote(
+            replica, drained, telemetry.busy(), payloads
+        )
     except Exception as exc:  # kept for the next flush, like the game-time counts
         logger.warning("could not flush request telemetry: %s", exc)
         telemetry.merge(drained)
+        return None
+    return floor
 
 
 async def metrics_snapshot() -> MetricsSnapshot:

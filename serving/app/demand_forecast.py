@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,3 +88,31 @@ def forecast_floor(
     rates, method = forecast_rates(history, settings.season, settings.horizon)
     needed = math.ceil(float(rates.max()) * settings.headroom / settings.requests_per_replica_s)
     return Forecast(rates, method, min(max(needed, min_replicas), max_replicas))
+
+
+class RateHistory:
+    """Requests counted into buckets of ``bucket_s`` of wall time; the last ``keep``
+    complete buckets as requests/s are what a forecast reads. A quiet bucket is a
+    bucket of 0, a gap longer than the history starts it over."""
+
+    def __init__(self, bucket_s: float, keep: int) -> None:
+        self.bucket_s = bucket_s
+        self._rates: deque[float] = deque(maxlen=keep)
+        self._start: float | None = None
+        self._count = 0
+        self.closed = 0  # buckets closed so far: when it moves, a forecast may change
+
+    def add(self, requests: int, now: float) -> None:
+        start = now - now % self.bucket_s
+        if self._start is None or start - self._start > self.bucket_s * (self._rates.maxlen or 1):
+            self._rates.clear()
+            self._start, self._count = start, 0
+        while start > self._start:
+            self._rates.append(self._count / self.bucket_s)
+            self._start += self.bucket_s
+            self._count = 0
+            self.closed += 1
+        self._count += requests
+
+    def rates(self) -> list[float]:
+        return list(self._rates)

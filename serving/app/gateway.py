@@ -22,6 +22,7 @@ from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from models import FAMILIES, get_family
 from models.errors import GameserveError
 from models.runtime import open_verified
+from serving.app.autoscaling import Capacity
 from serving.app.builder import SourceSpec
 from serving.app.collector import collector
 from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME
@@ -34,12 +35,21 @@ from serving.settings import ServingSettings
 logger = logging.getLogger(__name__)
 
 
+def ray_capacity() -> Capacity:
+    """The CPUs and GPUs of the connected Ray cluster, as it is now."""
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return Capacity(cpus=max(resources.get("CPU", 1.0), 1.0), gpus=resources.get("GPU", 0.0))
+
+
 class ServeGateway:
     """Deploys the application and moves families between versions."""
 
     def __init__(
         self, settings: ServingSettings, source: SourceSpec, dashboard_address: str
     ) -> None:
+        if settings.capacity is None:
+            # Policies left to "fit the machine" fit the cluster this gateway deploys to.
+            settings = settings.model_copy(update={"capacity": ray_capacity()})
         self.settings = settings
         self.source = source
         self._local_source = source.create()

@@ -16,7 +16,13 @@ from ray.serve.handle import DeploymentHandle
 
 from models import FAMILIES, get_family
 from models.catalog import install_families
-from serving.app.collector import flush_forever, game_time_totals, metrics_snapshot
+from serving.app.autoscaling import FORECAST_FLOOR_METRIC, IN_SYSTEM_METRIC
+from serving.app.collector import (
+    collector,
+    flush_forever,
+    game_time_totals,
+    metrics_snapshot,
+)
 from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig
 from serving.app.ray_backend import RayBackend, ReplicaWatch
 from serving.app.replica_logging import route_to_serve_log
@@ -72,12 +78,13 @@ class IngressReplica:
             self.colocated[name] = (champion, challenger)
             champion_backends[name], challenger_backends[name] = champion, challenger
         self.payloads = _payload_log(serving)
+        self.admission = Admission(admission_bounds(serving))
         self.plane = DataPlane(
             champion_backends,
             serving.max_rows_per_request,
             challenger_backends,
             timing=serving.timing,
-            admission=Admission(admission_bounds(serving)),
+            admission=self.admission,
             counters=self.counters,
             shipped_counts=game_time_totals,
             telemetry=self.telemetry,
@@ -85,6 +92,7 @@ class IngressReplica:
         )
         self._flusher: asyncio.Task[None] | None = None
         self.settings = serving
+        self.forecast_floor: int | None = None
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         parsed = IngressConfig.model_validate(config)
@@ -104,11 +112,29 @@ class IngressReplica:
         await asyncio.gather(*unloads)
         if self._flusher is None:
             replica = serve.get_replica_context().replica_tag
+            policy = self.settings.ingress_autoscaling
+            if policy is not None and policy.forecast is not None:
+                # Fitted to the cluster by the gateway (or the config's capacity).
+                fitted = policy.fitted(self.settings.cluster_capacity().replicas(1.0))
+                await collector().configure_forecast.remote(
+                    policy.forecast, fitted.min_replicas, fitted.ceiling
+                )
             self._flusher = asyncio.create_task(
                 flush_forever(
-                    self.plane.metrics, self.counters, (replica, self.telemetry), self.payloads
+                    self.plane.metrics, self.counters, (replica, self.telemetry), self.payloads,
+                    on_forecast=self._heard_forecast,
                 )
-            )
+            )  # fmt: skip
+
+    def _heard_forecast(self, floor: int | None) -> None:
+        self.forecast_floor = floor
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve calls it for the ingress's queue-depth policy (serving/app/autoscaling.py)."""
+        stats = {IN_SYSTEM_METRIC: self.admission.in_system()}
+        if self.forecast_floor is not None:
+            stats[FORECAST_FLOOR_METRIC] = float(self.forecast_floor)
+        return stats
 
     def stats(self, deployment: str) -> dict[str, Any]:
         """Counters of a family served here, named as its deployment would be."""

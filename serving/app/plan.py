@@ -62,6 +62,7 @@ def plan_application(
     challengers = challengers or {}
     ingress = IngressConfig(routes=dict(routes or {}))
     families: list[DeploymentPlan] = []
+    capacity = settings.cluster_capacity()
     for name in FAMILIES:
         family = settings.family(name)
         challenger = challengers.get(name)
@@ -73,12 +74,16 @@ def plan_application(
         code = {
             "max_ongoing_requests": family.max_ongoing_requests,
             "max_queued_requests": family.max_queued_requests,
-            "ray_actor_options": {"num_cpus": family.num_cpus, "num_gpus": family.num_gpus},
+            "ray_actor_options": {
+                "num_cpus": family.num_cpus,
+                "num_gpus": family.num_gpus,
+                **({"resources": family.resources} if family.resources else {}),
+            },
         }
         # The challenger deployment is always declared, scaled to zero between
         # rollouts: adding one later would change the app's code and restart it all.
         for suffix, version, scale in (
-            ("", versions.get(name), family.replicas_config()),
+            ("", versions.get(name), family.replicas_config(capacity)),
             (
                 CHALLENGER_SUFFIX,
                 challenger,

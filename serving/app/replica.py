@@ -7,6 +7,7 @@ import time
 from typing import Any, cast
 
 import numpy as np
+import ray
 from ray import serve
 from ray.serve import Deployment
 
@@ -82,6 +83,7 @@ class FamilyReplica:
         """This replica's version, device and counters."""
         return {
             **self._slot.describe(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "requests": self._requests,
             "model_calls": self._model_calls,
             "expired": self._expired,

@@ -175,3 +175,6 @@ class MetricsSnapshot:
     rollouts: dict[str, RolloutGauges] = field(default_factory=dict)
     # Payload log records by (family, outcome: offered, written, dropped, failed).
     payloads: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The ingress's demand forecast: the peak request rate of the next lead time,
+    # the replica floor it asks for, and the method (None: no forecast configured).
+    forecast: tuple[float, int, str] | None = None

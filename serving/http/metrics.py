@@ -144,6 +144,21 @@ class _Rendered(Collector):
         replicas.add_metric(["ingress"], self.snapshot.ingress_replicas)
         yield queue
         yield replicas
+        if self.snapshot.forecast is not None:
+            peak, floor, method = self.snapshot.forecast
+            rate = GaugeMetricFamily(
+                "gameserve_forecast_requests_per_second",
+                "The demand forecast: the peak request rate of the next lead time.",
+                labels=["method"],
+            )
+            rate.add_metric([method], peak)
+            ingress_floor = GaugeMetricFamily(
+                "gameserve_forecast_replicas",
+                "The ingress replica floor the forecast asks for.", labels=["method"],
+            )  # fmt: skip
+            ingress_floor.add_metric([method], floor)
+            yield rate
+            yield ingress_floor
 
     def _rollouts(self) -> Iterator[Metric]:
         labels = ["family", "challenger"]

@@ -15,7 +15,14 @@ reloads and its process checks see HAProxy itself). The rewrite:
   connection for Ray's ``timeout client`` of an hour) is set;
 - a ``Content-Length`` over ``GAMESERVE_HAPROXY_MAX_BODY`` is answered 413 at
   HAProxy, before a replica sees a byte (the replica also counts the bytes of
-  a body sent without one).
+  a body sent without one);
+- each ingress replica gets at most ``GAMESERVE_HAPROXY_SERVER_MAXCONN``
+  requests at once; the rest wait in HAProxy's queue, at most
+  ``GAMESERVE_HAPROXY_TIMEOUT_QUEUE_MS``, then get a JSON 503 with
+  ``Retry-After`` (Ray's template answers any 503 as a bare 500). Without the
+  bound, an overload sat in the replicas' sockets and event loops, unseen by
+  any deadline: under a 3x spike every answer took 8 s and clients gave up on
+  requests the replicas then still computed (benchmarks/spike.py).
 """
 
 from __future__ import annotations
@@ -29,6 +36,20 @@ from pathlib import Path
 HOST_VARIABLE = "GAMESERVE_HAPROXY_HOST"
 MAX_BODY_VARIABLE = "GAMESERVE_HAPROXY_MAX_BODY"
 HTTP_REQUEST_TIMEOUT_VARIABLE = "GAMESERVE_HAPROXY_HTTP_REQUEST_TIMEOUT_S"
+SERVER_MAXCONN_VARIABLE = "GAMESERVE_HAPROXY_SERVER_MAXCONN"
+TIMEOUT_QUEUE_VARIABLE = "GAMESERVE_HAPROXY_TIMEOUT_QUEUE_MS"
+OVERLOADED_FILE = "gameserve-503.http"
+# The app's own error shape (serving/http/errors.py), so clients parse one format.
+OVERLOADED_RESPONSE = (
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "content-type: application/json\r\n"
+    "retry-after: 1\r\n"
+    "cache-control: no-cache\r\n"
+    "connection: close\r\n"
+    "\r\n"
+    '{"error":{"code":"overloaded","message":"every ingress replica is at capacity; '
+    'retry after Retry-After seconds"}}\n'
+)
 BINARY_VARIABLE = "RAY_SERVE_HAPROXY_BINARY_PATH"
 # `bind *:8404` and `bind :9101`, alone on their line; `bind 127.0.0.1:8000` is left be.
 _ANY_INTERFACE = re.compile(r"^(\s*bind\s+)\*?:(\d+)[ \t]*$", re.MULTILINE)
@@ -36,6 +57,9 @@ _SOCKET_MODE = re.compile(r"^(\s*stats socket \S+ mode )\d+", re.MULTILINE)
 _DEFAULTS = re.compile(r"^defaults[^\n]*\n(\s*)mode http[^\n]*\n", re.MULTILINE)
 _HTTP_REQUEST_TIMEOUT = re.compile(r"^\s*timeout http-request ", re.MULTILINE)
 _FRONTEND_BIND = re.compile(r"^frontend http_frontend\n(\s*)bind [^\n]*\n", re.MULTILINE)
+_DEFAULT_SERVER = re.compile(r"^(\s*default-server [^\n]*?)[ \t]*$", re.MULTILINE)
+_TIMEOUT_QUEUE = re.compile(r"^\s*timeout queue ", re.MULTILINE)
+_ERRORFILE_503 = re.compile(r"^(\s*errorfile 503 )\S+", re.MULTILINE)
 _BODY_RULE = "http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {limit} }}"
 
 
@@ -44,22 +68,35 @@ def bind_to(config: str, host: str) -> str:
     return _ANY_INTERFACE.sub(rf"\g<1>{host}:\g<2>", config)
 
 
+def _in_defaults(config: str, line: str) -> str:
+    return _DEFAULTS.sub(lambda m: f"{m.group(0)}{m.group(1)}{line}\n", config, count=1)
+
+
 def harden(
     config: str,
     host: str | None,
     max_body_bytes: int | None,
     http_request_timeout_s: int | None,
+    server_maxconn: int | None = None,
+    timeout_queue_ms: int | None = None,
+    overloaded_file: Path | None = None,
 ) -> str:
     """``config`` with the changes listed in the module docstring; idempotent."""
     if host:
         config = bind_to(config, host)
     config = _SOCKET_MODE.sub(r"\g<1>600", config)
     if http_request_timeout_s and not _HTTP_REQUEST_TIMEOUT.search(config):
-        config = _DEFAULTS.sub(
-            lambda m: f"{m.group(0)}{m.group(1)}timeout http-request {http_request_timeout_s}s\n",
+        config = _in_defaults(config, f"timeout http-request {http_request_timeout_s}s")
+    if server_maxconn:
+        config = _DEFAULT_SERVER.sub(
+            lambda m: m.group(0) if " maxconn " in m.group(0) else
+            f"{m.group(1)} maxconn {server_maxconn}",
             config,
-            count=1,
-        )
+        )  # fmt: skip
+    if timeout_queue_ms and not _TIMEOUT_QUEUE.search(config):
+        config = _in_defaults(config, f"timeout queue {timeout_queue_ms}ms")
+    if overloaded_file is not None:
+        config = _ERRORFILE_503.sub(rf"\g<1>{overloaded_file}", config)
     if max_body_bytes and "deny_status 413" not in config:
         rule = _BODY_RULE.format(limit=max_body_bytes)
         config = _FRONTEND_BIND.sub(lambda m: f"{m.group(0)}{m.group(1)}{rule}\n", config, count=1)
@@ -76,12 +113,17 @@ def _rewrite(path: Path) -> None:
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
+            overloaded = path.with_name(OVERLOADED_FILE)
+            overloaded.write_text(OVERLOADED_RESPONSE)
             path.write_text(
                 harden(
                     path.read_text(),
                     os.environ.get(HOST_VARIABLE),
                     _number(MAX_BODY_VARIABLE),
                     _number(HTTP_REQUEST_TIMEOUT_VARIABLE),
+                    _number(SERVER_MAXCONN_VARIABLE),
+                    _number(TIMEOUT_QUEUE_VARIABLE),
+                    overloaded,
                 )
             )
         finally:

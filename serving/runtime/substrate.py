@@ -43,6 +43,8 @@ from serving.runtime.haproxy_listeners import (
     HOST_VARIABLE,
     HTTP_REQUEST_TIMEOUT_VARIABLE,
     MAX_BODY_VARIABLE,
+    SERVER_MAXCONN_VARIABLE,
+    TIMEOUT_QUEUE_VARIABLE,
 )
 
 # The console script of serving/runtime/haproxy_listeners.py, beside this Python.
@@ -113,6 +115,20 @@ class ServeRuntime(BaseModel):
         "made every stop, scale-down and challenger drain take 30 s.",
     )
 
+    haproxy_server_maxconn: int = Field(
+        default=32,
+        ge=1,
+        description="Requests one ingress replica is given at once; the rest wait in "
+        "HAProxy's queue (balanced to whichever replica frees first). About 20 ms of "
+        "work for a replica answering 1,700 small requests/s.",
+    )
+    haproxy_timeout_queue_ms: int = Field(
+        default=500,
+        ge=1,
+        description="Longest wait in HAProxy's queue; then a JSON 503 with Retry-After. "
+        "Load beyond what the replicas serve is refused at once, not queued for seconds.",
+    )
+
     haproxy_dir: Path | None = Field(
         default=None,
         description="HAProxy's config, runtime socket and state; None keeps Ray's "
@@ -148,6 +164,8 @@ class ServeRuntime(BaseModel):
             if wrapper.exists():
                 env[BINARY_VARIABLE] = str(wrapper)
                 env[HTTP_REQUEST_TIMEOUT_VARIABLE] = str(self.haproxy_timeout_http_request_s)
+                env[SERVER_MAXCONN_VARIABLE] = str(self.haproxy_server_maxconn)
+                env[TIMEOUT_QUEUE_VARIABLE] = str(self.haproxy_timeout_queue_ms)
                 if max_body_bytes is not None:
                     env[MAX_BODY_VARIABLE] = str(max_body_bytes)
                 if self.listener_host != "*":

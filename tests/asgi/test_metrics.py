@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,7 +15,10 @@ from prometheus_client.samples import Sample
 from serving.dataplane.admission import Admission, AdmissionBounds
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
-from tests.asgi.conftest import MAX_ROWS, calm_admission, open_client
+from serving.dataplane.telemetry import MetricsSnapshot
+from serving.http.app import create_app
+from serving.http.metrics import local_snapshot
+from tests.asgi.conftest import MAX_ROWS, calm_admission, open_client, settings_with_keys
 from tests.payloads import npc_tick, npc_v2_request, rank_request
 
 NPC = "npc-behavior"
@@ -94,13 +98,27 @@ def test_metrics_take_a_read_key(
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "gameserve.json"
 
 
-def test_every_dashboard_query_names_a_metric_the_app_exports(client: TestClient) -> None:
-    client.post("/v1/npc/act", json=npc_tick(2))
+def test_every_dashboard_query_names_a_metric_the_app_exports(
+    backends: dict[str, LocalBackend], key_file: Path, api_keys: dict[str, str]
+) -> None:
+    plane = DataPlane(backends, max_rows_per_request=MAX_ROWS, admission=calm_admission())
+    own = local_snapshot(plane)
+
+    async def with_forecast() -> MetricsSnapshot:  # the collector adds it on a cluster
+        return dataclasses.replace(await own(), forecast=(840.0, 3, "seasonal-naive"))
+
+    app = create_app(plane, settings_with_keys(key_file), metrics=with_forecast)
+    headers = {"Authorization": f"Bearer {api_keys['ops']}"}
+    with TestClient(app, raise_server_exceptions=False, headers=headers) as client:
+        client.post("/v1/npc/act", json=npc_tick(2))
+        text = client.get("/metrics").text
     exported = {
         sample_name
-        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for family in text_string_to_metric_families(text)
         for sample_name in _series_names(family.name, family.type)
     }
+    assert 'gameserve_forecast_replicas{method="seasonal-naive"} 3.0' in text
+    assert 'gameserve_forecast_requests_per_second{method="seasonal-naive"} 840.0' in text
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     named = {name for query in queries for name in re.findall(r"\bgameserve_\w+", query)}

@@ -150,6 +150,9 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
         # Scripts get the same as JSON.
         report = json.loads(_gameserve(stack_env, "status", "--json"))
         assert (report["running"], report["metrics_url"]) == (True, f"{api}/metrics")
+        # The ingress's demand forecast, on its default terms: quiet, so the floor is min.
+        assert report["forecast"]["ingress_floor"] == 2, report["forecast"]
+        assert "Forecast:" in status, status
         assert {m["name"]: m["version"] for m in report["models"]} == state["champions"]
         listed = json.loads(_gameserve(stack_env, "models", "--json"))
         champions = {v["family"]: v["version"] for v in listed if "champion" in v["aliases"]}

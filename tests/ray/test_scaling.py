@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,13 +17,14 @@ from ray import serve
 from models import trainable_family
 from serving.app.autoscaling import aggressive
 from serving.app.builder import SourceSpec
+from serving.app.config import INGRESS_NAME
 from serving.app.gateway import ServeGateway
 from serving.dataplane.model_source import DirectoryModelSource
-from serving.settings import FamilyServing
+from serving.settings import FamilyServing, ServingSettings
 from tests import bad_models
 from tests.auth import TestKeys
-from tests.e2e.load import Load
-from tests.payloads import npc_v2_request
+from tests.e2e.load import Load, Outcome
+from tests.payloads import npc_tick, npc_v2_request
 from tests.ray.conftest import FAST
 
 NPC = "npc-behavior"
@@ -32,6 +35,49 @@ def _replicas(app: str, deployment: str) -> int:
     return sum(n for state, n in status.replica_states.items() if str(state).endswith("RUNNING"))
 
 
+def _big_tick(session: requests.Session, url: str, player: str, _: random.Random) -> Outcome:
+    """A full 256-NPC tick, sent pre-encoded: the ingress works far longer on it than
+    the client does, so requests pile up in the ingress, not in the test's threads."""
+    response = session.post(
+        f"{url}/v1/npc/act", data=_BIG_TICK, headers={"Content-Type": "application/json"},
+        timeout=30,
+    )  # fmt: skip
+    ok = response.status_code == 200
+    return Outcome(player, response.status_code, None, ok, "" if ok else response.text[:300])
+
+
+_BIG_TICK = json.dumps(npc_tick(256)).encode()
+
+
+def test_on_default_settings_sustained_queueing_adds_an_ingress_replica(
+    gateway: ServeGateway, test_keys: TestKeys
+) -> None:
+    """The session app runs the default ingress policy: two replicas at least, one per
+    CPU Ray sees at most (four here). Load that keeps more requests in the ingress than
+    two replicas' target adds one; calm takes it away after the cooldown."""
+    app = gateway.settings.app_name
+    policy = gateway.settings.ingress_autoscaling
+    assert policy is not None
+    assert policy == ServingSettings().ingress_autoscaling  # nothing overridden
+    assert _replicas(app, INGRESS_NAME) == 2
+    seen = 2
+    load = Load(gateway.url, workers=32, max_s=90, headers=test_keys.headers, call=_big_tick)
+    with load:
+        deadline = time.monotonic() + 60
+        while seen < 3 and time.monotonic() < deadline:
+            seen = max(seen, _replicas(app, INGRESS_NAME))
+            time.sleep(0.5)
+        time.sleep(2.0)  # the new replica takes traffic before the load stops
+    print(f"\ningress replicas: 2 -> {seen} under {len(load.snapshot())} 256-NPC ticks")
+    assert seen >= 3, "sustained queueing never added an ingress replica"
+    assert load.failures == []
+
+    deadline = time.monotonic() + policy.scale_down_cooldown_s * (seen - 2) + 30
+    while _replicas(app, INGRESS_NAME) > 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _replicas(app, INGRESS_NAME) == 2
+
+
 @pytest.fixture(scope="module")
 def slow_version(model_source: DirectoryModelSource) -> str:
     policy = trainable_family(NPC).train(FAST).module
@@ -39,21 +85,26 @@ def slow_version(model_source: DirectoryModelSource) -> str:
     return "slow"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _session_app_after(gateway: ServeGateway) -> Iterator[None]:
+    """The session app as it was, once, for the modules after this one: each variant
+    deploys over the last (a restore between them cost ~16 s each)."""
+    yield
+    gateway.deploy(gateway.versions)
+
+
 @contextlib.contextmanager
 def _variant(
     gateway: ServeGateway, ray_cluster: str, npc: FamilyServing, version: str
 ) -> Iterator[ServeGateway]:
-    """The session app redeployed with other NPC serving settings, then as it was."""
+    """The session app redeployed with other NPC serving settings."""
     families = {**gateway.settings.families, NPC: npc}
     settings = gateway.settings.model_copy(update={"families": families})
     variant = ServeGateway(
         settings, SourceSpec.model_validate(gateway.source.model_dump()), ray_cluster
     )
     variant.deploy({**gateway.versions, NPC: version})
-    try:
-        yield variant
-    finally:
-        gateway.deploy(gateway.versions)  # the session app, as it was
+    yield variant
 
 
 @pytest.fixture

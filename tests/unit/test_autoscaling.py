@@ -6,10 +6,13 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from ray.serve.config import AutoscalingConfig
 
 from serving.app.autoscaling import (
+    IN_SYSTEM_METRIC,
     CalendarEvent,
+    Capacity,
     QueueDepthPolicy,
     QueueDepthSettings,
     aggressive,
@@ -17,6 +20,7 @@ from serving.app.autoscaling import (
     conservative,
     decide,
 )
+from serving.dataplane.admission import Occupancy
 
 # 20 ms budget / 2 ms per request: a replica holds 10 requests.
 NPC = aggressive(min_replicas=1, max_replicas=8)
@@ -94,3 +98,64 @@ def test_config_is_one_ray_serve_accepts() -> None:
     config = AutoscalingConfig(**autoscaling_config(NPC))
     assert (config.min_replicas, config.max_replicas) == (1, 8)
     assert config.policy.policy_kwargs["latency_budget_ms"] == 20.0
+
+
+def test_what_replicas_count_themselves_outweighs_serves_ongoing_count() -> None:
+    """An ingress answers on its loop: Serve's ongoing count reads ~0 under overload
+    while its replicas' own occupancy (requests in them, on average) reads the queue."""
+
+    @dataclass
+    class Context:
+        current_num_replicas: int
+        total_num_requests: float
+        current_time: float
+        aggregated_metrics: dict[str, dict[str, float]]
+        policy_state: dict[str, Any] = field(default_factory=dict)
+
+    policy = QueueDepthPolicy(**NPC.model_dump())
+    busy = {IN_SYSTEM_METRIC: {"replica-a": 14.0, "replica-b": 16.0}}
+    assert policy(Context(2, 0.0, 1.0, busy))[0] == 3  # 30 in the system, 10 each
+    assert policy(Context(2, 45.0, 1.0, busy))[0] == 5  # Serve's count, where it is more
+
+
+def test_a_ceiling_left_unset_fits_the_capacity_and_never_undercuts_the_floor() -> None:
+    free = QueueDepthSettings(min_replicas=2)
+    assert free.fitted(Capacity(cpus=6).replicas(1.0)).max_replicas == 6
+    assert free.fitted(Capacity(cpus=1).replicas(1.0)).max_replicas == 2
+    assert aggressive(max_replicas=3).fitted(16).max_replicas == 3  # set: kept
+    # GPU replicas fit by their share of the GPUs, CPU ones a core each.
+    assert Capacity(cpus=16, gpus=2).replicas(num_cpus=0.5, num_gpus=0.25) == 8
+    assert Capacity(cpus=4).replicas(num_cpus=0.5) == 4
+
+
+def test_occupancy_is_time_in_the_replica_plus_the_wait_the_loop_lag_adds() -> None:
+    now = [0.0]
+    occupancy = Occupancy(clock=lambda: now[0])
+    for _ in range(100):
+        occupancy.add(0.004)  # 100 requests of 4 ms in one second: 0.4 busy
+    now[0] = 1.0
+    # Each also waited 20 ms for the loop: 2 more requests in the replica on average.
+    assert occupancy.read(lag_s=0.02) == pytest.approx(2.4)
+    now[0] = 2.0
+    assert occupancy.read(lag_s=0.0) == 0.0  # a reading starts the next window
+
+
+def test_replicas_still_starting_are_not_taken_away_by_a_dip_in_load() -> None:
+    """Serve's current_num_replicas counts running replicas only; the policy decides
+    from its target, so two replicas starting survive a quiet moment."""
+
+    @dataclass
+    class Context:
+        current_num_replicas: int  # running
+        target_num_replicas: int
+        total_num_requests: float
+        current_time: float
+        policy_state: dict[str, Any] = field(default_factory=dict)
+
+    policy = QueueDepthPolicy(**aggressive(min_replicas=2, max_replicas=4).model_dump())
+    target, state = policy(Context(2, 2, 40.0, 0.0))
+    assert target == 4
+    target, state = policy(Context(2, target, 0.0, 1.0, state))  # two still starting
+    assert target == 4  # calm has only begun: the cooldown holds them
+    target, _ = policy(Context(4, target, 0.0, 40.0, state))
+    assert target == 3  # after 30 s of calm, one goes

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import math
+import time
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from serving.app.demand_forecast import ForecastSettings, forecast_floor, forecast_rates
+from serving.app.autoscaling import FORECAST_FLOOR_METRIC, QueueDepthPolicy
+from serving.app.collector import _Collector
+from serving.app.demand_forecast import (
+    ForecastSettings,
+    RateHistory,
+    forecast_floor,
+    forecast_rates,
+)
+from serving.dataplane.telemetry import Telemetry
+from serving.settings import ServingSettings
 
 BUCKET_S = 600.0  # 10-minute rate buckets
 DAY = 144
@@ -83,3 +95,58 @@ def test_the_floor_rises_before_the_peak_and_saves_queueing_over_reactive_scalin
     assert floor_ready <= peak - SETTINGS.horizon  # raised before the peak, not after
     assert floor_ready < reactive_ready
     assert queued_predictive < queued_reactive / 2
+
+
+def test_the_rate_history_buckets_wall_time_and_counts_quiet_buckets_as_zero() -> None:
+    history = RateHistory(bucket_s=10.0, keep=4)
+    history.add(50, now=1000.0)
+    history.add(50, now=1009.0)
+    assert history.rates() == []  # the first bucket is still open
+    history.add(20, now=1031.0)  # closes 1000 (100 requests), 1010 and 1020 (none)
+    assert history.rates() == [10.0, 0.0, 0.0]
+    assert history.closed == 3
+    history.add(1, now=1045.0)
+    history.add(1, now=1055.0)
+    assert history.rates() == [0.0, 0.0, 2.0, 0.1]  # only the last four are kept
+    history.add(1, now=5000.0)  # a gap longer than the history starts it over
+    assert history.rates() == []
+
+
+def test_the_collector_forecasts_from_what_the_replicas_report_and_answers_the_floor() -> None:
+    """The collector's side of the wiring: telemetry in, the floor out with every answer,
+    remade as buckets close; the ingress relays it to the policy as a floor."""
+    settings = ForecastSettings(
+        bucket_s=0.2, season_s=0.8, lead_s=0.2, requests_per_replica_s=100.0
+    )  # fmt: skip
+    collector = _Collector()
+    assert collector.merge_telemetry("r1", _answered(10), {}) is None  # not configured
+    collector.configure_forecast(settings, min_replicas=2, max_replicas=8)
+    floors = []
+    for _ in range(8):  # 500 requests per 0.2 s bucket: 2,500/s, 30 replicas' worth
+        floors.append(collector.merge_telemetry("r1", _answered(500), {}))
+        time.sleep(0.2)
+    assert floors[0] == 2  # nothing closed yet: the last value of nothing is 0
+    assert floors[-1] == 8  # the forecast peak needs more than the ceiling
+    snapshot = collector.snapshot()
+    assert snapshot.forecast is not None
+    peak, floor, method = snapshot.forecast
+    assert (floor, method) in {(8, "last-value"), (8, "seasonal-naive")}
+    assert peak == pytest.approx(2500.0, rel=0.5)
+
+    context = SimpleNamespace(
+        current_num_replicas=2, target_num_replicas=2, total_num_requests=0.0,
+        current_time=1.0, policy_state=None,
+        aggregated_metrics={FORECAST_FLOOR_METRIC: {"r1": 8.0, "r2": 8.0}},
+    )  # fmt: skip
+
+    ingress = ServingSettings().ingress_autoscaling
+    assert ingress is not None
+    policy = QueueDepthPolicy(**ingress.fitted(6).model_dump())
+    assert policy(context)[0] == 6  # raised to the forecast, within the ceiling
+
+
+def _answered(count: int) -> Telemetry:
+    telemetry = Telemetry()
+    for _ in range(count):
+        telemetry.record("npc-behavior", "1", "champion", "ok", 0.001, 1)
+    return telemetry

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from serving.runtime.haproxy_listeners import bind_to, harden
+import json
+from pathlib import Path
+
+from serving.runtime.haproxy_listeners import OVERLOADED_RESPONSE, bind_to, harden
 from serving.runtime.substrate import ServeRuntime
 
 CONFIG = """frontend prometheus
@@ -72,3 +75,28 @@ def test_the_substrate_sets_the_client_timeout_retries_and_body_limit() -> None:
         "conn-failure empty-response",
         "3",
     )
+
+
+RAY_BACKEND = """defaults
+    mode http
+    timeout client 30s
+    errorfile 503 /tmp/haproxy-serve/500.http
+backend http-gameserve
+    default-server fastinter 250ms downinter 250ms fall 2 rise 2 inter 5s check
+    server SERVE_REPLICA_a 127.0.0.1:30000 check
+"""
+
+
+def test_replicas_get_a_bounded_share_and_the_rest_a_json_503_after_a_short_queue() -> None:
+    hardened = harden(RAY_BACKEND, None, None, None, 32, 500, Path("/run/gs/gameserve-503.http"))
+    assert "    default-server fastinter 250ms downinter 250ms fall 2 rise 2 inter 5s check " \
+        "maxconn 32\n" in hardened  # fmt: skip
+    assert "    timeout queue 500ms\n" in hardened.split("backend")[0]
+    assert "    errorfile 503 /run/gs/gameserve-503.http\n" in hardened
+    assert harden(hardened, None, None, None, 32, 500, Path("/run/gs/gameserve-503.http")) == (
+        hardened
+    )
+    head, _, body = OVERLOADED_RESPONSE.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 503 ")
+    assert "retry-after: 1" in head.split("\r\n")
+    assert json.loads(body)["error"]["code"] == "overloaded"
