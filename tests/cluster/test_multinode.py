@@ -233,7 +233,7 @@ def test_replicas_on_a_second_node_serve_survive_its_loss_and_return_with_a_new_
         "GAMESERVE_TRACKING__PORT": str(free_port()),
         "GAMESERVE_SERVING__PORT": str(free_port()),
         "GAMESERVE_SERVING__ADMIN__PORT": str(free_port()),
-        "GAMESERVE_TRAIN__TRAIN_SAMPLES": "2000",
+        "GAMESERVE_TRAIN__TRAIN_SAMPLES": "1000",
         "GAMESERVE_TRAIN__EPOCHS": "1",
         "GAMESERVE_TRAIN__EVAL_SAMPLES": "500",
         # Difficulty only where the resource is; its replica count fixed at one.

@@ -22,6 +22,7 @@ from pipelines.signing import VersionSigner
 from pipelines.supervisor import TrackingSupervisor
 from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials
 from pipelines.training import register_build
+from serving.app.autoscaling import Capacity
 from serving.app.gateway import ServeGateway
 from serving.settings import PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys
@@ -128,9 +129,13 @@ def gateway(
     )
     # Every answer recorded, in files written twice a second: what pre-flight replays.
     payloads = PayloadLogSettings(dir=tmp_path_factory.mktemp("payloads"), sample=1.0, rotate_s=0.5)
+    # Ray is told 4 CPUs for room; the ingress ceiling is this machine's own cores (the
+    # local stack's Ray sees those), so rollouts under load do not start replicas that
+    # add no compute here.
     settings = ServingSettings(
-        port=serve_port, auth=test_keys.auth, family_specs=spec_families, payload_log=payloads
-    )
+        port=serve_port, auth=test_keys.auth, family_specs=spec_families, payload_log=payloads,
+        capacity=Capacity.this_machine(),
+    )  # fmt: skip
     serving = ServeGateway(settings, source, ray_cluster)
     serving.deploy({NPC.name: registry.aliases(NPC.name)[CHAMPION]})
     try:

@@ -41,9 +41,9 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "GAMESERVE_SERVING__PORT": str(free_port()),
         "GAMESERVE_RAY__DASHBOARD_PORT": str(free_port()),
         "GAMESERVE_SERVING__ADMIN__PORT": str(free_port()),
-        "GAMESERVE_TRAIN__TRAIN_SAMPLES": "4000",
-        "GAMESERVE_TRAIN__EPOCHS": "2",
-        "GAMESERVE_TRAIN__EVAL_SAMPLES": "1000",
+        "GAMESERVE_TRAIN__TRAIN_SAMPLES": "2000",
+        "GAMESERVE_TRAIN__EPOCHS": "1",
+        "GAMESERVE_TRAIN__EVAL_SAMPLES": "500",
         # Every answer recorded, and no file rotated while the stack runs: what is
         # on disk after `down` is what its SIGTERM flushed.
         "GAMESERVE_SERVING__PAYLOAD_LOG__SAMPLE": "1.0",
