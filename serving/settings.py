@@ -315,12 +315,18 @@ class ServingSettings(BaseModel):
     def cluster_capacity(self) -> Capacity:
         return self.capacity or Capacity.this_machine()
 
-    def ingress_replicas_config(self) -> dict[str, Any]:
+    def ingress_policy(self) -> QueueDepthSettings | None:
+        """The ingress's queue-depth policy with its ceiling fitted; None: fixed."""
         if self.ingress_autoscaling is None:
-            return {"num_replicas": self.ingress_replicas}
+            return None
         # One event loop per replica: more replicas than cores only contend.
-        fits = self.cluster_capacity().replicas(1.0)
-        return {"autoscaling_config": autoscaling_config(self.ingress_autoscaling.fitted(fits))}
+        return self.ingress_autoscaling.fitted(self.cluster_capacity().replicas(1.0))
+
+    def ingress_replicas_config(self) -> dict[str, Any]:
+        policy = self.ingress_policy()
+        if policy is None:
+            return {"num_replicas": self.ingress_replicas}
+        return {"autoscaling_config": autoscaling_config(policy)}
 
     families: dict[str, FamilyServing] = Field(
         default_factory=lambda: {name: family_defaults(name) for name in FAMILIES},

@@ -192,18 +192,22 @@ class QueueDepthPolicy:
         )
 
 
+def _reported(ctx: Any, metric: str) -> list[float]:
+    """A custom metric the replicas report (record_autoscaling_stats), one per replica."""
+    by_replica = (getattr(ctx, "aggregated_metrics", None) or {}).get(metric) or {}
+    return [float(value) for value in by_replica.values()]
+
+
 def forecast_floor(ctx: Any) -> int:
     """The floor the replicas relay from the collector's forecast (the same on each)."""
-    reported = (getattr(ctx, "aggregated_metrics", None) or {}).get(FORECAST_FLOOR_METRIC) or {}
-    return math.ceil(max(reported.values(), default=0.0))
+    return math.ceil(max(_reported(ctx, FORECAST_FLOOR_METRIC), default=0.0))
 
 
 def load(ctx: Any) -> float:
     """Requests in the system: Serve's count (handles' queues and replicas' ongoing), or
     what the replicas count themselves where that is more (an ingress: see
     ``serving.dataplane.admission.Occupancy``), summed over replicas."""
-    reported = (getattr(ctx, "aggregated_metrics", None) or {}).get(IN_SYSTEM_METRIC) or {}
-    return max(float(ctx.total_num_requests), float(sum(reported.values())))
+    return max(float(ctx.total_num_requests), sum(_reported(ctx, IN_SYSTEM_METRIC)))
 
 
 def autoscaling_config(settings: QueueDepthSettings, initial: int | None = None) -> dict[str, Any]:

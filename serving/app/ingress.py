@@ -112,12 +112,10 @@ class IngressReplica:
         await asyncio.gather(*unloads)
         if self._flusher is None:
             replica = serve.get_replica_context().replica_tag
-            policy = self.settings.ingress_autoscaling
+            policy = self.settings.ingress_policy()
             if policy is not None and policy.forecast is not None:
-                # Fitted to the cluster by the gateway (or the config's capacity).
-                fitted = policy.fitted(self.settings.cluster_capacity().replicas(1.0))
                 await collector().configure_forecast.remote(
-                    policy.forecast, fitted.min_replicas, fitted.ceiling
+                    policy.forecast, policy.min_replicas, policy.ceiling
                 )
             self._flusher = asyncio.create_task(
                 flush_forever(
