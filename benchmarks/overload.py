@@ -249,7 +249,8 @@ def main() -> None:
     train_models(root)
     key = KeyStore(root / KEY_FILE).create("overload", ["infer"])
     # The stack's defaults: HAProxy ingress, two ingress replicas, models in the ingress.
-    with gameserve(root, key, {}) as url:
+    with gameserve(root, key, {}) as served:
+        url = served.url
         play(url, key, None, 3, args.workers, 16)  # warm-up
         measured = play(url, key, None, 10, args.workers, 16)
         saturated = sum(o.model for o in measured) / 10

@@ -7,35 +7,49 @@ process calling ONNX Runtime (the baseline), then gameserve on a local Ray with
 three substrates (Serve's proxy; Ray's throughput-optimized mode; HAProxy
 ingress, see serving/runtime/substrate.py) and, on HAProxy, with one ingress replica
 and with the default two: single-NPC JSON, a 128-NPC tick as JSON, and the
-same tick as a binary v2 tensor. Load comes from wrk on loopback. Prints
+same tick as a binary v2 tensor, a 1,024-NPC binary tick, and on the default
+target OIP v2 over gRPC (single NPC at each concurrency, the 128- and 1,024-NPC
+ticks as raw tensors). Load comes from wrk on loopback (gRPC: benchmarks/grpc_load.py,
+in a process of its own). Prints
 req/s, NPC decisions/s, p50 and p99 and each figure's ratio to the baseline (or,
 for tick batches, to ONNX Runtime's rows/s at that batch size), and writes the
 table to benchmarks/results/. Then the peers (KServe's ModelServer, MLServer,
 PyTriton; benchmarks/peers/, each in its own venv, installed on first use) on
 the same model and the same v2 loads: single-NPC v2 JSON, the tick as v2 JSON,
-and as binary v2 where the peer speaks it. gameserve answers the same v2 loads,
-so every peer figure has a gameserve figure beside it. ``--no-peers`` skips them.
+and as binary v2 where the peer speaks it, and the gRPC loads where the peer serves
+gRPC on loopback (MLServer, PyTriton). gameserve answers the same loads, so every
+peer figure has a gameserve figure beside it. ``--no-peers`` skips them. Last, the
+steady-tail check: single NPC at c=16, gameserve and the plain process in turn,
+``--tail-runs`` times (3), each run judged against the issue's target.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
-import tritonclient.http as triton
 
-from benchmarks import peers, wrk
+from benchmarks import grpc_load, peers, wrk
 from benchmarks.local_ray import local_ray, train_models
+from benchmarks.serving_loads import (
+    BIG_TICK,
+    NPC,
+    SINGLE,
+    TICK,
+    GrpcLoad,
+    Point,
+    loads,
+    single_json,
+)
 from models import FAMILIES
 from models.runtime import OnnxModel
 from pipelines.tracking_server import free_port
@@ -43,13 +57,11 @@ from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.http.keys import KeyStore
 from serving.runtime.substrate import ServeRuntime
-from serving.settings import AuthSettings, ServingSettings
+from serving.settings import AuthSettings, GrpcSettings, ServingSettings
 from tests.payloads import npc_tick
 
-NPC = "npc-behavior"
-TICK = 128
 RESULTS = Path(__file__).parent / "results"
-JSON = {"Content-Type": "application/json"}
+KEY_FILE = "keys.json"
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ def raw_onnx(model: bytes, seconds: float) -> dict[int, float]:
     family = FAMILIES[NPC]
     session = OnnxModel(model, family.contract, prefer_gpu=False)
     rates = {}
-    for batch in (1, TICK):
+    for batch in (1, TICK, BIG_TICK):
         feeds = family.example_inputs(rows=batch)
         calls, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
@@ -83,63 +95,6 @@ def raw_onnx(model: bytes, seconds: float) -> dict[int, float]:
             calls += 1
         rates[batch] = calls * batch / (time.perf_counter() - started)
     return rates
-
-
-def v2_body(rows: int) -> tuple[bytes, dict[str, str]]:
-    observation = FAMILIES[NPC].example_inputs(rows=rows)["observation"]
-    tensor = triton.InferInput("observation", list(observation.shape), "FP32")
-    tensor.set_data_from_numpy(observation, binary_data=True)
-    outputs = [triton.InferRequestedOutput("action_probs", binary_data=True)]
-    body, header_length = triton.InferenceServerClient.generate_request_body(
-        [tensor], outputs=outputs
-    )
-    headers = {"Content-Type": "application/octet-stream"}
-    if header_length is not None:
-        headers["Inference-Header-Content-Length"] = str(header_length)
-    return body, headers
-
-
-def v2_json(rows: int) -> bytes:
-    observation = FAMILIES[NPC].example_inputs(rows=rows)["observation"]
-    tensor = {
-        "name": "observation",
-        "shape": list(observation.shape),
-        "datatype": "FP32",
-        "data": observation.ravel().tolist(),
-    }
-    return json.dumps({"inputs": [tensor]}).encode()
-
-
-SINGLE = (1, 8, 16, 64)
-KEY_FILE = "keys.json"
-V2_PATH = f"/v2/models/{NPC}/infer"
-
-
-def loads(
-    game_api: bool = True, v2: bool = True, binary: bool = True, key: str | None = None
-) -> dict[str, list[wrk.Load]]:
-    """The request mix; each target gets the parts of it that it speaks.
-
-    ``key``: gameserve's API key, sent with every request as a game server would.
-    """
-    mix: dict[str, list[wrk.Load]] = {}
-    if game_api:
-        single, tick = (json.dumps(npc_tick(n)).encode() for n in (1, TICK))
-        mix["single JSON"] = [wrk.Load("/v1/npc/act", single, JSON, c) for c in SINGLE]
-        mix[f"tick {TICK} JSON"] = [wrk.Load("/v1/npc/act", tick, JSON, 8, TICK)]
-    if v2:
-        mix["single v2 JSON"] = [wrk.Load(V2_PATH, v2_json(1), JSON, c) for c in SINGLE]
-        mix[f"tick {TICK} v2 JSON"] = [wrk.Load(V2_PATH, v2_json(TICK), JSON, 8, TICK)]
-    if binary:
-        body, headers = v2_body(TICK)
-        mix[f"tick {TICK} v2 binary"] = [wrk.Load(V2_PATH, body, headers, 8, TICK)]
-    if key is None:
-        return mix
-    auth = {"Authorization": f"Bearer {key}"}
-    return {
-        name: [replace(load, headers={**load.headers, **auth}) for load in points]
-        for name, points in mix.items()
-    }
 
 
 def wait_ready(url: str, key: str | None = None, timeout_s: float = 60.0) -> None:
@@ -198,10 +153,18 @@ GAMESERVE: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    grpc_address: str | None = None
+
+
 @contextlib.contextmanager
-def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[str]:
+def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[Served]:
     keyed = {"auth": AuthSettings(keys_file=root / KEY_FILE)}
-    settings = ServingSettings(port=free_port(), **{**keyed, **overrides})
+    settings = ServingSettings(
+        port=free_port(), grpc=GrpcSettings(port=free_port()), **{**keyed, **overrides}
+    )
     with local_ray(settings.runtime) as dashboard:
         spec = SourceSpec(
             import_path="serving.dataplane.model_source:DirectoryModelSource",
@@ -210,21 +173,30 @@ def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[str]:
         gateway = ServeGateway(settings, spec, dashboard)
         gateway.deploy(dict.fromkeys(FAMILIES, "1"))
         wait_ready(gateway.url, key)
-        yield gateway.url
+        yield Served(gateway.url, gateway.grpc_address)
+
+
+def run_point(served: Served, load: Point, duration_s: float) -> wrk.WrkResult:
+    if isinstance(load, GrpcLoad):
+        assert served.grpc_address is not None
+        return grpc_load.run(
+            served.grpc_address, load.body, load.metadata, load.connections, duration_s
+        )
+    return wrk.run(served.url, load, duration_s)
 
 
 def measure(
     target: str,
-    url: str,
-    mix: dict[str, list[wrk.Load]],
+    served: Served,
+    mix: dict[str, list[Point]],
     duration_s: float,
     baselines: dict[tuple[str, int], float],
 ) -> list[Row]:
     rows = []
     for name, points in mix.items():
         for load in points:
-            wrk.run(url, load, duration_s=2)  # warm-up: connections, batches, caches
-            result = wrk.run(url, load, duration_s)
+            run_point(served, load, duration_s=2)  # warm-up: connections, batches, caches
+            result = run_point(served, load, duration_s)
             decisions = result.requests_per_s * load.rows_per_request
             row = Row(
                 target,
@@ -256,10 +228,10 @@ def format_row(row: Row) -> str:
     )
 
 
-def summary(ours: list[Row], theirs: list[Row]) -> list[str]:
-    """The issue's targets, then gameserve's fast path against each peer on the same load."""
+def summary(ours: list[Row], theirs: list[Row], tail: list[tuple[Row, Row]]) -> list[str]:
+    """Each target's figures, the issue's targets, then the default path against each peer."""
     lines = []
-    for target in GAMESERVE:
+    for target in dict.fromkeys(r.target for r in ours):
         single = {r.connections: r for r in ours if r.target == target and r.load == "single JSON"}
         tick = [r for r in ours if r.target == target and "tick" in r.load]
         lines.append(
@@ -269,6 +241,20 @@ def summary(ours: list[Row], theirs: list[Row]) -> list[str]:
             + ", ".join(f"{r.load} {r.ratio:.2f}x ORT rows/s" for r in tick)
         )
     fast = {(r.load, r.connections): r for r in ours if r.target == FAST}
+    met = [o.ratio >= 1.1 and o.p99_ms <= 15.0 for _, o in tail]
+    runs = "; ".join(f"{o.ratio:.2f}x, p99 {o.p99_ms:.1f} ms" for _, o in tail)
+    lines.append(
+        f"TARGET single NPC at c=16 >= 1.1x plain FastAPI with p99 <= 15 ms: "
+        f"{sum(met)} of {len(met)} runs ({runs})"
+    )
+    big = fast.get((f"tick {BIG_TICK} v2 binary", 8))
+    if big is not None:
+        verdict = "met" if big.ratio >= 0.5 else "missed"
+        lines.append(
+            f"TARGET {BIG_TICK}-NPC binary tick >= 0.5x ONNX Runtime rows/s: "
+            f"{big.ratio:.2f}x ({verdict})"
+        )
+    behind = []
     for key in dict.fromkeys((r.load, r.connections) for r in theirs):
         mine = fast[key]
         against = ", ".join(
@@ -276,14 +262,45 @@ def summary(ours: list[Row], theirs: list[Row]) -> list[str]:
             for r in theirs
             if (r.load, r.connections) == key and r.requests_per_s > 0
         )
+        behind += [
+            f"{r.target} on {key[0]} c={key[1]}"
+            for r in theirs
+            if (r.load, r.connections) == key and r.requests_per_s > mine.requests_per_s
+        ]
         lines.append(f"{key[0]} c={key[1]}: {FAST} {mine.requests_per_s:.0f} req/s vs {against}")
+    if theirs:
+        lines.append(
+            "TARGET ahead of every peer on every load: "
+            + ("met" if not behind else "behind " + "; ".join(behind))
+        )
     return lines
+
+
+def steady_tail(
+    plain: Served, ours: Served, key: str, runs: int, duration_s: float
+) -> list[tuple[Row, Row]]:
+    """Single NPC at c=16, the plain process then gameserve, ``runs`` times in turn:
+    each gameserve run is judged against the plain run just before it."""
+    point = single_json(16)
+    pairs = []
+    for run in range(1, runs + 1):
+        (base,) = measure(f"tail {run}: plain FastAPI + ORT", plain, point, duration_s, {})
+        reference = {("single JSON", 16): base.requests_per_s}
+        keyed = loads(v2=False, binary=False, key=key)["single JSON"]
+        mix: dict[str, list[Point]] = {"single JSON": [p for p in keyed if p.connections == 16]}
+        (mine,) = measure(f"tail {run}: {FAST}", ours, mix, duration_s, reference)
+        pairs.append((base, mine))
+    return pairs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per load point")
     parser.add_argument("--no-peers", action="store_true", help="skip KServe, MLServer, PyTriton")
+    parser.add_argument("--tail-runs", type=int, default=3, help="runs of the c=16 tail check")
+    parser.add_argument(
+        "--defaults-only", action="store_true", help="skip the substrates gameserve does not run"
+    )
     args = parser.parse_args()
     wrk.wrk_binary()
     contenders = () if args.no_peers else peers.PEERS
@@ -294,48 +311,54 @@ def main() -> None:
     model_path = source.fetch(NPC, "1")
 
     raw = raw_onnx(model_path.read_bytes(), seconds=3)
-    print(
+    ort_line = (
         f"ONNX Runtime in-process, one thread: {raw[1]:,.0f} calls/s at batch 1, "
-        f"{raw[TICK]:,.0f} rows/s at batch {TICK}"
+        + ", ".join(f"{raw[b]:,.0f} rows/s at batch {b}" for b in (TICK, BIG_TICK))
     )
+    print(ort_line)
     print(HEADER)
+    targets = {
+        name: overrides
+        for name, overrides in GAMESERVE.items()
+        if overrides["runtime"].haproxy_ingress or not args.defaults_only
+    }
     with plain_fastapi(model_path) as url:
-        mix = loads(v2=False, binary=False)
-        baseline = measure("plain FastAPI + ORT", url, mix, args.duration, {})
-    reference = {(r.load, r.connections): r.requests_per_s for r in baseline}
-    # A single decision over v2 is judged against the same baseline as over the game API;
-    # tick batches against ONNX Runtime's own rows/s at that batch size.
-    reference |= {("single v2 JSON", c): reference[("single JSON", c)] for c in SINGLE}
-    reference |= {(name, 8): raw[TICK] for name in loads() if "tick" in name}
-    key = KeyStore(root / KEY_FILE).create("benchmark", ["infer"])
-    ours: list[Row] = []
-    for target, overrides in GAMESERVE.items():
-        with gameserve(root, key, overrides) as url:
-            ours += measure(target, url, loads(key=key), args.duration, reference)
+        plain = Served(url)
+        baseline = measure(
+            "plain FastAPI + ORT", plain, loads(v2=False, binary=False), args.duration, {}
+        )
+        reference = {(r.load, r.connections): r.requests_per_s for r in baseline}
+        # A single decision over v2 or gRPC is judged against the same baseline as over
+        # the game API; tick batches against ONNX Runtime's own rows/s at that batch size.
+        for name in ("single v2 JSON", "single gRPC"):
+            reference |= {(name, c): reference[("single JSON", c)] for c in SINGLE}
+        for name, points in loads(grpc=True).items():
+            reference |= {
+                (name, p.connections): raw[p.rows_per_request] for p in points if "tick" in name
+            }
+        key = KeyStore(root / KEY_FILE).create("benchmark", ["infer"])
+        ours: list[Row] = []
+        tail: list[tuple[Row, Row]] = []
+        for target, overrides in targets.items():
+            with gameserve(root, key, overrides) as served:
+                mix = loads(grpc=target == FAST, key=key)
+                ours += measure(target, served, mix, args.duration, reference)
+                if target == FAST:
+                    tail = steady_tail(plain, served, key, args.tail_runs, args.duration)
     theirs: list[Row] = []
     for peer in contenders:
-        with peers.serve(peer, model_path, free_port()) as url:
-            mix = loads(game_api=False, binary=peer.binary_v2)
-            theirs += measure(peer.name, url, mix, args.duration, reference)
+        grpc_port = free_port() if peer.grpc else None
+        with peers.serve(peer, model_path, free_port(), grpc_port) as url:
+            served = Served(url, None if grpc_port is None else f"127.0.0.1:{grpc_port}")
+            mix = loads(game_api=False, binary=peer.binary_v2, grpc=peer.grpc)
+            theirs += measure(peer.name, served, mix, args.duration, reference)
 
-    lines = summary(ours, theirs)
+    lines = summary(ours, theirs, tail)
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / time.strftime("serving-%Y%m%d-%H%M%S.txt")
-    table = [format_row(r) for r in [*baseline, *ours, *theirs]]
-    out.write_text(
-        "\n".join(
-            [
-                f"ONNX Runtime in-process: {raw[1]:.0f} calls/s (batch 1), "
-                f"{raw[TICK]:.0f} rows/s (batch {TICK})",
-                HEADER,
-                *table,
-                "",
-                *lines,
-            ]
-        )
-        + "\n"
-    )
+    rows = [*baseline, *ours, *(row for pair in tail for row in pair), *theirs]
+    out.write_text("\n".join([ort_line, HEADER, *map(format_row, rows), "", *lines]) + "\n")
     print(f"wrote {out}")
 
 

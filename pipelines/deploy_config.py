@@ -144,7 +144,7 @@ def rayservice(
                         kuberay.head_cpus,
                         kuberay.head_memory,
                         gpus=0,
-                        ports={"gcs": 6379, "dashboard": 8265, "serve": 8000},
+                        ports={"gcs": 6379, "dashboard": 8265, "serve": 8000, "grpc": 8001},
                     ),
                 },
                 "workerGroupSpecs": [

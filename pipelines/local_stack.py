@@ -85,6 +85,7 @@ class LocalStack:
         for field, host, port in (
             ("port", serving.host, serving.port),
             ("admin.port", serving.admin.host, serving.admin.port),
+            ("grpc.port", serving.host, serving.grpc.port),
         ):
             if port and port_in_use(host, port):
                 variable = field.upper().replace(".", "__")
@@ -127,6 +128,7 @@ class LocalStack:
             tracking_uri=self.tracking_uri,
             champions={c.resolved.family: c.resolved.version for c in self.champions},
             admin_url=self.admin.url,
+            grpc_address=self.gateway.grpc_address or "",
         )
         path = StackState.path(settings)
         path.write_text(json.dumps(asdict(state), indent=2))

@@ -66,6 +66,8 @@ def up(settings: Settings, *, exit_after_start: bool) -> int:
         ]
         print(table(("family", "champion", "origin", "quality"), rows))
         print(f"\nAPI:            {stack.gateway.url}  (OpenAPI: {stack.gateway.url}/docs)")
+        if stack.gateway.grpc_address:
+            print(f"gRPC (OIP v2):  {stack.gateway.grpc_address}  (tritonclient.grpc; a key)")
         print(f"Metrics:        {stack.gateway.url}/metrics  (Prometheus; a read key)")
         print(f"Ray dashboard:  {stack.dashboard_url}")
         print(f"MLflow UI:      {stack.tracking_uri}")
@@ -141,6 +143,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "running": True,
         "pid": state.pid,
         "api_url": state.api_url,
+        "grpc_address": state.grpc_address or None,
         "metrics_url": f"{state.api_url}/metrics",
         "dashboard_url": state.dashboard_url,
         "tracking_uri": state.tracking_uri,
@@ -183,6 +186,8 @@ def _print_status(report: dict[str, Any]) -> None:
         return
     print(f"gameserve is up (pid {report['pid']})")
     print(f"API:            {report['api_url']}")
+    if report["grpc_address"]:
+        print(f"gRPC (OIP v2):  {report['grpc_address']}")
     print(f"Metrics:        {report['metrics_url']}")
     print(f"Ray dashboard:  {report['dashboard_url']}")
     mlflow_health = "healthy" if report["mlflow_healthy"] else "NOT RESPONDING"

@@ -22,6 +22,7 @@ class StackState:
     tracking_uri: str
     champions: dict[str, str]
     admin_url: str = ""
+    grpc_address: str = ""  # "" when serving.grpc.port is None
 
     @staticmethod
     def path(settings: Settings) -> Path:

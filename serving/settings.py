@@ -226,6 +226,31 @@ class GameTimeSettings(BaseModel):
     best_effort_lag_ms: float = Field(default=3.0, gt=0)
 
 
+class GrpcSettings(BaseModel):
+    """The Open Inference Protocol v2 over gRPC, served by every ingress replica."""
+
+    port: int | None = Field(
+        default=8001,
+        ge=1,
+        le=65535,
+        description="Triton's gRPC port by default; None serves HTTP only. Every ingress "
+        "replica on a node listens on it (SO_REUSEPORT: the kernel spreads connections "
+        "across them), bound to serving.host.",
+    )
+    max_concurrent_rpcs: int = Field(
+        default=256,
+        ge=1,
+        description="Calls one replica works on at once; beyond it RESOURCE_EXHAUSTED at "
+        "once. Messages are bounded by limits.max_body_bytes.",
+    )
+    drain_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="On a scale-down or redeploy, how long calls in flight may finish "
+        "after the replica stops taking new ones.",
+    )
+
+
 class AdminSettings(BaseModel):
     """The admin API (rollouts, champions, keys), served by the stack process."""
 
@@ -263,6 +288,7 @@ class ServingSettings(BaseModel):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     game_time: GameTimeSettings = Field(default_factory=GameTimeSettings)
     payload_log: PayloadLogSettings = Field(default_factory=PayloadLogSettings)
     proxy_location: Literal["HeadOnly", "EveryNode"] = Field(

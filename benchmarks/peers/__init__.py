@@ -37,6 +37,9 @@ class Peer:
     script: str
     requirements: tuple[str, ...]
     binary_v2: bool  # speaks the binary tensor extension of v2
+    # Serves OIP v2 over gRPC on loopback. KServe's ModelServer can serve gRPC too, but
+    # binds it to every interface ([::]) with no option to change that: not run here.
+    grpc: bool = False
 
     @property
     def venv(self) -> Path:
@@ -48,8 +51,8 @@ PEERS = (
     Peer("KServe ModelServer", "kserve_server.py", ("kserve==0.21.0", ORT), binary_v2=True),
     # MLServer 1.7.1's worker processes call asyncio.get_event_loop(), which
     # uvloop 0.22 turned into an error.
-    Peer("MLServer", "mlserver_server.py", ("mlserver==1.7.1", "uvloop<0.22", ORT), False),
-    Peer("PyTriton", "pytriton_server.py", ("nvidia-pytriton==0.7.0", "numpy<2", ORT), True),
+    Peer("MLServer", "mlserver_server.py", ("mlserver==1.7.1", "uvloop<0.22", ORT), False, True),
+    Peer("PyTriton", "pytriton_server.py", ("nvidia-pytriton==0.7.0", "numpy<2", ORT), True, True),
 )
 
 
@@ -68,9 +71,13 @@ def ensure_venv(peer: Peer) -> Path:
 
 
 @contextlib.contextmanager
-def serve(peer: Peer, model: Path, port: int, timeout_s: float = 120.0) -> Iterator[str]:
-    """The peer serving ``model`` on 127.0.0.1:port until the block ends."""
+def serve(
+    peer: Peer, model: Path, port: int, grpc_port: int | None = None, timeout_s: float = 120.0
+) -> Iterator[str]:
+    """The peer serving ``model`` on 127.0.0.1:port (and gRPC on ``grpc_port``)."""
     command = [str(ensure_venv(peer)), str(HERE / peer.script), "--model", str(model)]
+    if grpc_port is not None:
+        command += ["--grpc-port", str(grpc_port)]
     url = f"http://127.0.0.1:{port}"
     # A file, not a pipe: a chatty server would block on a full pipe nobody reads. A
     # scratch working directory: MLServer leaves its Prometheus files in the current one.

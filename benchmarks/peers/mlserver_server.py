@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--parallel-workers", type=int, default=0)
+    parser.add_argument("--grpc-port", type=int, default=None)
     args = parser.parse_args()
     # Workers import the runtime by module path: make this file importable as a module.
     sys.path.insert(0, str(Path(__file__).parent))
@@ -68,7 +69,7 @@ def main() -> None:
     settings = Settings(
         host="127.0.0.1",
         http_port=args.port,
-        grpc_port=free_port(),
+        grpc_port=args.grpc_port or free_port(),
         metrics_port=free_port(),
         debug=False,
         parallel_workers=args.parallel_workers,

@@ -35,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=None)
     args = parser.parse_args()
     # Triton's Python backend stub links libpython, which a venv does not carry.
     libdir = sysconfig.get_config_var("LIBDIR")
@@ -55,7 +56,7 @@ def main() -> None:
         http_address="127.0.0.1",
         http_port=args.port,
         grpc_address="127.0.0.1",
-        grpc_port=free_port(),
+        grpc_port=args.grpc_port or free_port(),
         metrics_address="127.0.0.1",
         metrics_port=free_port(),
         log_verbose=0,
@@ -66,7 +67,7 @@ def main() -> None:
             infer_func=infer,
             inputs=[Tensor(name="observation", dtype=np.float32, shape=(40,))],
             outputs=[Tensor(name=output, dtype=np.float32, shape=(-1,))],
-            config=ModelConfig(max_batch_size=256),
+            config=ModelConfig(max_batch_size=1024),  # the 1,024-NPC tick
         )
         triton.serve()
 

@@ -66,6 +66,12 @@ class ServeGateway:
         return f"http://{self.settings.host}:{self.settings.port}"
 
     @property
+    def grpc_address(self) -> str | None:
+        """``host:port`` of OIP v2 over gRPC; None when it is off."""
+        port = self.settings.grpc.port
+        return None if port is None else f"{self.settings.host}:{port}"
+
+    @property
     def versions(self) -> dict[str, str | None]:
         return dict(self._versions)
 

@@ -35,7 +35,10 @@ from serving.dataplane.model_source import ModelSource
 from serving.dataplane.payload_log import PayloadLog, PayloadLogConfig
 from serving.dataplane.plane import DataPlane
 from serving.dataplane.telemetry import Telemetry
+from serving.http.access import Access
 from serving.http.app import create_app
+from serving.rpc.server import GrpcServer
+from serving.rpc.service import InferenceService
 from serving.settings import ServingSettings
 
 # Calls an in-process challenger may have in flight: a sound model finishes each
@@ -91,6 +94,8 @@ class IngressReplica:
             payloads=self.payloads,
         )
         self._flusher: asyncio.Task[None] | None = None
+        self.access = Access.from_settings(serving)  # one key check and rate for both protocols
+        self.grpc: GrpcServer | None = None
         self.settings = serving
         self.forecast_floor: int | None = None
 
@@ -111,6 +116,7 @@ class IngressReplica:
         self.plane.set_routes(parsed.routes)
         await asyncio.gather(*unloads)
         if self._flusher is None:
+            await self._start_grpc()
             replica = serve.get_replica_context().replica_tag
             policy = self.settings.ingress_policy()
             if policy is not None and policy.forecast is not None:
@@ -123,6 +129,21 @@ class IngressReplica:
                     on_forecast=self._heard_forecast,
                 )
             )  # fmt: skip
+
+    async def _start_grpc(self) -> None:
+        """Once routes are set (the first reconfigure), on the loop the data plane runs on."""
+        serving = self.settings
+        if serving.grpc.port is None:
+            return
+        server = GrpcServer(
+            InferenceService(self.plane, self.access),
+            serving.host,
+            serving.grpc.port,
+            max_message_bytes=serving.limits.max_body_bytes,
+            max_concurrent_rpcs=serving.grpc.max_concurrent_rpcs,
+        )
+        await server.start()
+        self.grpc = server
 
     def _heard_forecast(self, floor: int | None) -> None:
         self.forecast_floor = floor
@@ -141,16 +162,20 @@ class IngressReplica:
         backend = challenger if deployment.endswith(CHALLENGER_SUFFIX) else champion
         return backend.stats()
 
-    def __del__(self) -> None:
-        """Serve's graceful shutdown (SIGTERM, a scale-down, a redeploy): write what is queued."""
-        payloads: PayloadLog | None = getattr(self, "payloads", None)  # None: __init__ failed
+    async def __del__(self) -> None:
+        """Serve's graceful shutdown (SIGTERM, a scale-down, a redeploy), after its HTTP
+        requests drained: let gRPC calls in flight finish, then write what is queued."""
+        server: GrpcServer | None = getattr(self, "grpc", None)  # None: __init__ failed
+        if server is not None:
+            await server.stop(self.settings.grpc.drain_s)
+        payloads: PayloadLog | None = getattr(self, "payloads", None)
         if payloads is not None:
             payloads.close()
 
     def __serve_build_asgi_app__(self) -> Any:
         # The collector's totals only, never this replica's unsent rest: a scrape
         # must never see a counter go down (Prometheus would read it as a reset).
-        return create_app(self.plane, self.settings, metrics=metrics_snapshot)
+        return create_app(self.plane, self.settings, metrics=metrics_snapshot, access=self.access)
 
 
 def _payload_log(serving: ServingSettings) -> PayloadLog | None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from models.contract import RequestModel
 from models.errors import ModelNotFoundError
+from serving.http.access import Access
 from serving.http.errors import install_error_handlers
 from serving.http.guard import ADMIN_PREFIX, Guard
 from serving.http.keys import KeyRecord, KeyStore, Scope
@@ -160,8 +161,7 @@ def create_admin_app(
     install_error_handlers(app)
     app.add_middleware(
         Guard,
-        keys=keys,
-        limiter=RateLimiter(None, 1),
+        access=Access(keys, RateLimiter(None, 1)),
         max_body_bytes=max_body_bytes,
         max_in_flight=max_in_flight,
     )

@@ -54,19 +54,24 @@ def error_response(error: GameserveError, path: str = "") -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=headers or None)
 
 
+def report(exc: GameserveError, where: str) -> None:
+    """Log an error answered at ``where`` (a path, a gRPC method) as an operator needs it."""
+    if isinstance(exc, ModelNotReadyError):
+        logger.warning("%s %s: %s", where, exc.code, exc.message)
+    elif exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
+        exc, OverloadedError | DeadlineExceededError
+    ):
+        # With its traceback: a 5xx is a bug or a broken model until shown otherwise.
+        # Shed requests (503 overloaded) and missed deadlines (504) are deliberate
+        # answers, counted (/v1/models) rather than logged one by one; not-ready is
+        # a state a probe asks about, logged without a traceback.
+        logger.error("%s %s: %s", where, exc.code, exc.message, exc_info=exc)
+
+
 def response_for(exc: Exception, path: str = "") -> JSONResponse:
     """The error body and status for any exception a route raises at ``path``."""
     if isinstance(exc, GameserveError):
-        if isinstance(exc, ModelNotReadyError):
-            logger.warning("%s %s: %s", path, exc.code, exc.message)
-        elif exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
-            exc, OverloadedError | DeadlineExceededError
-        ):
-            # With its traceback: a 5xx is a bug or a broken model until shown otherwise.
-            # Shed requests (503 overloaded) and missed deadlines (504) are deliberate
-            # answers, counted (/v1/models) rather than logged one by one; not-ready is
-            # a state a probe asks about, logged without a traceback.
-            logger.error("%s %s: %s", path, exc.code, exc.message, exc_info=exc)
+        report(exc, path)
         return error_response(exc, path)
     if isinstance(exc, RequestValidationError):
         return error_response(InvalidInputError(describe(list(exc.errors()))), path)

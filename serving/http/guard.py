@@ -20,16 +20,14 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import (
-    ForbiddenError,
     GameserveError,
     InvalidInputError,
     OverloadedError,
     PayloadTooLargeError,
 )
+from serving.http.access import Access, bearer_token
 from serving.http.errors import error_response
-from serving.http.keys import KeyStore
 from serving.http.keys import Scope as KeyScope
-from serving.http.rate_limit import RateLimiter
 
 # Where the guard leaves the moment it received a request, in the ASGI scope's
 # state (Starlette's ``request.state``), as time.monotonic().
@@ -64,11 +62,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def bearer(scope: Scope) -> str | None:
     """The key of an ``Authorization: Bearer <key>`` header."""
-    value = _header(scope, b"authorization")
-    if value is None:
-        return None
-    kind, _, token = value.partition(" ")
-    return token.strip() if kind.lower() == "bearer" else None
+    return bearer_token(_header(scope, b"authorization"))
 
 
 class Guard:
@@ -78,15 +72,13 @@ class Guard:
         self,
         app: ASGIApp,
         *,
-        keys: KeyStore | None,
-        limiter: RateLimiter,
+        access: Access,
         max_body_bytes: int,
         max_in_flight: int,
         retry_after_s: float = 1.0,
     ) -> None:
         self.app = app
-        self.keys = keys
-        self.limiter = limiter
+        self.access = access
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
         self.retry_after_s = retry_after_s
@@ -122,14 +114,7 @@ class Guard:
         needed = required_scope(scope["method"], scope["path"])
         if needed is None:
             return length is None
-        if self.keys is not None:
-            record = self.keys.authenticate(bearer(scope))
-            if not record.allows(needed):
-                raise ForbiddenError(
-                    f"authorization: key {record.name!r} lacks the {needed!r} scope "
-                    f"(it has {', '.join(record.scopes)})"
-                )
-            self.limiter.check(record.name, record.rate_per_s, record.burst, time.monotonic())
+        self.access.check(bearer(scope), needed)
         if needed != "infer" and self.in_flight >= self.max_in_flight:
             raise OverloadedError(
                 f"this replica is working on {self.in_flight} requests; retry shortly",

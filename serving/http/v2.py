@@ -38,14 +38,14 @@ def _infer_doc(*path_parameters: str) -> dict[str, Any]:
     }
 
 
-def _server_version() -> str:
+def server_version() -> str:
     try:
         return package_version("gameserve")
     except PackageNotFoundError:
         return "unknown"
 
 
-def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "datatype": datatype_of(spec.dtype),
@@ -60,7 +60,7 @@ def v2_router(plane: DataPlane) -> APIRouter:
     async def server_metadata() -> dict[str, Any]:
         return {
             "name": "gameserve",
-            "version": _server_version(),
+            "version": server_version(),
             "extensions": ["binary_tensor_data"],
         }
 
@@ -88,8 +88,8 @@ def v2_router(plane: DataPlane) -> APIRouter:
             "name": model_name,
             "versions": [status.version] if status.version else [],
             "platform": "onnxruntime_onnx",
-            "inputs": [_tensor_metadata(s) for s in family.contract.inputs],
-            "outputs": [_tensor_metadata(s) for s in family.contract.outputs],
+            "inputs": [tensor_metadata(s) for s in family.contract.inputs],
+            "outputs": [tensor_metadata(s) for s in family.contract.outputs],
         }
 
     @router.get("/models/{model_name}/ready")

@@ -143,21 +143,33 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def tensor_dtype(where: str, datatype: Any) -> np.dtype[Any]:
+    """The numpy type of a v2 ``datatype``; InvalidInputError naming ``where`` if none."""
+    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise InvalidInputError(f"{where}.datatype: unsupported {datatype!r}")
+    return dtype
+
+
+def elements(where: str, shape: list[int]) -> int:
+    """How many values ``shape`` holds, refused before any allocation when too many."""
+    expected = math.prod(shape)
+    if len(shape) > MAX_DIMENSIONS or expected > MAX_ELEMENTS:
+        raise InvalidInputError(f"{where}.shape: {shape} is larger than any request may be")
+    return expected
+
+
 def _decode_input(index: int, tensor: Any, binary: memoryview) -> tuple[np.ndarray, int]:
     where = f"inputs[{index}]"
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise InvalidInputError(f"{where}.name: required")
     where = f"inputs[{index}] ({tensor['name']})"
     datatype = tensor.get("datatype")
-    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
-    if dtype is None:
-        raise InvalidInputError(f"{where}.datatype: unsupported {datatype!r}")
+    dtype = tensor_dtype(where, datatype)
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise InvalidInputError(f"{where}.shape: a list of non-negative integers is required")
-    expected = math.prod(shape)
-    if len(shape) > MAX_DIMENSIONS or expected > MAX_ELEMENTS:
-        raise InvalidInputError(f"{where}.shape: {shape} is larger than any request may be")
+    expected = elements(where, shape)
     size = _object(tensor.get("parameters"), f"{where}.parameters").get("binary_data_size")
     if size is not None:
         if not _is_int(size) or size != expected * dtype.itemsize or size > len(binary):

@@ -18,12 +18,14 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
 )
+from tritonclient.grpc import service_pb2 as pb
 
 from models.errors import InvalidInputError
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
-from serving.http.v2_codec import DATATYPES, HEADER_LENGTH, parse_request
+from serving.http.v2_codec import DATATYPES, HEADER_LENGTH, MAX_ELEMENTS, parse_request
+from serving.rpc.codec import decode_request
 from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
 from tests.payloads import npc
 
@@ -164,3 +166,44 @@ def test_near_float32_limit_inputs_are_a_422_not_a_500(client: TestClient) -> No
     response = client.post(V2_INFER, json=body)
     assert response.status_code == 422
     assert response.json()["error"].startswith("observation: values beyond")
+
+
+_grpc_tensor = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["observation", "", "x"]),
+        "datatype": st.sampled_from([*DATATYPES, "BYTES", "FP8", ""]),
+        "shape": st.lists(st.integers(-2, 1 << 20), max_size=10),
+        "fp32": st.lists(st.floats(width=32), max_size=50),
+        "int": st.lists(st.integers(-(1 << 31), (1 << 31) - 1), max_size=50),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tensors=st.lists(_grpc_tensor, max_size=3),
+    raw=st.none() | st.lists(st.binary(max_size=200), max_size=4),
+    timeout=st.none() | st.integers(-(1 << 40), 1 << 40),
+)
+def test_the_grpc_decoder_answers_every_request_with_invalid_input_or_a_request(
+    tensors: list[dict[str, Any]], raw: list[bytes] | None, timeout: int | None
+) -> None:
+    """Whatever a gRPC client builds, the decoder returns tensors or names the bad field."""
+    request = pb.ModelInferRequest(model_name="npc-behavior")
+    for tensor in tensors:
+        contents = pb.InferTensorContents(fp32_contents=tensor["fp32"], int_contents=tensor["int"])
+        try:
+            request.inputs.add(
+                name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"],
+                contents=contents,
+            )  # fmt: skip
+        except ValueError:  # protobuf refuses a shape outside int64 before we see it
+            continue
+    if raw is not None:
+        request.raw_input_contents.extend(raw)
+    if timeout is not None:
+        request.parameters["timeout"].int64_param = timeout
+    with contextlib.suppress(InvalidInputError):
+        decoded = decode_request(request)
+        for array in decoded.inputs.values():
+            assert array.size <= MAX_ELEMENTS

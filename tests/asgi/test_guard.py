@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
+from serving.http.access import Access
 from serving.http.app import create_app
 from serving.http.guard import Guard
 from serving.http.keys import KeyStore
@@ -173,7 +174,7 @@ def test_a_busy_replica_sheds_at_once_instead_of_queueing() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    guard = Guard(slow_app, keys=None, limiter=RateLimiter(None, 1),
+    guard = Guard(slow_app, access=Access(None, RateLimiter(None, 1)),
                   max_body_bytes=1024, max_in_flight=2, retry_after_s=2)  # fmt: skip
 
     async def call(path: str) -> tuple[int, dict[str, str]]:

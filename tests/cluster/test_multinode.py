@@ -232,6 +232,7 @@ def test_replicas_on_a_second_node_serve_survive_its_loss_and_return_with_a_new_
         "GAMESERVE_RAY__DASHBOARD_ADDRESS": cluster["dashboard"],
         "GAMESERVE_TRACKING__PORT": str(free_port()),
         "GAMESERVE_SERVING__PORT": str(free_port()),
+        "GAMESERVE_SERVING__GRPC__PORT": str(free_port()),
         "GAMESERVE_SERVING__ADMIN__PORT": str(free_port()),
         "GAMESERVE_TRAIN__TRAIN_SAMPLES": "1000",
         "GAMESERVE_TRAIN__EPOCHS": "1",

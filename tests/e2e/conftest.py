@@ -20,11 +20,11 @@ from pipelines.registry_source import registry_source_spec
 from pipelines.settings import TrackingSettings
 from pipelines.signing import VersionSigner
 from pipelines.supervisor import TrackingSupervisor
-from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials
+from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials, free_port
 from pipelines.training import register_build
 from serving.app.autoscaling import Capacity
 from serving.app.gateway import ServeGateway
-from serving.settings import PayloadLogSettings, ServingSettings
+from serving.settings import GrpcSettings, PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys
 from tests.e2e.rollouts import GOOD, NPC
 
@@ -134,7 +134,7 @@ def gateway(
     # add no compute here.
     settings = ServingSettings(
         port=serve_port, auth=test_keys.auth, family_specs=spec_families, payload_log=payloads,
-        capacity=Capacity.this_machine(),
+        capacity=Capacity.this_machine(), grpc=GrpcSettings(port=free_port()),
     )  # fmt: skip
     serving = ServeGateway(settings, source, ray_cluster)
     serving.deploy({NPC.name: registry.aliases(NPC.name)[CHAMPION]})

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 
 from models import FAMILIES, trainable_family
@@ -39,6 +40,7 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "GAMESERVE_DATA_DIR": str(tmp_path_factory.mktemp("stack")),
         "GAMESERVE_TRACKING__PORT": str(free_port()),
         "GAMESERVE_SERVING__PORT": str(free_port()),
+        "GAMESERVE_SERVING__GRPC__PORT": str(free_port()),
         "GAMESERVE_RAY__DASHBOARD_PORT": str(free_port()),
         "GAMESERVE_SERVING__ADMIN__PORT": str(free_port()),
         "GAMESERVE_TRAIN__TRAIN_SAMPLES": "2000",
@@ -77,6 +79,7 @@ def _ports(env: dict[str, str]) -> list[int]:
         "GAMESERVE_SERVING__PORT",
         "GAMESERVE_RAY__DASHBOARD_PORT",
         "GAMESERVE_SERVING__ADMIN__PORT",
+        "GAMESERVE_SERVING__GRPC__PORT",
     )
     return [int(env[key]) for key in keys]
 
@@ -114,6 +117,15 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
         probs = client.infer("npc-behavior", [tensor], headers=auth).as_numpy("action_probs")
         with pytest.raises(triton.InferenceServerException, match="unknown or revoked"):
             client.infer("npc-behavior", [tensor], headers={"Authorization": "Bearer gsk_x_y"})
+        # The same decision over OIP v2 gRPC, from every ingress replica on the port.
+        assert state["grpc_address"] == f"127.0.0.1:{stack_env['GAMESERVE_SERVING__GRPC__PORT']}"
+        grpc_tensor = triton_grpc.InferInput("observation", [3, 40], "FP32")
+        grpc_tensor.set_data_from_numpy(observation)
+        for _ in range(4):  # a new channel each time: the kernel picks the replica
+            with triton_grpc.InferenceServerClient(state["grpc_address"]) as grpc_client:
+                grpc_auth = {"authorization": auth["Authorization"]}
+                answer = grpc_client.infer("npc-behavior", [grpc_tensor], headers=grpc_auth)
+                np.testing.assert_allclose(answer.as_numpy("action_probs"), probs, rtol=1e-5)
 
         # A key made from the CLI works at once; revoked, it stops within seconds.
         made = _gameserve(stack_env, "keys", "create", "game-01", "--scopes", "infer")

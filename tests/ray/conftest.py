@@ -9,10 +9,11 @@ import ray
 
 from models import FAMILIES, trainable_families
 from models.training import TrainSettings
+from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.dataplane.model_source import DirectoryModelSource
-from serving.settings import FamilyServing, PayloadLogSettings, ServingSettings
+from serving.settings import FamilyServing, GrpcSettings, PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)
@@ -53,6 +54,7 @@ def gateway(
         families=families,
         auth=test_keys.auth,
         payload_log=payloads,
+        grpc=GrpcSettings(port=free_port()),
     )
     source = SourceSpec(
         import_path="serving.dataplane.model_source:DirectoryModelSource",

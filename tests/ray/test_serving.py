@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 from prometheus_client.samples import Sample
 from ray import serve
@@ -136,6 +137,44 @@ def test_tritonclient_prints_our_errors(served: ServeGateway, test_keys: TestKey
         client.infer("npc-behavior", [wrong])
     assert "authorization: send 'Authorization: Bearer" in str(unauthorized.value)
     client.close()
+
+
+def test_tritonclient_grpc_reaches_both_placements(
+    served: ServeGateway, model_source: DirectoryModelSource, test_keys: TestKeys
+) -> None:
+    """OIP v2 over gRPC from the ingress replicas: NPC decisions served in their own
+    process, difficulty through its deployment's handle; each channel a new
+    connection, which the kernel hands to either replica."""
+    assert served.grpc_address is not None
+    key = {"authorization": f"Bearer {test_keys.admin}", "x-deadline-ms": "5000"}
+    observation = NPC.example_inputs(rows=7, seed=5)["observation"]
+    expected = OnnxModel(model_source.fetch("npc-behavior", "1"), NPC.contract, prefer_gpu=False)
+    probs = expected.predict({"observation": observation})["action_probs"]
+    difficulty = trainable_family("difficulty-tuning").example_inputs(rows=3)
+    for _ in range(4):
+        with triton_grpc.InferenceServerClient(served.grpc_address) as client:
+            assert client.is_server_ready()
+            tensor = triton_grpc.InferInput("observation", list(observation.shape), "FP32")
+            tensor.set_data_from_numpy(observation)
+            result = client.infer("npc-behavior", [tensor], headers=key)
+            response = result.get_response()
+            assert (response.model_version, response.parameters["source"].string_param) == (
+                "1", "model",
+            )  # fmt: skip
+            np.testing.assert_allclose(result.as_numpy("action_probs"), probs, rtol=1e-6)
+            tensors = []
+            for name, array in difficulty.items():
+                tensors.append(triton_grpc.InferInput(name, list(array.shape), "FP32"))
+                tensors[-1].set_data_from_numpy(array.astype(np.float32))
+            tuned = client.infer("difficulty-tuning", tensors, headers=key).get_response()
+            assert (tuned.model_version, tuned.parameters["source"].string_param) == ("1", "model")
+    with triton_grpc.InferenceServerClient(served.grpc_address) as client:
+        wrong = triton_grpc.InferInput("observation", [2, 39], "FP32")
+        wrong.set_data_from_numpy(np.zeros((2, 39), dtype=np.float32))
+        with pytest.raises(triton_grpc.InferenceServerException) as refused:
+            client.infer("npc-behavior", [wrong], headers=key)
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "observation: axis 1 must have size 40" in refused.value.message()
 
 
 def test_haproxy_refuses_huge_bodies_and_drops_slow_clients(

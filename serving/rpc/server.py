@@ -1,0 +1,67 @@
+"""The gRPC server an ingress replica runs on its own event loop, beside Serve's HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from models.errors import GameserveError
+from serving.rpc.service import InferenceService
+
+logger = logging.getLogger(__name__)
+
+
+class PortUnavailableError(GameserveError):
+    code = "grpc_port_unavailable"
+
+
+class GrpcServer:
+    """``service`` on ``host:port``, shared by every replica of the node that binds it.
+
+    gRPC sets SO_REUSEPORT on Linux: each ingress replica binds the same port
+    and the kernel spreads new connections over them, so gRPC needs no proxy
+    of its own and a replica that stops takes only its connections along.
+    """
+
+    def __init__(
+        self,
+        service: InferenceService,
+        host: str,
+        port: int,
+        *,
+        max_message_bytes: int,
+        max_concurrent_rpcs: int,
+    ) -> None:
+        self.address = f"{host}:{port}"
+        options = [
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            # An idle connection holds a file descriptor and a little memory; game
+            # servers keep theirs busy, so one idle for minutes is a leak elsewhere.
+            ("grpc.max_connection_idle_ms", 300_000),
+        ]
+        self._server = grpc.aio.server(
+            handlers=[service.handler()],
+            options=options,
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+        )
+        self.port = self._bind(host, port)
+
+    def _bind(self, host: str, port: int) -> int:
+        try:
+            bound = self._server.add_insecure_port(self.address)
+        except RuntimeError as exc:
+            message = f"serving.grpc.port: cannot listen on {self.address}: {exc}"
+            raise PortUnavailableError(message) from exc
+        if bound == 0:
+            raise PortUnavailableError(f"serving.grpc.port: cannot listen on {self.address}")
+        return int(bound)
+
+    async def start(self) -> None:
+        await self._server.start()
+        logger.info("OIP v2 over gRPC on %s", self.address)
+
+    async def stop(self, drain_s: float) -> None:
+        """Refuse new calls at once; let those in flight finish within ``drain_s``."""
+        await self._server.stop(drain_s)

@@ -1,0 +1,195 @@
+"""``inference.GRPCInferenceService`` over the data plane: what tritonclient.grpc calls.
+
+Health, metadata and ``ModelInfer``; the rest of Triton's service (model
+repository, shared memory, statistics, tracing) answers UNIMPLEMENTED, as a
+KServe or MLServer server does. Every call but ServerLive and ServerReady takes
+``authorization: Bearer <api key>`` metadata, checked by the same ``Access``
+as HTTP; ``x-deadline-ms``, ``x-priority``, ``x-session-id`` and
+``x-player-id`` mean what their HTTP headers mean, and a gRPC deadline counts
+as one more deadline (the earliest wins).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from tritonclient.grpc import service_pb2 as pb
+
+from models.errors import GameserveError, InvalidInputError, OverloadedError
+from serving.dataplane.game_time import parse_budget_ms
+from serving.dataplane.plane import DataPlane
+from serving.http.access import Access, bearer_token
+from serving.http.errors import report
+from serving.http.game_api import ROUTING_HEADERS
+from serving.http.game_time import DEADLINE_HEADER, PRIORITY_HEADER
+from serving.http.keys import Scope
+from serving.http.v2 import server_version, tensor_metadata
+from serving.rpc.codec import TIMEOUT_PARAMETER, decode_request, encode_response
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+ERROR_CODE_METADATA = "gameserve-error-code"  # the game API's code for the same error
+
+_STATUS: dict[int, grpc.StatusCode] = {
+    HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    HTTPStatus.UNPROCESSABLE_ENTITY: grpc.StatusCode.INVALID_ARGUMENT,
+    HTTPStatus.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
+    HTTPStatus.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HTTPStatus.TOO_MANY_REQUESTS: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    HTTPStatus.GATEWAY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def grpc_status(error: GameserveError) -> grpc.StatusCode:
+    return _STATUS.get(error.status, grpc.StatusCode.INTERNAL)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What a call carries besides its message."""
+
+    metadata: dict[str, str]
+    received: float  # time.monotonic() when the handler started
+    remaining_ms: float | None  # the gRPC deadline's budget; None without one
+
+
+Method = Callable[[Any, Invocation], Awaitable[Message]]
+
+
+class InferenceService:
+    """The service's methods over one data plane, behind one ``Access``."""
+
+    def __init__(self, plane: DataPlane, access: Access) -> None:
+        self.plane = plane
+        self.access = access
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(method: Method, scope: Scope | None, kind: type[Message]) -> Any:
+            return grpc.unary_unary_rpc_method_handler(
+                self._guarded(method, scope),
+                request_deserializer=kind.FromString,
+                response_serializer=lambda message: message.SerializeToString(),
+            )
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "ServerLive": unary(self.server_live, None, pb.ServerLiveRequest),
+                "ServerReady": unary(self.server_ready, None, pb.ServerReadyRequest),
+                "ModelReady": unary(self.model_ready, "read", pb.ModelReadyRequest),
+                "ServerMetadata": unary(self.server_metadata, "read", pb.ServerMetadataRequest),
+                "ModelMetadata": unary(self.model_metadata, "read", pb.ModelMetadataRequest),
+                "ModelInfer": unary(self.model_infer, "infer", pb.ModelInferRequest),
+            },
+        )
+
+    def _guarded(
+        self, method: Method, scope: Scope | None
+    ) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+        """``method`` behind the key check, its errors answered as gRPC statuses."""
+        name = f"/{SERVICE}/{method.__name__}"
+
+        async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            received = time.monotonic()
+            metadata = dict(context.invocation_metadata() or ())
+            remaining = context.time_remaining()
+            invocation = Invocation(
+                metadata, received, None if remaining is None else remaining * 1000
+            )
+            try:
+                if scope is not None:
+                    self.access.check(bearer_token(metadata.get("authorization")), scope)
+                return await method(request, invocation)
+            except GameserveError as exc:
+                report(exc, name)
+                trailing: list[tuple[str, str]] = [(ERROR_CODE_METADATA, exc.code)]
+                if isinstance(exc, OverloadedError):
+                    retry = str(max(1, math.ceil(exc.retry_after_s)))
+                    trailing.append(("retry-after", retry))
+                context.set_trailing_metadata(tuple(trailing))
+                await context.abort(grpc_status(exc), exc.message)
+            except Exception:
+                logger.exception("%s: unhandled error", name)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+            raise AssertionError("unreachable: abort raises")
+
+        call.__name__ = method.__name__
+        return call
+
+    async def server_live(self, _: Message, __: Invocation) -> Message:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, _: Message, __: Invocation) -> Message:
+        for name in self.plane.backends:
+            if not (await self.plane.status(name)).ready:
+                return pb.ServerReadyResponse(ready=False)
+        return pb.ServerReadyResponse(ready=True)
+
+    async def model_ready(self, request: Any, _: Invocation) -> Message:
+        status = await self._status(request.name, request.version)
+        return pb.ModelReadyResponse(ready=status.ready)
+
+    async def server_metadata(self, _: Message, __: Invocation) -> Message:
+        return pb.ServerMetadataResponse(
+            name="gameserve", version=server_version(), extensions=["binary_tensor_data"]
+        )
+
+    async def model_metadata(self, request: Any, _: Invocation) -> Message:
+        family = self.plane.family(request.name)
+        status = await self._status(request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=request.name,
+            versions=[status.version] if status.version else [],
+            platform="onnxruntime_onnx",
+            inputs=[tensor(**tensor_metadata(s)) for s in family.contract.inputs],
+            outputs=[tensor(**tensor_metadata(s)) for s in family.contract.outputs],
+        )
+
+    async def _status(self, name: str, version: str) -> Any:
+        if version:
+            return await self.plane.require_version(name, version)
+        return await self.plane.status(name)
+
+    async def model_infer(self, request: Any, invocation: Invocation) -> Message:
+        name: str = request.model_name
+        if not name:
+            raise InvalidInputError("model_name: required")
+        metadata, received = invocation.metadata, invocation.received
+        deadline_ms = parse_budget_ms(metadata.get(DEADLINE_HEADER), DEADLINE_HEADER)
+        if invocation.remaining_ms is not None:
+            deadline_ms = min(deadline_ms or math.inf, invocation.remaining_ms)
+        call, ticket = self.plane.admit(
+            name,
+            "v2",
+            received=received,
+            deadline_ms=deadline_ms,
+            priority=metadata.get(PRIORITY_HEADER),
+        )
+        with ticket, self.plane.observe(name, call.received) as seen:
+            parsed = decode_request(request)
+            where = f"parameters.{TIMEOUT_PARAMETER}"
+            timeout_ms = parse_budget_ms(parsed.timeout_us, where, scale=1e-3)
+            if timeout_ms is not None:
+                call.deadline = call.deadline.tightened(timeout_ms, received)
+            answer = await self.plane.infer(
+                name,
+                parsed.inputs,
+                version=request.model_version or None,
+                routing_key=next((metadata[h] for h in ROUTING_HEADERS if metadata.get(h)), None),
+                call=call,
+            )
+            seen.answered(answer)
+        return encode_response(name, answer.version, parsed, answer.outputs, answer.provenance())
