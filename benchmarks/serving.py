@@ -9,8 +9,8 @@ ingress, see serving/runtime/substrate.py) and, on HAProxy, with one ingress rep
 and with the default two: single-NPC JSON, a 128-NPC tick as JSON, and the
 same tick as a binary v2 tensor, a 1,024-NPC binary tick, and on the default
 target OIP v2 over gRPC (single NPC at each concurrency, the 128- and 1,024-NPC
-ticks as raw tensors). Load comes from wrk on loopback (gRPC: benchmarks/grpc_load.py,
-in a process of its own). Prints
+ticks as raw tensors). Load comes from wrk on loopback (gRPC: h2load, see
+benchmarks/grpc_load.py). Prints
 req/s, NPC decisions/s, p50 and p99 and each figure's ratio to the baseline (or,
 for tick batches, to ONNX Runtime's rows/s at that batch size), and writes the
 table to benchmarks/results/. Then the peers (KServe's ModelServer, MLServer,
@@ -140,6 +140,11 @@ GAMESERVE: dict[str, dict[str, Any]] = {
         "runtime": ServeRuntime(haproxy_ingress=False, throughput_optimized=True)
     },
     # One ingress replica: what one replica's event loop carries, next to two.
+    # Ray starts its workers, Serve's replicas and HAProxy among them, at nice 15
+    # (RAY_worker_niceness); gameserve starts them at 0 (ServeRuntime.worker_niceness).
+    "gameserve, Ray's worker niceness 15": {
+        "runtime": ServeRuntime(haproxy_ingress=True, worker_niceness=15)
+    },
     "gameserve, HAProxy, 1 ingress": {
         "runtime": ServeRuntime(haproxy_ingress=True),
         "ingress_replicas": 1,
@@ -195,6 +200,9 @@ def measure(
     rows = []
     for name, points in mix.items():
         for load in points:
+            if isinstance(load, GrpcLoad):
+                assert served.grpc_address is not None
+                grpc_load.check(served.grpc_address, load.body, load.metadata)
             run_point(served, load, duration_s=2)  # warm-up: connections, batches, caches
             result = run_point(served, load, duration_s)
             decisions = result.requests_per_s * load.rows_per_request
@@ -299,10 +307,11 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip KServe, MLServer, PyTriton")
     parser.add_argument("--tail-runs", type=int, default=3, help="runs of the c=16 tail check")
     parser.add_argument(
-        "--defaults-only", action="store_true", help="skip the substrates gameserve does not run"
+        "--defaults-only", action="store_true", help="gameserve on its defaults only"
     )
     args = parser.parse_args()
     wrk.wrk_binary()
+    grpc_load.h2load_binary()
     contenders = () if args.no_peers else peers.PEERS
     for peer in contenders:  # installs up front, so a failed install costs no measurement
         peers.ensure_venv(peer)
@@ -320,7 +329,7 @@ def main() -> None:
     targets = {
         name: overrides
         for name, overrides in GAMESERVE.items()
-        if overrides["runtime"].haproxy_ingress or not args.defaults_only
+        if name == FAST or not args.defaults_only
     }
     with plain_fastapi(model_path) as url:
         plain = Served(url)

@@ -19,10 +19,18 @@ def _tier(item: pytest.Item) -> str:
     return item.path.relative_to(Path(__file__).parent).parts[0]
 
 
+# The tiers that start no Ray run in one pytest-xdist worker, beside the tiers that
+# share the session's Ray in the other: one Ray per session, and the whole suite in
+# the time of its Ray half.
+WITHOUT_RAY = ("unit", "asgi", "mlflow")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _tier(item) in TIERS:
             item.add_marker(getattr(pytest.mark, _tier(item)))
+        group = "without-ray" if _tier(item) in WITHOUT_RAY else "ray"
+        item.add_marker(pytest.mark.xdist_group(group))
     # The cluster tier stops every Ray on the machine, so it runs last.
     items.sort(key=lambda item: _tier(item) == "cluster")
 

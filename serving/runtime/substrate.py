@@ -24,6 +24,9 @@ What each knob does, and why it has its default (the figures are in
 - ``haproxy_threads`` (1): Ray starts HAProxy with 4 threads, which on 2 cores
   contend with the ingress replicas they feed; one carries the traffic of a
   small node. Raise it on a head node with cores to spare.
+- ``worker_niceness`` (0): Ray starts every worker process, Serve's replicas and
+  the HAProxy under them included, at nice 15, so anything else on the node at
+  nice 0 preempts the serving path.
 """
 
 from __future__ import annotations
@@ -129,6 +132,16 @@ class ServeRuntime(BaseModel):
         "Load beyond what the replicas serve is refused at once, not queued for seconds.",
     )
 
+    worker_niceness: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="The nice value Ray starts its workers at (RAY_worker_niceness): Serve's "
+        "replicas, and HAProxy under them. Ray's default, 15, is for batch work beside "
+        "Ray's own daemons; here the replicas are the latency-critical work, and at 15 "
+        "any process at 0 on the node (a load generator, a log shipper) takes their CPU "
+        "first: measured in benchmarks/serving.py.",
+    )
     haproxy_dir: Path | None = Field(
         default=None,
         description="HAProxy's config, runtime socket and state; None keeps Ray's "
@@ -137,7 +150,7 @@ class ServeRuntime(BaseModel):
 
     def env_vars(self, max_body_bytes: int | None = None) -> dict[str, str]:
         """For the processes Ray starts; ``max_body_bytes`` is enforced at HAProxy too."""
-        env: dict[str, str] = {}
+        env: dict[str, str] = {"RAY_worker_niceness": str(self.worker_niceness)}
         if self.throughput_optimized or self.haproxy_ingress:
             env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
             # Direct ingress only pays off with HAProxy in front: alone, clients
