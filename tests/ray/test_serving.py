@@ -267,7 +267,31 @@ def test_version_swap_under_load_loses_no_request(
                 else:
                     failures.append(outcome)
 
+    def grpc_load() -> None:
+        """The same ticks over OIP v2 gRPC: a swap loses no call there either."""
+        assert served.grpc_address is not None
+        metadata = {"authorization": f"Bearer {test_keys.admin}", "x-deadline-ms": "5000"}
+        tensor = triton_grpc.InferInput("observation", [4, 40], "FP32")
+        tensor.set_data_from_numpy(NPC.example_inputs(rows=4)["observation"][:4])
+        deadline = time.monotonic() + 60
+        with triton_grpc.InferenceServerClient(served.grpc_address) as client:
+            for _ in range(5_000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                sent = time.monotonic()
+                try:
+                    answer = client.infer("npc-behavior", [tensor], headers=metadata)
+                    outcome, ok = answer.get_response().model_version, True
+                except triton_grpc.InferenceServerException as exc:
+                    outcome, ok = f"gRPC: {exc}", False
+                with lock:
+                    if ok:
+                        versions.append((sent, outcome))
+                    else:
+                        failures.append(outcome)
+
     workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    workers.append(threading.Thread(target=grpc_load))
     for worker in workers:
         worker.start()
     try:
