@@ -5,6 +5,7 @@ It depends on httpx2 and pydantic only: the models and the server are not needed
 
 from gameserve_client.client import AsyncClient, Client
 from gameserve_client.errors import ApiError, ConnectionFailedError
+from gameserve_client.grpc_options import grpc_channel_args
 from gameserve_client.models import (
     DIFFICULTY_RECOMMEND,
     NPC_ACT,
@@ -35,4 +36,5 @@ __all__ = [
     "RankResult",
     "RetryPolicy",
     "Route",
+    "grpc_channel_args",
 ]

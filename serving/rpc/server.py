@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 
@@ -64,4 +65,6 @@ class GrpcServer:
 
     async def stop(self, drain_s: float) -> None:
         """Refuse new calls at once; let those in flight finish within ``drain_s``."""
+        started = time.monotonic()
         await self._server.stop(drain_s)
+        logger.info("gRPC on %s stopped in %.2f s", self.address, time.monotonic() - started)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +13,10 @@ from typing import Any
 
 import pytest
 import requests
+import tritonclient.grpc as triton_grpc
 from ray import serve
 
+from gameserve_client import grpc_channel_args
 from models import trainable_family
 from serving.app.autoscaling import aggressive
 from serving.app.builder import SourceSpec
@@ -103,8 +106,50 @@ def _variant(
     yield variant
 
 
+class GrpcCalls:
+    """NPC ticks over OIP v2 gRPC on a few connections, until stopped (60 s at most),
+    through the client options gameserve_client gives (retries on UNAVAILABLE and
+    CANCELLED)."""
+
+    def __init__(self, address: str, key: str, connections: int = 4) -> None:
+        self.address, self.connections = address, connections
+        self.metadata = {"authorization": f"Bearer {key}", "x-deadline-ms": "5000"}
+        self.answered = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._call) for _ in range(connections)]
+
+    def _call(self) -> None:
+        tensor = triton_grpc.InferInput("observation", [4, 40], "FP32")
+        tensor.set_data_from_numpy(trainable_family(NPC).example_inputs(rows=4)["observation"][:4])
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            # A new connection now and then: the kernel picks a replica per connection.
+            with triton_grpc.InferenceServerClient(
+                self.address, channel_args=grpc_channel_args()
+            ) as client:
+                for _ in range(100):
+                    try:
+                        client.infer(NPC, [tensor], headers=self.metadata)
+                        self.answered += 1
+                    except triton_grpc.InferenceServerException as exc:
+                        self.failures.append(str(exc)[:300])
+
+    def __enter__(self) -> GrpcCalls:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
 @pytest.fixture
-def elastic(gateway: ServeGateway, ray_cluster: str) -> Iterator[ServeGateway]:
+def elastic(
+    gateway: ServeGateway, ray_cluster: str, test_keys: TestKeys
+) -> Iterator[tuple[ServeGateway, GrpcCalls]]:
     # One request in flight per replica is the target, so modest load needs three.
     policy = aggressive(
         min_replicas=1,
@@ -113,17 +158,34 @@ def elastic(gateway: ServeGateway, ray_cluster: str) -> Iterator[ServeGateway]:
         service_time_ms=2.0,
         scale_down_cooldown_s=2.0,
     )
-    with _variant(gateway, ray_cluster, FamilyServing(autoscaling=policy), "1") as variant:
-        yield variant
+    # The variant's deploy replaces every ingress replica (their settings change): gRPC
+    # calls run across it, as a game server's would across a redeploy.
+    assert gateway.grpc_address is not None
+    with contextlib.ExitStack() as stack:
+        with GrpcCalls(gateway.grpc_address, test_keys.admin) as calls:
+            time.sleep(1.0)
+            variant = stack.enter_context(
+                _variant(gateway, ray_cluster, FamilyServing(autoscaling=policy), "1")
+            )
+            time.sleep(1.0)
+        yield variant, calls
 
 
 def test_queued_load_adds_replicas_and_idleness_removes_them(
-    elastic: ServeGateway, test_keys: TestKeys
+    elastic: tuple[ServeGateway, GrpcCalls], test_keys: TestKeys
 ) -> None:
-    app = elastic.settings.app_name
+    served, calls = elastic
+    # Across the deploy that made this variant, every ingress replica was replaced.
+    print(f"\n{calls.answered} gRPC calls across an ingress redeploy, {len(calls.failures)} failed")
+    assert calls.answered > 100
+    assert calls.failures == []
+    app = served.settings.app_name
+    deadline = time.monotonic() + 60  # the gRPC calls may have scaled NPC up already
+    while _replicas(app, NPC) > 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert _replicas(app, NPC) == 1
     seen = 1
-    with Load(elastic.url, workers=16, players=200, max_s=90, headers=test_keys.headers) as load:
+    with Load(served.url, workers=16, players=200, max_s=90, headers=test_keys.headers) as load:
         deadline = time.monotonic() + 60
         while seen < 3 and time.monotonic() < deadline:
             seen = max(seen, _replicas(app, NPC))
