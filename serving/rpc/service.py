@@ -76,30 +76,30 @@ class InferenceService:
         self.access = access
 
     def handler(self) -> grpc.GenericRpcHandler:
-        def unary(method: Method, scope: Scope | None, kind: type[Message]) -> Any:
-            return grpc.unary_unary_rpc_method_handler(
-                self._guarded(method, scope),
-                request_deserializer=kind.FromString,
-                response_serializer=lambda message: message.SerializeToString(),
-            )
-
+        methods: dict[str, tuple[Method, Scope | None, type[Message]]] = {
+            "ServerLive": (self.server_live, None, pb.ServerLiveRequest),
+            "ServerReady": (self.server_ready, None, pb.ServerReadyRequest),
+            "ModelReady": (self.model_ready, "read", pb.ModelReadyRequest),
+            "ServerMetadata": (self.server_metadata, "read", pb.ServerMetadataRequest),
+            "ModelMetadata": (self.model_metadata, "read", pb.ModelMetadataRequest),
+            "ModelInfer": (self.model_infer, "infer", pb.ModelInferRequest),
+        }
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "ServerLive": unary(self.server_live, None, pb.ServerLiveRequest),
-                "ServerReady": unary(self.server_ready, None, pb.ServerReadyRequest),
-                "ModelReady": unary(self.model_ready, "read", pb.ModelReadyRequest),
-                "ServerMetadata": unary(self.server_metadata, "read", pb.ServerMetadataRequest),
-                "ModelMetadata": unary(self.model_metadata, "read", pb.ModelMetadataRequest),
-                "ModelInfer": unary(self.model_infer, "infer", pb.ModelInferRequest),
+                name: grpc.unary_unary_rpc_method_handler(
+                    self._guarded(f"/{SERVICE}/{name}", method, scope),
+                    request_deserializer=kind.FromString,
+                    response_serializer=lambda message: message.SerializeToString(),
+                )
+                for name, (method, scope, kind) in methods.items()
             },
         )
 
     def _guarded(
-        self, method: Method, scope: Scope | None
+        self, name: str, method: Method, scope: Scope | None
     ) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
-        """``method`` behind the key check, its errors answered as gRPC statuses."""
-        name = f"/{SERVICE}/{method.__name__}"
+        """``method`` (the RPC ``name``) behind the key check, its errors as gRPC statuses."""
 
         async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             received = time.monotonic()
@@ -125,7 +125,6 @@ class InferenceService:
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
             raise AssertionError("unreachable: abort raises")
 
-        call.__name__ = method.__name__
         return call
 
     async def server_live(self, _: Message, __: Invocation) -> Message:
