@@ -246,9 +246,10 @@ def test_a_sigkilled_stack_leaves_nothing_and_a_foreground_start_comes_up_and_st
     state = json.loads(state_file.read_text())
     os.kill(state["pid"], signal.SIGKILL)
     killed = time.monotonic()
-    tracking, serving, dashboard, admin = _ports(stack_env)
+    tracking, serving, dashboard, admin, grpc_port = _ports(stack_env)
     deadline = killed + 60
-    while any(port_in_use("127.0.0.1", port) for port in (tracking, dashboard, admin)):
+    # The ingress replicas' gRPC listeners go with Ray's processes.
+    while any(port_in_use("127.0.0.1", p) for p in (tracking, dashboard, admin, grpc_port)):
         assert time.monotonic() < deadline, "MLflow, Ray or the admin API up 60 s after SIGKILL"
         time.sleep(0.5)
     left = processes_under(haproxy_dir(data_dir))
