@@ -25,6 +25,7 @@ def _tier(item: pytest.Item) -> str:
 WITHOUT_RAY = ("unit", "asgi", "mlflow")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _tier(item) in TIERS:
