@@ -168,7 +168,7 @@ class Served:
 def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[Served]:
     keyed = {"auth": AuthSettings(keys_file=root / KEY_FILE)}
     settings = ServingSettings(
-        port=free_port(), grpc=GrpcSettings(port=free_port()), **{**keyed, **overrides}
+        port=free_port(), **{"grpc": GrpcSettings(port=free_port()), **keyed, **overrides}
     )
     with local_ray(settings.runtime) as dashboard:
         spec = SourceSpec(
@@ -292,11 +292,11 @@ def steady_tail(
     point = single_json(16)
     pairs = []
     for run in range(1, runs + 1):
-        (base,) = measure(f"tail {run}: plain FastAPI + ORT", plain, point, duration_s, {})
+        (base,) = measure(f"tail {run}: plain FastAPI", plain, point, duration_s, {})
         reference = {("single JSON", 16): base.requests_per_s}
         keyed = loads(v2=False, binary=False, key=key)["single JSON"]
         mix: dict[str, list[Point]] = {"single JSON": [p for p in keyed if p.connections == 16]}
-        (mine,) = measure(f"tail {run}: {FAST}", ours, mix, duration_s, reference)
+        (mine,) = measure(f"tail {run}: gameserve (defaults)", ours, mix, duration_s, reference)
         pairs.append((base, mine))
     return pairs
 
