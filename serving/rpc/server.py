@@ -13,6 +13,11 @@ from serving.rpc.service import InferenceService
 logger = logging.getLogger(__name__)
 
 
+def grpc_target(host: str, port: int) -> str:
+    """``host:port`` as gRPC writes it (an IPv6 host in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class PortUnavailableError(GameserveError):
     code = "grpc_port_unavailable"
 
@@ -34,7 +39,7 @@ class GrpcServer:
         max_message_bytes: int,
         max_concurrent_rpcs: int,
     ) -> None:
-        self.address = f"{host}:{port}"
+        self.address = grpc_target(host, port)
         options = [
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", max_message_bytes),
