@@ -130,7 +130,10 @@ def test_the_collector_forecasts_from_what_the_replicas_report_and_answers_the_f
     snapshot = collector.snapshot()
     assert snapshot.forecast is not None
     peak, floor, method = snapshot.forecast
-    assert (floor, method) in {(8, "last-value"), (8, "seasonal-naive")}
+    # Which method fits depends on how many buckets closed in the loop's wall time (a
+    # busy machine closes more): each one forecasts the steady rate.
+    assert floor == 8
+    assert method in {"last-value", "seasonal-naive", "holt-winters"}
     assert peak == pytest.approx(2500.0, rel=0.5)
 
     context = SimpleNamespace(
