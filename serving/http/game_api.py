@@ -7,6 +7,7 @@ request and response models): serving names no family.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -94,10 +95,12 @@ ROUTING_HEADERS = ("x-session-id", "x-player-id")
 
 def routing_key(request: Request, fallback: str | None = None) -> str | None:
     """The id that keeps a match or player on one version during a rollout."""
-    for header in ROUTING_HEADERS:
-        if value := request.headers.get(header):
-            return value
-    return fallback
+    return routing_key_of(request.headers) or fallback
+
+
+def routing_key_of(headers: Mapping[str, str]) -> str | None:
+    """The routing key among ``headers`` (HTTP headers, gRPC metadata), if any."""
+    return next((headers[h] for h in ROUTING_HEADERS if headers.get(h)), None)
 
 
 def game_routes(plane: DataPlane) -> dict[str, GameRoute[Any, Any]]:

@@ -28,7 +28,7 @@ from serving.dataplane.game_time import parse_budget_ms
 from serving.dataplane.plane import DataPlane
 from serving.http.access import Access, bearer_token
 from serving.http.errors import report
-from serving.http.game_api import ROUTING_HEADERS
+from serving.http.game_api import routing_key_of
 from serving.http.game_time import DEADLINE_HEADER, PRIORITY_HEADER
 from serving.http.keys import Scope
 from serving.http.v2 import server_version, tensor_metadata
@@ -187,7 +187,7 @@ class InferenceService:
                 name,
                 parsed.inputs,
                 version=request.model_version or None,
-                routing_key=next((metadata[h] for h in ROUTING_HEADERS if metadata.get(h)), None),
+                routing_key=routing_key_of(metadata),
                 call=call,
             )
             seen.answered(answer)
