@@ -24,6 +24,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from gameserve_client import grpc_channel_args
 from models import trainable_family
 from pipelines.tracking_server import free_port
 from serving.dataplane.backend import LocalBackend
@@ -45,10 +46,11 @@ class Running:
 
 
 @contextlib.contextmanager
-def _running(plane: DataPlane, key_file: Path) -> Iterator[Running]:
-    """The gRPC service over ``plane`` on a loopback port, on a loop of its own."""
+def _running(plane: DataPlane, key_file: Path, port: int | None = None) -> Iterator[Running]:
+    """The gRPC service over ``plane`` on a loopback port (``port``, else a free one),
+    on a loop of its own."""
     access = Access.from_settings(settings_with_keys(key_file))
-    port = free_port()
+    port = port or free_port()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -250,3 +252,69 @@ def test_a_stopping_server_finishes_calls_in_flight(
         (result,) = pending
         assert not isinstance(result, InferenceServerException), result
         assert result.as_numpy("action_probs").shape == (2, 10)  # type: ignore[attr-defined]
+
+
+class _Callers:
+    """Threads calling infer through gameserve's client options, each on a new
+    connection every 5 calls (the kernel picks a listener per connection)."""
+
+    def __init__(self, address: str, key: str, threads: int = 4) -> None:
+        self.address, self.headers = address, _auth(key)
+        self.answered, self.failures = 0, list[str]()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._call) for _ in range(threads)]
+
+    def _call(self) -> None:
+        inputs = _inputs(2)
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            with triton.InferenceServerClient(
+                self.address, channel_args=grpc_channel_args()
+            ) as client:
+                for _ in range(5):
+                    try:
+                        client.infer("npc-behavior", inputs, headers=self.headers)
+                        self.answered += 1
+                    except InferenceServerException as exc:
+                        self.failures.append(str(exc)[:200])
+
+    def __enter__(self) -> _Callers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+def test_replacing_the_replica_on_a_shared_port_loses_no_call(
+    backends: dict[str, LocalBackend], key_file: Path, api_keys: dict[str, str]
+) -> None:
+    """Redeploys as Serve runs them: sometimes the new replica binds the shared port
+    before the old one stops, sometimes the old one stops first and the port is
+    closed for a moment. Connections fail meanwhile (refused, or reset as the old
+    listener's accept queue is dropped), before any call was sent: the client
+    options wait for a ready connection, so no call fails within its deadline."""
+    plane = DataPlane(backends, max_rows_per_request=MAX_ROWS, admission=calm_admission())
+    port = free_port()
+    replicas = contextlib.ExitStack()
+    replicas.enter_context(_running(plane, key_file, port))
+    try:
+        with _Callers(f"127.0.0.1:{port}", api_keys["ops"]) as callers:
+            for swap in range(6):
+                time.sleep(0.3)
+                if swap % 2:  # the port is closed for a moment
+                    replicas.close()
+                    time.sleep(0.5)
+                new = contextlib.ExitStack()
+                new.enter_context(_running(plane, key_file, port))
+                replicas.close()
+                replicas = new
+            time.sleep(0.3)
+    finally:
+        replicas.close()
+    print(f"\n{callers.answered} calls across 6 replacements, {len(callers.failures)} failed")
+    assert callers.answered > 100
+    assert callers.failures == []
