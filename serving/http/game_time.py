@@ -6,7 +6,9 @@ reading the body, so a request of a class being shed costs no parsing.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Mapping
 
 from starlette.requests import Request
 
@@ -27,11 +29,26 @@ def received(request: Request) -> float:
 
 def admit(plane: DataPlane, request: Request, name: str, protocol: Protocol) -> tuple[Call, Ticket]:
     """The request's terms and its admission ticket; raises what a shed request gets."""
-    headers = request.headers
+    return admit_by_headers(plane, request.headers, name, protocol, received(request))
+
+
+def admit_by_headers(
+    plane: DataPlane,
+    headers: Mapping[str, str],
+    name: str,
+    protocol: Protocol,
+    received: float,
+    transport_budget_ms: float | None = None,
+) -> tuple[Call, Ticket]:
+    """``admit`` from HTTP headers or gRPC metadata (lower-case names). A deadline the
+    transport carries (gRPC's) is one more budget: the earliest deadline wins."""
+    deadline_ms = parse_budget_ms(headers.get(DEADLINE_HEADER), DEADLINE_HEADER)
+    if transport_budget_ms is not None:
+        deadline_ms = min(deadline_ms or math.inf, transport_budget_ms)
     return plane.admit(
         name,
         protocol,
-        received=received(request),
-        deadline_ms=parse_budget_ms(headers.get(DEADLINE_HEADER), DEADLINE_HEADER),
+        received=received,
+        deadline_ms=deadline_ms,
         priority=headers.get(PRIORITY_HEADER),
     )

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request, Response
 
 from models.contract import TensorSpec
 from models.errors import ModelNotReadyError
-from serving.dataplane.game_time import parse_budget_ms
 from serving.dataplane.plane import DataPlane
+from serving.dataplane.v2_inference import V2Request, infer_v2
 from serving.http.game_api import routing_key
-from serving.http.game_time import admit, received
+from serving.http.game_time import admit
 from serving.http.v2_codec import HEADER_LENGTH, datatype_of, encode_response, parse_request
 
 
@@ -111,22 +111,19 @@ def v2_router(plane: DataPlane) -> APIRouter:
     async def infer(request: Request) -> Response:
         model_name: str = request.path_params["model_name"]
         model_version: str | None = request.path_params.get("model_version")
-        call, ticket = admit(plane, request, model_name, "v2")
-        with ticket, plane.observe(model_name, call.received) as seen:
+
+        async def decode() -> V2Request:
             # The raw body: tritonclient sends binary tensors without a Content-Type.
-            parsed = parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
-            # Triton's per-request timeout, in microseconds; the earlier deadline wins.
-            timeout_ms = parse_budget_ms(parsed.timeout_us, "parameters.timeout", scale=1e-3)
-            if timeout_ms is not None:
-                call.deadline = call.deadline.tightened(timeout_ms, received(request))
-            answer = await plane.infer(
-                model_name,
-                parsed.inputs,
-                version=model_version,
-                routing_key=routing_key(request),
-                call=call,
-            )
-            seen.answered(answer)
+            return parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
+
+        parsed, answer = await infer_v2(
+            plane,
+            model_name,
+            admit(plane, request, model_name, "v2"),
+            decode,
+            version=model_version,
+            routing_key=routing_key(request),
+        )
         body, headers = encode_response(
             model_name, answer.version, parsed, answer.outputs, answer.provenance()
         )

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
 from models.errors import InvalidInputError
+from serving.dataplane.v2_inference import TIMEOUT_PARAMETER, V2Request
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -41,15 +41,6 @@ MAX_DIMENSIONS = 8
 
 def datatype_of(dtype: np.dtype[Any] | str) -> str:
     return _NAMES[np.dtype(dtype)]
-
-
-@dataclass
-class V2Request:
-    id: str | None
-    inputs: dict[str, np.ndarray]
-    outputs: list[tuple[str, bool]] = field(default_factory=list)  # (name, binary)
-    binary_output: bool = False
-    timeout_us: Any = None  # parameters.timeout, as Triton takes it; checked by the caller
 
 
 # Beyond any batch a request may carry (serving.max_rows_per_request rows of a
@@ -90,7 +81,7 @@ def parse_request(body: bytes, header_length: str | None) -> V2Request:
         inputs=inputs,
         outputs=_requested_outputs(header.get("outputs")),
         binary_output=_flag(parameters, "binary_data_output", "parameters.binary_data_output"),
-        timeout_us=parameters.get("timeout"),
+        timeout_us=parameters.get(TIMEOUT_PARAMETER),
     )
 
 

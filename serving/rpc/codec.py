@@ -15,7 +15,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from models.errors import InvalidInputError
-from serving.http.v2_codec import V2Request, datatype_of, elements, tensor_dtype
+from serving.dataplane.v2_inference import TIMEOUT_PARAMETER, V2Request
+from serving.http.v2_codec import datatype_of, elements, tensor_dtype
 
 # Where typed (non-raw) values of each datatype travel in InferTensorContents.
 _CONTENTS = {
@@ -31,7 +32,6 @@ _CONTENTS = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
-TIMEOUT_PARAMETER = "timeout"  # Triton's server-side timeout, in microseconds
 
 
 def decode_request(request: pb.ModelInferRequest) -> V2Request:

@@ -24,15 +24,15 @@ from google.protobuf.message import Message
 from tritonclient.grpc import service_pb2 as pb
 
 from models.errors import GameserveError, InvalidInputError, OverloadedError
-from serving.dataplane.game_time import parse_budget_ms
 from serving.dataplane.plane import DataPlane
+from serving.dataplane.v2_inference import V2Request, infer_v2
 from serving.http.access import Access, bearer_token
 from serving.http.errors import report
 from serving.http.game_api import routing_key_of
-from serving.http.game_time import DEADLINE_HEADER, PRIORITY_HEADER
+from serving.http.game_time import admit_by_headers
 from serving.http.keys import Scope
 from serving.http.v2 import server_version, tensor_metadata
-from serving.rpc.codec import TIMEOUT_PARAMETER, decode_request, encode_response
+from serving.rpc.codec import decode_request, encode_response
 
 logger = logging.getLogger(__name__)
 
@@ -166,29 +166,19 @@ class InferenceService:
         name: str = request.model_name
         if not name:
             raise InvalidInputError("model_name: required")
-        metadata, received = invocation.metadata, invocation.received
-        deadline_ms = parse_budget_ms(metadata.get(DEADLINE_HEADER), DEADLINE_HEADER)
-        if invocation.remaining_ms is not None:
-            deadline_ms = min(deadline_ms or math.inf, invocation.remaining_ms)
-        call, ticket = self.plane.admit(
+        metadata = invocation.metadata
+
+        async def decode() -> V2Request:
+            return decode_request(request)
+
+        parsed, answer = await infer_v2(
+            self.plane,
             name,
-            "v2",
-            received=received,
-            deadline_ms=deadline_ms,
-            priority=metadata.get(PRIORITY_HEADER),
+            admit_by_headers(
+                self.plane, metadata, name, "v2", invocation.received, invocation.remaining_ms
+            ),
+            decode,
+            version=request.model_version or None,
+            routing_key=routing_key_of(metadata),
         )
-        with ticket, self.plane.observe(name, call.received) as seen:
-            parsed = decode_request(request)
-            where = f"parameters.{TIMEOUT_PARAMETER}"
-            timeout_ms = parse_budget_ms(parsed.timeout_us, where, scale=1e-3)
-            if timeout_ms is not None:
-                call.deadline = call.deadline.tightened(timeout_ms, received)
-            answer = await self.plane.infer(
-                name,
-                parsed.inputs,
-                version=request.model_version or None,
-                routing_key=routing_key_of(metadata),
-                call=call,
-            )
-            seen.answered(answer)
         return encode_response(name, answer.version, parsed, answer.outputs, answer.provenance())
