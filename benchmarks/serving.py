@@ -133,6 +133,7 @@ def plain_fastapi(model: Path) -> Iterator[str]:
 
 
 FAST = "gameserve (defaults: HAProxy, 2 ingress)"
+LISTENER = "gameserve, replica HTTP listener"
 # Each gameserve target: the serving settings it changes from the defaults.
 GAMESERVE: dict[str, dict[str, Any]] = {
     "gameserve, Serve proxy": {"runtime": ServeRuntime(haproxy_ingress=False)},
@@ -150,6 +151,9 @@ GAMESERVE: dict[str, dict[str, Any]] = {
         "ingress_replicas": 1,
     },
     FAST: {"runtime": ServeRuntime(haproxy_ingress=True)},
+    # Each ingress replica's own HTTP server behind HAProxy, no Serve per-request wrapper
+    # (serving/http/listener.py; benchmarks/http_floor.py has the floor of each path).
+    LISTENER: {"runtime": ServeRuntime(haproxy_ingress=True, replica_http_port=free_port())},
     # What checking the API key, the rate and the limits costs per request, next to FAST.
     "gameserve, auth off": {
         "runtime": ServeRuntime(haproxy_ingress=True),

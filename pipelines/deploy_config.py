@@ -72,7 +72,7 @@ def ray_env(settings: Settings, kuberay: KubeRaySettings) -> dict[str, str]:
     """What Ray's processes read at start, as the local stack sets it (serving.runtime):
     Serve's HAProxy path and its hardening, with the image's paths and fixed ports."""
     serving = settings.serving
-    env = serving.runtime.env_vars(serving.limits.max_body_bytes)
+    env = serving.runtime.env_vars(serving.limits.max_body_bytes, serving.app_name)
     if "RAY_SERVE_ENABLE_HA_PROXY" in env:
         env.update(RAY_SERVE_HAPROXY_STATS_PORT="8404", RAY_SERVE_HAPROXY_METRICS_PORT="9101")
         env[BINARY_VARIABLE] = kuberay.haproxy_wrapper

@@ -86,6 +86,8 @@ class LocalStack:
             ("port", serving.host, serving.port),
             ("admin.port", serving.admin.host, serving.admin.port),
             ("grpc.port", serving.host, serving.grpc.port),
+            # Another stack's replicas on it would share it (SO_REUSEPORT) and its traffic.
+            ("runtime.replica_http_port", serving.host, serving.runtime.replica_http_port),
         ):
             if port and port_in_use(host, port):
                 variable = field.upper().replace(".", "__")
@@ -162,7 +164,7 @@ class LocalStack:
             runtime = serving.runtime.model_copy(update={"haproxy_dir": folder})
             # Serve's processes read these when Ray starts them; a cluster sets
             # them in its own `ray start` commands.
-            with runtime.applied(serving.limits.max_body_bytes):
+            with runtime.applied(serving.limits.max_body_bytes, serving.app_name):
                 context = ray.init(
                     num_cpus=options.num_cpus,
                     include_dashboard=True,

@@ -37,6 +37,7 @@ from serving.dataplane.plane import DataPlane
 from serving.dataplane.telemetry import Telemetry
 from serving.http.access import Access
 from serving.http.app import create_app
+from serving.http.listener import HttpListener
 from serving.rpc.server import GrpcServer
 from serving.rpc.service import InferenceService
 from serving.settings import ServingSettings
@@ -96,6 +97,7 @@ class IngressReplica:
         self._flusher: asyncio.Task[None] | None = None
         self.access = Access.from_settings(serving)  # one key check and rate for both protocols
         self.grpc: GrpcServer | None = None
+        self.http: HttpListener | None = None
         self.settings = serving
         self.forecast_floor: int | None = None
 
@@ -117,6 +119,7 @@ class IngressReplica:
         await asyncio.gather(*unloads)
         if self._flusher is None:
             await self._start_grpc()
+            await self._start_http()
             replica = serve.get_replica_context().replica_tag
             policy = self.settings.ingress_policy()
             if policy is not None and policy.forecast is not None:
@@ -145,6 +148,15 @@ class IngressReplica:
         await server.start()
         self.grpc = server
 
+    async def _start_http(self) -> None:
+        """The app on ``runtime.replica_http_port`` too (serving/http/listener.py)."""
+        port = self.settings.runtime.replica_http_port
+        if port is None:
+            return
+        listener = HttpListener(self.__serve_build_asgi_app__(), self.settings.host, port)
+        await listener.start()
+        self.http = listener
+
     def _heard_forecast(self, floor: int | None) -> None:
         self.forecast_floor = floor
 
@@ -164,10 +176,16 @@ class IngressReplica:
 
     async def __del__(self) -> None:
         """Serve's graceful shutdown (SIGTERM, a scale-down, a redeploy), after its HTTP
-        requests drained: let gRPC calls in flight finish, then write what is queued."""
-        server: GrpcServer | None = getattr(self, "grpc", None)  # None: __init__ failed
+        requests drained: let HTTP requests and gRPC calls in flight finish, then write
+        what is queued."""
+        stops = []
+        listener: HttpListener | None = getattr(self, "http", None)  # None: __init__ failed
+        if listener is not None:
+            stops.append(listener.stop(self.settings.runtime.haproxy_drain_s))
+        server: GrpcServer | None = getattr(self, "grpc", None)
         if server is not None:
-            await server.stop(self.settings.grpc.drain_s)
+            stops.append(server.stop(self.settings.grpc.drain_s))
+        await asyncio.gather(*stops)
         payloads: PayloadLog | None = getattr(self, "payloads", None)
         if payloads is not None:
             payloads.close()

@@ -22,7 +22,13 @@ reloads and its process checks see HAProxy itself). The rewrite:
   ``Retry-After`` (Ray's template answers any 503 as a bare 500). Without the
   bound, an overload sat in the replicas' sockets and event loops, unseen by
   any deadline: under a 3x spike every answer took 8 s and clients gave up on
-  requests the replicas then still computed (benchmarks/spike.py).
+  requests the replicas then still computed (benchmarks/spike.py);
+- with ``GAMESERVE_HAPROXY_REPLICA_PORT`` set (``ServeRuntime.replica_http_port``),
+  the servers of the application's backend (``GAMESERVE_HAPROXY_REPLICA_BACKEND``)
+  are re-pointed from each replica's Serve HTTP port to that port, where every
+  ingress replica of the node serves the app with a server of its own
+  (``serving/http/listener.py``): no Serve per-request wrapper in the path. The
+  fallback ``backup`` server (the head's Serve proxy) is left as it is.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ MAX_BODY_VARIABLE = "GAMESERVE_HAPROXY_MAX_BODY"
 HTTP_REQUEST_TIMEOUT_VARIABLE = "GAMESERVE_HAPROXY_HTTP_REQUEST_TIMEOUT_S"
 SERVER_MAXCONN_VARIABLE = "GAMESERVE_HAPROXY_SERVER_MAXCONN"
 TIMEOUT_QUEUE_VARIABLE = "GAMESERVE_HAPROXY_TIMEOUT_QUEUE_MS"
+REPLICA_PORT_VARIABLE = "GAMESERVE_HAPROXY_REPLICA_PORT"
+REPLICA_BACKEND_VARIABLE = "GAMESERVE_HAPROXY_REPLICA_BACKEND"
 OVERLOADED_FILE = "gameserve-503.http"
 # The app's own error shape (serving/http/errors.py), so clients parse one format.
 OVERLOADED_RESPONSE = (
@@ -60,12 +68,34 @@ _FRONTEND_BIND = re.compile(r"^frontend http_frontend\n(\s*)bind [^\n]*\n", re.M
 _DEFAULT_SERVER = re.compile(r"^(\s*default-server [^\n]*?)[ \t]*$", re.MULTILINE)
 _TIMEOUT_QUEUE = re.compile(r"^\s*timeout queue ", re.MULTILINE)
 _ERRORFILE_503 = re.compile(r"^(\s*errorfile 503 )\S+", re.MULTILINE)
+_SERVER = re.compile(r"^(\s*server \S+ )(\S+):(\d+)( [^\n]*)$", re.MULTILINE)
 _BODY_RULE = "http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {limit} }}"
 
 
 def bind_to(config: str, host: str) -> str:
     """``config`` with every all-interface ``bind`` moved to ``host``."""
     return _ANY_INTERFACE.sub(rf"\g<1>{host}:\g<2>", config)
+
+
+def backend_name(app_name: str) -> str:
+    """The HTTP backend Ray's HAProxy manager writes for Serve application ``app_name``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", app_name.replace("#", "-").replace("/", "."))
+    return f"http-{safe}"
+
+
+def repoint_servers(config: str, backend: str, port: int) -> str:
+    """``config`` with the non-backup servers of ``backend`` on ``port`` (same hosts)."""
+    block = re.search(rf"^backend {re.escape(backend)}\n(?:[ \t][^\n]*\n?)*", config, re.M)
+    if block is None:
+        return config
+
+    def repoint(match: re.Match[str]) -> str:
+        if " backup" in match.group(4):
+            return match.group(0)
+        return f"{match.group(1)}{match.group(2)}:{port}{match.group(4)}"
+
+    start, end = block.span()
+    return config[:start] + _SERVER.sub(repoint, config[start:end]) + config[end:]
 
 
 def _in_defaults(config: str, line: str) -> str:
@@ -80,6 +110,8 @@ def harden(
     server_maxconn: int | None = None,
     timeout_queue_ms: int | None = None,
     overloaded_file: Path | None = None,
+    replica_backend: str | None = None,
+    replica_port: int | None = None,
 ) -> str:
     """``config`` with the changes listed in the module docstring; idempotent."""
     if host:
@@ -100,6 +132,8 @@ def harden(
     if max_body_bytes and "deny_status 413" not in config:
         rule = _BODY_RULE.format(limit=max_body_bytes)
         config = _FRONTEND_BIND.sub(lambda m: f"{m.group(0)}{m.group(1)}{rule}\n", config, count=1)
+    if replica_backend and replica_port:
+        config = repoint_servers(config, replica_backend, replica_port)
     return config
 
 
@@ -124,6 +158,8 @@ def _rewrite(path: Path) -> None:
                     _number(SERVER_MAXCONN_VARIABLE),
                     _number(TIMEOUT_QUEUE_VARIABLE),
                     overloaded,
+                    os.environ.get(REPLICA_BACKEND_VARIABLE),
+                    _number(REPLICA_PORT_VARIABLE),
                 )
             )
         finally:

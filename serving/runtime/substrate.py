@@ -17,6 +17,9 @@ What each knob does, and why it has its default (the figures are in
   HAProxy in front of the ingress replicas' own HTTP servers, no Serve proxy
   hop: the fast path. What is left between it and a plain FastAPI process is
   Ray Serve's per-request wrapper in the replica and the HAProxy hop.
+- ``replica_http_port`` (off): the ingress replicas serve the app on a server of
+  their own and HAProxy sends requests there, skipping Serve's per-request
+  wrapper (about 0.6 ms of CPU per request on 2 cores; serving/http/listener.py).
 - ``haproxy_metrics`` (off): with it on, Ray's HAProxy manager parses one
   syslog line per request in Python to feed ``serve_num_http_requests``.
   gameserve's own per-version counters and latencies come from the replicas
@@ -39,15 +42,18 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from serving.runtime.haproxy_listeners import (
     BINARY_VARIABLE,
     HOST_VARIABLE,
     HTTP_REQUEST_TIMEOUT_VARIABLE,
     MAX_BODY_VARIABLE,
+    REPLICA_BACKEND_VARIABLE,
+    REPLICA_PORT_VARIABLE,
     SERVER_MAXCONN_VARIABLE,
     TIMEOUT_QUEUE_VARIABLE,
+    backend_name,
 )
 
 # The console script of serving/runtime/haproxy_listeners.py, beside this Python.
@@ -142,14 +148,34 @@ class ServeRuntime(BaseModel):
         "any process at 0 on the node (a load generator, a log shipper) takes their CPU "
         "first: measured in benchmarks/serving.py.",
     )
+    replica_http_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="With HAProxy ingress: every ingress replica also serves the app with "
+        "an HTTP server of its own on this port (SO_REUSEPORT, bound to serving.host, as "
+        "gRPC is), and HAProxy sends requests there instead of to Serve's per-replica "
+        "server, skipping Ray Serve's per-request wrapper (benchmarks/http_floor.py). "
+        "None: Serve's replica server. The stack's Serve application must be the only "
+        "one HAProxy re-points (the backend is named after serving.app_name).",
+    )
     haproxy_dir: Path | None = Field(
         default=None,
         description="HAProxy's config, runtime socket and state; None keeps Ray's "
         "/tmp/haproxy-serve, which every stack on the machine would share.",
     )
 
-    def env_vars(self, max_body_bytes: int | None = None) -> dict[str, str]:
-        """For the processes Ray starts; ``max_body_bytes`` is enforced at HAProxy too."""
+    @model_validator(mode="after")
+    def _replica_http_needs_haproxy(self) -> ServeRuntime:
+        if self.replica_http_port is not None and not self.haproxy_ingress:
+            raise ValueError("replica_http_port: needs haproxy_ingress (HAProxy finds it)")
+        return self
+
+    def env_vars(
+        self, max_body_bytes: int | None = None, app_name: str = "gameserve"
+    ) -> dict[str, str]:
+        """For the processes Ray starts; ``max_body_bytes`` is enforced at HAProxy too,
+        ``app_name`` is the Serve application whose servers HAProxy may re-point."""
         env: dict[str, str] = {"RAY_worker_niceness": str(self.worker_niceness)}
         if self.throughput_optimized or self.haproxy_ingress:
             env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
@@ -183,16 +209,21 @@ class ServeRuntime(BaseModel):
                     env[MAX_BODY_VARIABLE] = str(max_body_bytes)
                 if self.listener_host != "*":
                     env[HOST_VARIABLE] = self.listener_host
+                if self.replica_http_port is not None:
+                    env[REPLICA_PORT_VARIABLE] = str(self.replica_http_port)
+                    env[REPLICA_BACKEND_VARIABLE] = backend_name(app_name)
         return env
 
     @contextlib.contextmanager
-    def applied(self, max_body_bytes: int | None = None) -> Iterator[dict[str, str]]:
+    def applied(
+        self, max_body_bytes: int | None = None, app_name: str = "gameserve"
+    ) -> Iterator[dict[str, str]]:
         """The knobs in this process's environment while Ray starts, and only then.
 
         The driver must not keep them: Ray Serve reads some at import, and a driver
         under RAY_SERVE_THROUGHPUT_OPTIMIZED cannot call handles from a thread.
         """
-        env = self.env_vars(max_body_bytes)
+        env = self.env_vars(max_body_bytes, app_name)
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         try:

@@ -5,6 +5,8 @@ The second node declares a ``gpu_worker`` resource (standing in for a GPU), and
 difficulty-tuning asks for it, so its replica can only run there. The test shows
 that replica answering, kills the node, keeps playing through the loss (the
 fallback answers), and starts a new node with the resource: the replica returns.
+HTTP reaches the ingress replicas' own servers (``runtime.replica_http_port``),
+as the nodes' HAProxy is told to by ``gameserve build-config --ray-env``.
 """
 
 from __future__ import annotations
@@ -152,7 +154,10 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
     temp = Path(tempfile.mkdtemp(prefix="gs-ray-", dir="/tmp"))
     # What ray-cluster.yaml's `ray start` commands carry (Serve's HAProxy path behind the
     # hardening wrapper, Ray's token), with HAProxy's listeners on free ports here.
-    printed = _gameserve(dict(os.environ), "build-config", "--ray-env")
+    # Ingress replicas serve HTTP on a port of their own, HAProxy's servers re-pointed to
+    # it (ServeRuntime.replica_http_port): the nodes and the stack must agree on it.
+    replica_http = {"GAMESERVE_SERVING__RUNTIME__REPLICA_HTTP_PORT": str(free_port())}
+    printed = _gameserve({**os.environ, **replica_http}, "build-config", "--ray-env")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
         **dict(shlex.split(line)[1].split("=", 1) for line in printed.splitlines()),
@@ -190,6 +195,7 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "worker_args": worker_args,
             "nodes": nodes,
             "logs": tmp_path,
+            "replica_http": replica_http,
         }
     finally:
         for node in nodes:  # all at once: each waits out its own grace
@@ -234,6 +240,7 @@ def test_replicas_on_a_second_node_serve_survive_its_loss_and_return_with_a_new_
         "GAMESERVE_SERVING__PORT": str(free_port()),
         "GAMESERVE_SERVING__GRPC__PORT": str(free_port()),
         "GAMESERVE_SERVING__ADMIN__PORT": str(free_port()),
+        **cluster["replica_http"],
         "GAMESERVE_TRAIN__TRAIN_SAMPLES": "1000",
         "GAMESERVE_TRAIN__EPOCHS": "1",
         "GAMESERVE_TRAIN__EVAL_SAMPLES": "500",
@@ -253,6 +260,9 @@ def test_replicas_on_a_second_node_serve_survive_its_loss_and_return_with_a_new_
         # Patient at first: a fresh replica's first calls may take longer than 50 ms.
         patient = {**headers, "X-Deadline-Ms": "2000"}
         url = state["api_url"]
+        # The ingress replicas' own HTTP server, where HAProxy's servers point.
+        own_port = cluster["replica_http"]["GAMESERVE_SERVING__RUNTIME__REPLICA_HTTP_PORT"]
+        assert requests.get(f"http://127.0.0.1:{own_port}/-/healthz", timeout=10).ok
 
         # Its one replica is on the worker node, and it is what answers.
         assert ray_state.replica_nodes(DIFFICULTY) == sorted(first)

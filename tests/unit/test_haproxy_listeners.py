@@ -3,7 +3,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from serving.runtime.haproxy_listeners import OVERLOADED_RESPONSE, bind_to, harden
+import pytest
+from pydantic import ValidationError
+
+from serving.runtime.haproxy_listeners import OVERLOADED_RESPONSE, backend_name, bind_to, harden
 from serving.runtime.substrate import ServeRuntime
 
 CONFIG = """frontend prometheus
@@ -100,3 +103,46 @@ def test_replicas_get_a_bounded_share_and_the_rest_a_json_503_after_a_short_queu
     assert head.startswith("HTTP/1.1 503 ")
     assert "retry-after: 1" in head.split("\r\n")
     assert json.loads(body)["error"]["code"] == "overloaded"
+
+
+APP_BACKENDS = """backend default_backend
+    http-request return status 404
+backend http-gameserve
+    log global
+    default-server maxconn 32
+    server gameserve-ingress-a 10.0.0.5:40321 check
+    server gameserve-ingress-b 10.0.0.6:40999 check observe layer4 error-limit 10
+    server head_proxy 10.0.0.5:8000 check backup
+backend http-other
+    server other-a 10.0.0.5:41000 check
+"""
+
+
+def test_the_apps_servers_point_at_the_replicas_own_http_port() -> None:
+    """Each replica of the application on the port its own server shares (same host);
+    the head's fallback proxy and every other application's servers stay as Ray wrote."""
+    hardened = harden(
+        APP_BACKENDS, None, None, None, replica_backend=backend_name("gameserve"),
+        replica_port=8002,
+    )  # fmt: skip
+    servers = [line.strip() for line in hardened.splitlines() if "server " in line]
+    assert servers == [
+        "default-server maxconn 32",
+        "server gameserve-ingress-a 10.0.0.5:8002 check",
+        "server gameserve-ingress-b 10.0.0.6:8002 check observe layer4 error-limit 10",
+        "server head_proxy 10.0.0.5:8000 check backup",
+        "server other-a 10.0.0.5:41000 check",
+    ]
+    again = harden(hardened, None, None, None, replica_backend="http-gameserve", replica_port=8002)
+    assert again == hardened
+    assert harden(APP_BACKENDS, None, None, None) == APP_BACKENDS
+    assert backend_name("my app#2/x") == "http-my_app-2.x"  # Ray's get_safe_name
+
+
+def test_the_replica_http_port_reaches_haproxy_only_behind_haproxy() -> None:
+    env = ServeRuntime(haproxy_ingress=True, replica_http_port=8002).env_vars(app_name="arena")
+    assert env["GAMESERVE_HAPROXY_REPLICA_PORT"] == "8002"
+    assert env["GAMESERVE_HAPROXY_REPLICA_BACKEND"] == "http-arena"
+    assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in ServeRuntime(haproxy_ingress=True).env_vars()
+    with pytest.raises(ValidationError, match="replica_http_port"):
+        ServeRuntime(haproxy_ingress=False, replica_http_port=8002)
