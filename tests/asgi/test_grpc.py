@@ -24,7 +24,6 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from gameserve_client import grpc_channel_args
 from models import trainable_family
 from pipelines.tracking_server import free_port
 from serving.dataplane.backend import LocalBackend
@@ -33,6 +32,7 @@ from serving.http.access import Access
 from serving.rpc.server import GrpcServer
 from serving.rpc.service import ERROR_CODE_METADATA, InferenceService
 from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
+from tests.grpc_calls import GrpcCalls
 
 NPC = trainable_family("npc-behavior")
 MAX_MESSAGE = 64 * 1024
@@ -254,41 +254,6 @@ def test_a_stopping_server_finishes_calls_in_flight(
         assert result.as_numpy("action_probs").shape == (2, 10)  # type: ignore[attr-defined]
 
 
-class _Callers:
-    """Threads calling infer through gameserve's client options, each on a new
-    connection every 5 calls (the kernel picks a listener per connection)."""
-
-    def __init__(self, address: str, key: str, threads: int = 4) -> None:
-        self.address, self.headers = address, _auth(key)
-        self.answered, self.failures = 0, list[str]()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._call) for _ in range(threads)]
-
-    def _call(self) -> None:
-        inputs = _inputs(2)
-        deadline = time.monotonic() + 60
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            with triton.InferenceServerClient(
-                self.address, channel_args=grpc_channel_args()
-            ) as client:
-                for _ in range(5):
-                    try:
-                        client.infer("npc-behavior", inputs, headers=self.headers)
-                        self.answered += 1
-                    except InferenceServerException as exc:
-                        self.failures.append(str(exc)[:200])
-
-    def __enter__(self) -> _Callers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-
 def test_replacing_the_replica_on_a_shared_port_loses_no_call(
     backends: dict[str, LocalBackend], key_file: Path, api_keys: dict[str, str]
 ) -> None:
@@ -302,7 +267,7 @@ def test_replacing_the_replica_on_a_shared_port_loses_no_call(
     replicas = contextlib.ExitStack()
     replicas.enter_context(_running(plane, key_file, port))
     try:
-        with _Callers(f"127.0.0.1:{port}", api_keys["ops"]) as callers:
+        with GrpcCalls(f"127.0.0.1:{port}", api_keys["ops"], calls_per_connection=5) as callers:
             for swap in range(6):
                 time.sleep(0.3)
                 if swap % 2:  # the port is closed for a moment

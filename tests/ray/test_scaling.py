@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +12,8 @@ from typing import Any
 
 import pytest
 import requests
-import tritonclient.grpc as triton_grpc
 from ray import serve
 
-from gameserve_client import grpc_channel_args
 from models import trainable_family
 from serving.app.autoscaling import aggressive
 from serving.app.builder import SourceSpec
@@ -27,6 +24,7 @@ from serving.settings import FamilyServing, ServingSettings
 from tests import bad_models
 from tests.auth import TestKeys
 from tests.e2e.load import Load, Outcome
+from tests.grpc_calls import GrpcCalls
 from tests.payloads import npc_tick, npc_v2_request
 from tests.ray.conftest import FAST
 
@@ -104,46 +102,6 @@ def _variant(
     )
     variant.deploy({**gateway.versions, NPC: version})
     yield variant
-
-
-class GrpcCalls:
-    """NPC ticks over OIP v2 gRPC on a few connections, until stopped (60 s at most),
-    through the client options gameserve_client gives (retries on UNAVAILABLE and
-    CANCELLED)."""
-
-    def __init__(self, address: str, key: str, connections: int = 4) -> None:
-        self.address, self.connections = address, connections
-        self.metadata = {"authorization": f"Bearer {key}", "x-deadline-ms": "5000"}
-        self.answered = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._call) for _ in range(connections)]
-
-    def _call(self) -> None:
-        tensor = triton_grpc.InferInput("observation", [4, 40], "FP32")
-        tensor.set_data_from_numpy(trainable_family(NPC).example_inputs(rows=4)["observation"][:4])
-        deadline = time.monotonic() + 60
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            # A new connection now and then: the kernel picks a replica per connection.
-            with triton_grpc.InferenceServerClient(
-                self.address, channel_args=grpc_channel_args()
-            ) as client:
-                for _ in range(100):
-                    try:
-                        client.infer(NPC, [tensor], headers=self.metadata)
-                        self.answered += 1
-                    except triton_grpc.InferenceServerException as exc:
-                        self.failures.append(str(exc)[:300])
-
-    def __enter__(self) -> GrpcCalls:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
 
 
 @pytest.fixture
