@@ -30,7 +30,8 @@ REPLICA_SILENT_S = 5.0
 
 
 class _Collector:
-    def __init__(self) -> None:
+    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
+        self._wall_clock = wall_clock  # what the demand history buckets by
         self.windows = MetricsWindows()
         self.game_time = GameTimeCounters()
         self.telemetry = Telemetry()
@@ -73,7 +74,7 @@ class _Collector:
             self.payloads[replica] = payloads
         if self.demand is None:
             return None
-        self.demand.history.add(sum(drained.requests.values()), time.time())
+        self.demand.history.add(sum(drained.requests.values()), self._wall_clock())
         forecast = self.demand.forecast()
         return forecast.floor if forecast is not None else None
 
