@@ -28,10 +28,6 @@ from serving.app.serve_config import serve_config
 from serving.runtime.haproxy_listeners import (
     BINARY_VARIABLE,
     HOST_VARIABLE,
-    HTTP_REQUEST_TIMEOUT_VARIABLE,
-    MAX_BODY_VARIABLE,
-    SERVER_MAXCONN_VARIABLE,
-    TIMEOUT_QUEUE_VARIABLE,
 )
 from serving.runtime.substrate import HAPROXY_WRAPPER
 
@@ -76,10 +72,8 @@ def ray_env(settings: Settings, kuberay: KubeRaySettings) -> dict[str, str]:
     if "RAY_SERVE_ENABLE_HA_PROXY" in env:
         env.update(RAY_SERVE_HAPROXY_STATS_PORT="8404", RAY_SERVE_HAPROXY_METRICS_PORT="9101")
         env[BINARY_VARIABLE] = kuberay.haproxy_wrapper
-        env[HTTP_REQUEST_TIMEOUT_VARIABLE] = str(serving.runtime.haproxy_timeout_http_request_s)
-        env[MAX_BODY_VARIABLE] = str(serving.limits.max_body_bytes)
-        env[SERVER_MAXCONN_VARIABLE] = str(serving.runtime.haproxy_server_maxconn)
-        env[TIMEOUT_QUEUE_VARIABLE] = str(serving.runtime.haproxy_timeout_queue_ms)
+        # Whether or not the wrapper is installed where this renders.
+        env.update(serving.runtime.wrapper_env(serving.limits.max_body_bytes, serving.app_name))
         env[HOST_VARIABLE] = serving.runtime.listener_host
     return env
 

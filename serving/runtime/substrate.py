@@ -202,16 +202,23 @@ class ServeRuntime(BaseModel):
             wrapper = Path(sys.executable).with_name(HAPROXY_WRAPPER)
             if wrapper.exists():
                 env[BINARY_VARIABLE] = str(wrapper)
-                env[HTTP_REQUEST_TIMEOUT_VARIABLE] = str(self.haproxy_timeout_http_request_s)
-                env[SERVER_MAXCONN_VARIABLE] = str(self.haproxy_server_maxconn)
-                env[TIMEOUT_QUEUE_VARIABLE] = str(self.haproxy_timeout_queue_ms)
-                if max_body_bytes is not None:
-                    env[MAX_BODY_VARIABLE] = str(max_body_bytes)
-                if self.listener_host != "*":
-                    env[HOST_VARIABLE] = self.listener_host
-                if self.replica_http_port is not None:
-                    env[REPLICA_PORT_VARIABLE] = str(self.replica_http_port)
-                    env[REPLICA_BACKEND_VARIABLE] = backend_name(app_name)
+                env.update(self.wrapper_env(max_body_bytes, app_name))
+        return env
+
+    def wrapper_env(self, max_body_bytes: int | None, app_name: str) -> dict[str, str]:
+        """What ``gameserve-haproxy`` reads as it rewrites HAProxy's config."""
+        env = {
+            HTTP_REQUEST_TIMEOUT_VARIABLE: str(self.haproxy_timeout_http_request_s),
+            SERVER_MAXCONN_VARIABLE: str(self.haproxy_server_maxconn),
+            TIMEOUT_QUEUE_VARIABLE: str(self.haproxy_timeout_queue_ms),
+        }
+        if max_body_bytes is not None:
+            env[MAX_BODY_VARIABLE] = str(max_body_bytes)
+        if self.listener_host != "*":
+            env[HOST_VARIABLE] = self.listener_host
+        if self.replica_http_port is not None:
+            env[REPLICA_PORT_VARIABLE] = str(self.replica_http_port)
+            env[REPLICA_BACKEND_VARIABLE] = backend_name(app_name)
         return env
 
     @contextlib.contextmanager

@@ -102,3 +102,14 @@ def test_the_manifests_in_deploy_are_what_build_config_renders() -> None:
     )
     rendered = rayservice(serve, kuberay, ray_env(Settings(), kuberay))
     assert yaml.safe_load((folder / "rayservice.yaml").read_text()) == rendered
+
+
+def test_rays_nodes_are_told_the_replica_http_port_wherever_the_config_is_rendered() -> None:
+    """The cluster's HAProxy re-points its servers only if the nodes' environment says so,
+    whether or not the wrapper is installed on the machine that renders it."""
+    settings = Settings.model_validate({"serving": {"runtime": {"replica_http_port": 8002}}})
+    env = ray_env(settings, KubeRaySettings(haproxy_wrapper="/opt/gs/bin/gameserve-haproxy"))
+    assert env["GAMESERVE_HAPROXY_REPLICA_PORT"] == "8002"
+    assert env["GAMESERVE_HAPROXY_REPLICA_BACKEND"] == "http-gameserve"
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/opt/gs/bin/gameserve-haproxy"
+    assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in ray_env(Settings(), KubeRaySettings())
