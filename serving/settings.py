@@ -260,6 +260,11 @@ class AdminSettings(BaseModel):
     port: int = Field(default=8090, ge=0, le=65535, description="0 picks a free port.")
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as URLs, gRPC targets and logs write it (an IPv6 host in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

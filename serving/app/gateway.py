@@ -30,8 +30,7 @@ from serving.app.serve_config import serve_config
 from serving.dataplane.rollout_metrics import RolloutWindow
 from serving.dataplane.routing import Route
 from serving.dataplane.telemetry import RolloutGauges
-from serving.rpc.server import grpc_target
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, host_port
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class ServeGateway:
     def grpc_address(self) -> str | None:
         """``host:port`` of OIP v2 over gRPC; None when it is off."""
         port = self.settings.grpc.port
-        return None if port is None else grpc_target(self.settings.host, port)
+        return None if port is None else host_port(self.settings.host, port)
 
     @property
     def versions(self) -> dict[str, str | None]:

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from models.errors import GameserveError
+from serving.settings import host_port
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class AdminServer:
                 f"serving.admin.port: cannot listen on {host}:{port}: {exc}"
             ) from None
         bound = self._socket.getsockname()
-        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound[1]}"
+        self.url = f"http://{host_port(host, bound[1])}"
         config = uvicorn.Config(
             app,
             log_level="warning",

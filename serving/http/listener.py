@@ -30,10 +30,12 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.errors import GameserveError
+from serving.settings import host_port
 
 logger = logging.getLogger(__name__)
 
 HEALTH_PATH = "/-/healthz"  # what Ray's HAProxy config checks each server with
+HEALTHY = b"success"  # what Serve's replica server answers it with
 # Longer than HAProxy keeps an idle server connection for reuse, so HAProxy is
 # the side that closes it: a server closing first races a request sent on it.
 KEEP_ALIVE_S = 90  # Serve's own default for its replica servers
@@ -51,10 +53,10 @@ class _Health:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == HEALTH_PATH:
-            body = b"success"
-            headers = [(b"content-type", b"text/plain"), (b"content-length", b"7")]
+            length = str(len(HEALTHY)).encode()
+            headers = [(b"content-type", b"text/plain"), (b"content-length", length)]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await send({"type": "http.response.body", "body": HEALTHY})
             return
         await self.app(scope, receive, send)
 
@@ -63,7 +65,7 @@ class HttpListener:
     """``app`` on ``host:port``, shared by every replica of the node that binds it."""
 
     def __init__(self, app: ASGIApp, host: str, port: int) -> None:
-        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.address = host_port(host, port)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

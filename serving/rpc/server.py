@@ -9,13 +9,9 @@ import grpc
 
 from models.errors import GameserveError
 from serving.rpc.service import InferenceService
+from serving.settings import host_port
 
 logger = logging.getLogger(__name__)
-
-
-def grpc_target(host: str, port: int) -> str:
-    """``host:port`` as gRPC writes it (an IPv6 host in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class PortUnavailableError(GameserveError):
@@ -39,7 +35,7 @@ class GrpcServer:
         max_message_bytes: int,
         max_concurrent_rpcs: int,
     ) -> None:
-        self.address = grpc_target(host, port)
+        self.address = host_port(host, port)
         options = [
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", max_message_bytes),
