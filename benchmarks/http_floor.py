@@ -10,9 +10,9 @@ POST (as ``serving/http/direct.py`` does for the tick routes):
 - ``Serve direct ingress + HAProxy``: the app behind ``@serve.ingress`` in two
   replicas on gameserve's default substrate (HAProxy in front, Serve's replica
   HTTP server and per-request wrapper): the path every gameserve HTTP request takes;
-- ``uvicorn inside 2 Serve replicas``: the same two replicas, each also running a
-  uvicorn server of its own on its own event loop, on one shared port
-  (SO_REUSEPORT, as the ingress replicas' gRPC server does), with no HAProxy and
+- ``uvicorn inside 2 Serve replicas``: the same two replicas, each also running
+  gameserve's ``HttpListener`` (serving/http/listener.py: a uvicorn of its own on
+  the replica's event loop, one port shared by SO_REUSEPORT), with no HAProxy and
   no Serve wrapper in the path.
 
 Load: wrk, single-NPC JSON body, c=16, on loopback. Prints req/s, p99 and the
@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]  # (Ray depends on it; no stubs installed)
-import uvicorn
 from fastapi import FastAPI
 from ray import serve
 
@@ -41,6 +40,7 @@ from benchmarks import wrk
 from benchmarks.local_ray import local_ray
 from benchmarks.serving_loads import single_json
 from pipelines.tracking_server import free_port
+from serving.http.listener import HttpListener
 from serving.runtime.substrate import ServeRuntime
 
 ANSWER = (
@@ -73,19 +73,6 @@ def create_app() -> FastAPI:
 
 
 app = create_app()  # for `uvicorn benchmarks.http_floor:app`
-
-
-class OwnServer:
-    """A replica that also serves the app with a uvicorn server of its own."""
-
-    def __init__(self, port: int) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(("127.0.0.1", port))
-        config = uvicorn.Config(create_app(), lifespan="off", access_log=False, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-        self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[sock]))
 
 
 @contextlib.contextmanager
@@ -162,10 +149,15 @@ def main() -> None:
         @serve.ingress(create_app())
         class Floor:
             def __init__(self) -> None:
-                self.own = OwnServer(own_port)
+                # gameserve's own listener, started on the replica's loop (Serve builds
+                # the replica there).
+                self.own = HttpListener(create_app(), "127.0.0.1", own_port)
+                self.started = asyncio.get_running_loop().create_task(self.own.start())
 
         serve.run(Floor.bind(), name="floor", route_prefix="/")  # type: ignore[attr-defined]
         _wait(f"http://127.0.0.1:{port}")
+        _wait(f"http://127.0.0.1:{own_port}")
+        _wait(f"http://127.0.0.1:{own_port}")
         replicas = ("ServeReplica:floor",)
         rows += measure(
             "Serve direct ingress + HAProxy", f"http://127.0.0.1:{port}",
