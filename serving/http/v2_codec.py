@@ -143,9 +143,12 @@ def tensor_dtype(where: str, datatype: Any) -> np.dtype[Any]:
 
 
 def elements(where: str, shape: list[int]) -> int:
-    """How many values ``shape`` holds, refused before any allocation when too many."""
+    """How many values ``shape`` holds, refused before any allocation when too many.
+
+    The bound is on the non-zero dimensions: ``[0, 10**6, 10**6, ...]`` holds no value
+    but is no shape numpy can give an array (it answered ValueError, a 500)."""
     expected = math.prod(shape)
-    if len(shape) > MAX_DIMENSIONS or expected > MAX_ELEMENTS:
+    if len(shape) > MAX_DIMENSIONS or math.prod(d for d in shape if d) > MAX_ELEMENTS:
         raise InvalidInputError(f"{where}.shape: {shape} is larger than any request may be")
     return expected
 

@@ -119,6 +119,10 @@ def test_multi_input_binary_infer(client: TestClient) -> None:
          "missing input tensor(s): observation"),
         ({"name": "observation", "shape": "1x40", "datatype": "FP32", "data": [0.0] * 40},
          "inputs[0] (observation).shape"),
+        # No values, but no shape numpy can make either (found by the gRPC fuzz test).
+        ({"name": "observation", "shape": [0, 124, 782, 11528, 38362, 215083],
+          "datatype": "BOOL", "data": []},
+         "inputs[0] (observation).shape: [0, 124, 782, 11528, 38362, 215083] is larger"),
     ],
 )  # fmt: skip
 def test_bad_tensors_are_422_naming_the_tensor(
