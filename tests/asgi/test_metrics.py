@@ -38,9 +38,14 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
 
 
 def test_each_request_is_counted_by_version_role_and_outcome(client: TestClient) -> None:
+    # A patient deadline: the family's default is a tick, and on a busy machine one
+    # request was answered by the fallback (CI, once), which this test does not judge.
+    patient = {"X-Deadline-Ms": "5000"}
     for _ in range(3):
-        assert client.post("/v1/npc/act", json=npc_tick(16)).status_code == 200
-    assert client.post("/v2/models/npc-behavior/infer", json=npc_v2_request(4)).status_code == 200
+        act = client.post("/v1/npc/act", json=npc_tick(16), headers=patient)
+        assert act.status_code == 200
+    v2 = client.post("/v2/models/npc-behavior/infer", json=npc_v2_request(4), headers=patient)
+    assert v2.status_code == 200
     bad = client.post("/v1/npc/act", json={"npcs": [{"npc_id": "x", "health": "full"}]})
     assert bad.status_code == 422
 
