@@ -142,7 +142,8 @@ def main() -> None:
     with plain_uvicorn() as url:
         rows += measure("plain uvicorn", url, ("benchmarks.http_floor:app",), args)
     port, own_port = free_port(), free_port()
-    with local_ray(ServeRuntime(haproxy_ingress=True)):
+    # Serve's own replica servers behind HAProxy; the listener here is started by hand.
+    with local_ray(ServeRuntime(haproxy_ingress=True, replica_http_port=None)):
         serve.start(http_options={"host": "127.0.0.1", "port": port})
 
         @serve.deployment(num_replicas=2, max_ongoing_requests=64)

@@ -132,8 +132,7 @@ def plain_fastapi(model: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-FAST = "gameserve (defaults: HAProxy, 2 ingress)"
-LISTENER = "gameserve, replica HTTP listener"
+FAST = "gameserve (defaults: HAProxy, replicas' own HTTP, 2 ingress)"
 # Each gameserve target: the serving settings it changes from the defaults.
 GAMESERVE: dict[str, dict[str, Any]] = {
     "gameserve, Serve proxy": {"runtime": ServeRuntime(haproxy_ingress=False)},
@@ -150,10 +149,13 @@ GAMESERVE: dict[str, dict[str, Any]] = {
         "runtime": ServeRuntime(haproxy_ingress=True),
         "ingress_replicas": 1,
     },
-    FAST: {"runtime": ServeRuntime(haproxy_ingress=True)},
-    # Each ingress replica's own HTTP server behind HAProxy, no Serve per-request wrapper
+    # HAProxy in front of Serve's per-replica HTTP servers, through Serve's per-request
+    # wrapper: the default before the replicas served HTTP themselves
     # (serving/http/listener.py; benchmarks/http_floor.py has the floor of each path).
-    LISTENER: {"runtime": ServeRuntime(haproxy_ingress=True, replica_http_port=free_port())},
+    "gameserve, Serve's replica HTTP": {
+        "runtime": ServeRuntime(haproxy_ingress=True, replica_http_port=None)
+    },
+    FAST: {"runtime": ServeRuntime(haproxy_ingress=True)},
     # What checking the API key, the rate and the limits costs per request, next to FAST.
     "gameserve, auth off": {
         "runtime": ServeRuntime(haproxy_ingress=True),
@@ -174,6 +176,9 @@ def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[Serve
     settings = ServingSettings(
         port=free_port(), **{"grpc": GrpcSettings(port=free_port()), **keyed, **overrides}
     )
+    if settings.runtime.replica_http_port is not None:  # not the default, maybe taken
+        runtime = settings.runtime.model_copy(update={"replica_http_port": free_port()})
+        settings = settings.model_copy(update={"runtime": runtime})
     with local_ray(settings.runtime) as dashboard:
         spec = SourceSpec(
             import_path="serving.dataplane.model_source:DirectoryModelSource",

@@ -53,8 +53,12 @@ class RaySettings(BaseModel):
 class Settings(BaseSettings):
     """Root settings; one instance per process, built at start."""
 
+    # `null` turns off what None turns off (the gRPC port, the replicas' HTTP port).
     model_config = SettingsConfigDict(
-        env_prefix="GAMESERVE_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="GAMESERVE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        env_parse_none_str="null",
     )
 
     data_dir: Path = Field(default=Path(".gameserve"), description="Everything the stack writes.")

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
 from models import trainable_family
 from tests.auth import TestKeys
+
+if TYPE_CHECKING:
+    from serving.runtime.substrate import ServeRuntime
 
 TIERS = ("unit", "asgi", "ray", "mlflow", "e2e", "cluster")
 
@@ -54,11 +58,25 @@ def serve_logs(ray_cluster: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
+def serve_runtime() -> ServeRuntime:
+    """The substrate the stack runs by default (HAProxy ingress and the replicas' own
+    HTTP servers where installed), on a free replica port: the CLI tier's stacks run
+    beside this session's and would share a fixed one (SO_REUSEPORT)."""
+    from pipelines.tracking_server import free_port
+    from serving.runtime.substrate import ServeRuntime
+
+    runtime = ServeRuntime()
+    if runtime.replica_http_port is None:
+        return runtime
+    return runtime.model_copy(update={"replica_http_port": free_port()})
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(serve_runtime: ServeRuntime) -> Iterator[str]:
     """One local Ray per session, with its dashboard (it carries Serve's deploy API).
 
-    Serve's HTTP options are fixed once it starts, so every tier that deploys the
-    application shares ``serve_port``.
+    Serve's HTTP options and HAProxy's environment are fixed once it starts, so every
+    tier that deploys the application shares ``serve_port`` and ``serve_runtime``.
     """
     import ray
     from ray import serve
@@ -66,9 +84,8 @@ def ray_cluster() -> Iterator[str]:
     from pipelines.tracking_server import free_port
     from serving.settings import ServingSettings
 
-    # The substrate the stack runs by default (HAProxy ingress where installed).
-    defaults = ServingSettings()
-    with defaults.runtime.applied(defaults.limits.max_body_bytes):
+    defaults = ServingSettings(runtime=serve_runtime)
+    with defaults.runtime.applied(defaults.limits.max_body_bytes, defaults.app_name):
         context = ray.init(
             num_cpus=4,
             include_dashboard=True,

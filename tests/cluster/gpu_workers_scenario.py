@@ -29,6 +29,7 @@ from pipelines.tracking_server import free_port
 from serving.app.graph import build_application
 from serving.app.plan import plan_application
 from serving.dataplane.model_source import DirectoryModelSource
+from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, FamilyServing, ServingSettings
 
 NPC = "npc-behavior"
@@ -146,9 +147,11 @@ def main(out: Path) -> None:
             NPC: FamilyServing(num_replicas=2, num_cpus=0.5, num_gpus=GPU_PER_REPLICA)
         }
         # A fake cluster on loopback, about GPU nodes coming and going: no keys needed.
+        # Its Ray starts without the substrate's environment, so Serve's proxy serves.
         settings = ServingSettings(
-            port=port, families=families, ingress_num_cpus=0.25, auth=AuthSettings(mode="off")
-        )
+            port=port, families=families, ingress_num_cpus=0.25, auth=AuthSettings(mode="off"),
+            runtime=ServeRuntime(haproxy_ingress=False),
+        )  # fmt: skip
         serve.start(
             http_options={"host": "127.0.0.1", "port": port},
             proxy_location=settings.proxy_location,

@@ -24,6 +24,7 @@ from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials,
 from pipelines.training import register_build
 from serving.app.autoscaling import Capacity
 from serving.app.gateway import ServeGateway
+from serving.runtime.substrate import ServeRuntime
 from serving.settings import GrpcSettings, PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys
 from tests.e2e.rollouts import GOOD, NPC
@@ -115,6 +116,7 @@ def gateway(
     ray_cluster: str,
     spec_families: list[FamilySpec],
     serve_port: int,
+    serve_runtime: ServeRuntime,
     registry: ModelRegistry,
     champion: object,
     tmp_path_factory: pytest.TempPathFactory,
@@ -135,6 +137,7 @@ def gateway(
     settings = ServingSettings(
         port=serve_port, auth=test_keys.auth, family_specs=spec_families, payload_log=payloads,
         capacity=Capacity.this_machine(), grpc=GrpcSettings(port=free_port()),
+        runtime=serve_runtime,
     )  # fmt: skip
     serving = ServeGateway(settings, source, ray_cluster)
     serving.deploy({NPC.name: registry.aliases(NPC.name)[CHAMPION]})

@@ -41,6 +41,8 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "GAMESERVE_TRACKING__PORT": str(free_port()),
         "GAMESERVE_SERVING__PORT": str(free_port()),
         "GAMESERVE_SERVING__GRPC__PORT": str(free_port()),
+        # The session's Ray serves its replicas' HTTP on a port of its own (tests/conftest.py).
+        "GAMESERVE_SERVING__RUNTIME__REPLICA_HTTP_PORT": str(free_port()),
         "GAMESERVE_RAY__DASHBOARD_PORT": str(free_port()),
         "GAMESERVE_SERVING__ADMIN__PORT": str(free_port()),
         "GAMESERVE_TRAIN__TRAIN_SAMPLES": "2000",
@@ -80,6 +82,7 @@ def _ports(env: dict[str, str]) -> list[int]:
         "GAMESERVE_RAY__DASHBOARD_PORT",
         "GAMESERVE_SERVING__ADMIN__PORT",
         "GAMESERVE_SERVING__GRPC__PORT",
+        "GAMESERVE_SERVING__RUNTIME__REPLICA_HTTP_PORT",
     )
     return [int(env[key]) for key in keys]
 
@@ -246,10 +249,11 @@ def test_a_sigkilled_stack_leaves_nothing_and_a_foreground_start_comes_up_and_st
     state = json.loads(state_file.read_text())
     os.kill(state["pid"], signal.SIGKILL)
     killed = time.monotonic()
-    tracking, serving, dashboard, admin, grpc_port = _ports(stack_env)
+    tracking, serving, dashboard, admin, grpc_port, replica_port = _ports(stack_env)
     deadline = killed + 60
-    # The ingress replicas' gRPC listeners go with Ray's processes.
-    while any(port_in_use("127.0.0.1", p) for p in (tracking, dashboard, admin, grpc_port)):
+    # The ingress replicas' gRPC and HTTP listeners go with Ray's processes.
+    ours = (tracking, dashboard, admin, grpc_port, replica_port)
+    while any(port_in_use("127.0.0.1", p) for p in ours):
         assert time.monotonic() < deadline, "MLflow, Ray or the admin API up 60 s after SIGKILL"
         time.sleep(0.5)
     left = processes_under(haproxy_dir(data_dir))

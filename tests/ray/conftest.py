@@ -13,6 +13,7 @@ from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.dataplane.model_source import DirectoryModelSource
+from serving.runtime.substrate import ServeRuntime
 from serving.settings import FamilyServing, GrpcSettings, PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys
 
@@ -36,6 +37,7 @@ def model_source(
 def gateway(
     ray_cluster: str,
     serve_port: int,
+    serve_runtime: ServeRuntime,
     model_source: DirectoryModelSource,
     test_keys: TestKeys,
     tmp_path_factory: pytest.TempPathFactory,
@@ -55,6 +57,7 @@ def gateway(
         auth=test_keys.auth,
         payload_log=payloads,
         grpc=GrpcSettings(port=free_port()),
+        runtime=serve_runtime,
     )
     source = SourceSpec(
         import_path="serving.dataplane.model_source:DirectoryModelSource",

@@ -107,9 +107,23 @@ def test_the_manifests_in_deploy_are_what_build_config_renders() -> None:
 def test_rays_nodes_are_told_the_replica_http_port_wherever_the_config_is_rendered() -> None:
     """The cluster's HAProxy re-points its servers only if the nodes' environment says so,
     whether or not the wrapper is installed on the machine that renders it."""
-    settings = Settings.model_validate({"serving": {"runtime": {"replica_http_port": 8002}}})
+    settings = Settings.model_validate({"serving": {"runtime": {"replica_http_port": 8012}}})
     env = ray_env(settings, KubeRaySettings(haproxy_wrapper="/opt/gs/bin/gameserve-haproxy"))
-    assert env["GAMESERVE_HAPROXY_REPLICA_PORT"] == "8002"
+    assert env["GAMESERVE_HAPROXY_REPLICA_PORT"] == "8012"
     assert env["GAMESERVE_HAPROXY_REPLICA_BACKEND"] == "http-gameserve"
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/opt/gs/bin/gameserve-haproxy"
-    assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in ray_env(Settings(), KubeRaySettings())
+    # On by default behind HAProxy; None keeps Serve's own replica servers.
+    assert ray_env(Settings(), KubeRaySettings())["GAMESERVE_HAPROXY_REPLICA_PORT"] == "8002"
+    off = Settings.model_validate({"serving": {"runtime": {"replica_http_port": None}}})
+    assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in ray_env(off, KubeRaySettings())
+
+
+def test_null_in_the_environment_turns_off_what_none_turns_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GAMESERVE_SERVING__RUNTIME__REPLICA_HTTP_PORT", "null")
+    monkeypatch.setenv("GAMESERVE_SERVING__GRPC__PORT", "null")
+    settings = Settings()
+    assert settings.serving.runtime.replica_http_port is None
+    assert settings.serving.grpc.port is None
+    assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in ray_env(settings, KubeRaySettings())

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from serving.runtime.haproxy_listeners import OVERLOADED_RESPONSE, backend_name, bind_to, harden
-from serving.runtime.substrate import ServeRuntime
+from serving.runtime.substrate import DEFAULT_REPLICA_HTTP_PORT, ServeRuntime
 
 CONFIG = """frontend prometheus
     bind :9101
@@ -143,6 +143,10 @@ def test_the_replica_http_port_reaches_haproxy_only_behind_haproxy() -> None:
     env = ServeRuntime(haproxy_ingress=True, replica_http_port=8002).env_vars(app_name="arena")
     assert env["GAMESERVE_HAPROXY_REPLICA_PORT"] == "8002"
     assert env["GAMESERVE_HAPROXY_REPLICA_BACKEND"] == "http-arena"
-    assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in ServeRuntime(haproxy_ingress=True).env_vars()
+    # The default: on (8002) behind HAProxy, which alone can send requests there.
+    assert ServeRuntime(haproxy_ingress=True).replica_http_port == DEFAULT_REPLICA_HTTP_PORT
+    assert ServeRuntime(haproxy_ingress=False).replica_http_port is None
+    off = ServeRuntime(haproxy_ingress=True, replica_http_port=None)
+    assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in off.env_vars()
     with pytest.raises(ValidationError, match="replica_http_port"):
         ServeRuntime(haproxy_ingress=False, replica_http_port=8002)
