@@ -9,13 +9,14 @@ in the same replica process (benchmarks/http_floor.py). None of it is needed
 here: the app keeps its own admission, deadlines, metrics and logs, and the
 ingress autoscales on its own occupancy.
 
-So, when ``ServeRuntime.replica_http_port`` is set, every ingress replica serves
-the same app (same data plane, same key checks) on that port, on its own event
-loop, and HAProxy's servers for the application point there
-(``serving/runtime/haproxy_listeners.py``). All replicas of a node bind the port
-with SO_REUSEPORT and the kernel spreads HAProxy's connections across them, as
-for gRPC. HAProxy's health check (``GET /-/healthz``) is answered here, since
-Serve's replica server, which answers it otherwise, is no longer asked.
+So, when ``ServeRuntime.replica_http_port`` is set (8002 by default behind
+HAProxy), every ingress replica serves the same app (same data plane, same key
+checks) on that port, on its own event loop, and HAProxy's servers for the
+application point there (``serving/runtime/haproxy_listeners.py``). All replicas
+of a node bind the port with SO_REUSEPORT and the kernel spreads HAProxy's
+connections across them, as for gRPC. HAProxy's health check (``GET /-/healthz``)
+is answered here, since Serve's replica server, which answers it otherwise, is no
+longer asked.
 """
 
 from __future__ import annotations
