@@ -132,7 +132,8 @@ def plain_fastapi(model: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-FAST = "gameserve (defaults: HAProxy, replicas' own HTTP, 2 ingress)"
+# HAProxy in front of the 2 ingress replicas' own HTTP servers (ServeRuntime).
+FAST = "gameserve (defaults)"
 # Each gameserve target: the serving settings it changes from the defaults.
 GAMESERVE: dict[str, dict[str, Any]] = {
     "gameserve, Serve proxy": {"runtime": ServeRuntime(haproxy_ingress=False)},
