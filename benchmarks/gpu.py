@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import wrk
-from benchmarks.local_ray import local_ray, train_models
+from benchmarks.local_ray import local_ray, own_port, train_models
 from models import FAMILIES, get_family
 from models.runtime import CPU_PROVIDER, CUDA_PROVIDER, OnnxModel, gpu_visible
 from pipelines.tracking_server import free_port
@@ -63,12 +63,13 @@ def serving(root: Path, seconds: float) -> list[str]:
 
     lines = []
     body = json.dumps(npc_tick(128)).encode()
-    with local_ray(ServeRuntime()) as dashboard:
+    runtime = own_port(ServeRuntime())
+    with local_ray(runtime) as dashboard:
         for label, npc in (
             ("cpu", FamilyServing(placement="deployment")),
             ("gpu 0.25", FamilyServing(num_gpus=0.25)),
         ):
-            settings, spec, key = deploy_settings(root, free_port(), {"npc-behavior": npc})
+            settings, spec, key = deploy_settings(root, free_port(), runtime, {"npc-behavior": npc})
             gateway = ServeGateway(settings, spec, dashboard)
             gateway.deploy(dict.fromkeys(FAMILIES, "1"))
             load = wrk.Load(

@@ -39,7 +39,7 @@ from typing import Any
 import requests
 
 from benchmarks import grpc_load, peers, wrk
-from benchmarks.local_ray import local_ray, train_models
+from benchmarks.local_ray import local_ray, own_port, train_models
 from benchmarks.serving_loads import (
     BIG_TICK,
     NPC,
@@ -177,9 +177,7 @@ def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[Serve
     settings = ServingSettings(
         port=free_port(), **{"grpc": GrpcSettings(port=free_port()), **keyed, **overrides}
     )
-    if settings.runtime.replica_http_port is not None:  # not the default, maybe taken
-        runtime = settings.runtime.model_copy(update={"replica_http_port": free_port()})
-        settings = settings.model_copy(update={"runtime": runtime})
+    settings = settings.model_copy(update={"runtime": own_port(settings.runtime)})
     with local_ray(settings.runtime) as dashboard:
         spec = SourceSpec(
             import_path="serving.dataplane.model_source:DirectoryModelSource",

@@ -31,7 +31,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from benchmarks.local_ray import local_ray, train_models
+from benchmarks.local_ray import local_ray, own_port, train_models
 from models import FAMILIES
 from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
@@ -61,12 +61,16 @@ class Second:
 
 
 def deploy_settings(
-    root: Path, port: int, families: dict[str, FamilyServing] | None = None
+    root: Path,
+    port: int,
+    runtime: ServeRuntime,
+    families: dict[str, FamilyServing] | None = None,
 ) -> tuple[ServingSettings, SourceSpec, str]:
-    """Default settings (``families`` overriding), the models trained under ``root``, and
-    an ``infer`` key for the load."""
+    """Default settings on ``runtime`` (the local Ray's; ``families`` overriding), the
+    models trained under ``root``, and an ``infer`` key for the load."""
     key = KeyStore(root / "keys.json").create(f"bench-{port}", ["infer"])
-    settings = ServingSettings(port=port, auth=AuthSettings(keys_file=root / "keys.json"))
+    auth = AuthSettings(keys_file=root / "keys.json")
+    settings = ServingSettings(port=port, auth=auth, runtime=runtime)
     if families:
         settings = settings.model_copy(update={"families": {**settings.families, **families}})
     spec = SourceSpec(
@@ -76,11 +80,11 @@ def deploy_settings(
     return settings, spec, key
 
 
-def deploy(dashboard: str, port: int) -> tuple[ServeGateway, str]:
+def deploy(dashboard: str, port: int, runtime: ServeRuntime) -> tuple[ServeGateway, str]:
     """The application on its default settings, and an ``infer`` key for the load."""
     root = Path(tempfile.mkdtemp(prefix="gameserve-spike-"))
     train_models(root)
-    settings, spec, key = deploy_settings(root, port)
+    settings, spec, key = deploy_settings(root, port, runtime)
     gateway = ServeGateway(settings, spec, dashboard)
     gateway.deploy(dict.fromkeys(FAMILIES, "1"))
     return gateway, key
@@ -324,9 +328,9 @@ def main() -> None:
         help="Serve's own proxy instead of the default substrate (serving/runtime/substrate.py)",
     )
     args = parser.parse_args()
-    runtime = ServeRuntime(haproxy_ingress=False) if args.serve_proxy else ServeRuntime()
+    runtime = own_port(ServeRuntime(haproxy_ingress=False) if args.serve_proxy else ServeRuntime())
     with local_ray(runtime, num_cpus=args.ray_cpus) as dashboard:
-        gateway, key = deploy(dashboard, free_port())
+        gateway, key = deploy(dashboard, free_port(), runtime)
         served = asyncio.run(capacity(gateway.url, key, args.probe_s))
         baseline = served * args.baseline_share
         print(f"capacity: {served:.0f} req/s (closed loop, 64 callers); baseline {baseline:.0f}")
