@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import wrk
-from benchmarks.local_ray import local_ray, own_port, train_models
+from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES, get_family
 from models.runtime import CPU_PROVIDER, CUDA_PROVIDER, OnnxModel, gpu_visible
 from pipelines.tracking_server import free_port
@@ -63,7 +63,7 @@ def serving(root: Path, seconds: float) -> list[str]:
 
     lines = []
     body = json.dumps(npc_tick(128)).encode()
-    runtime = own_port(ServeRuntime())
+    runtime = ServeRuntime().with_free_replica_port()
     with local_ray(runtime) as dashboard:
         for label, npc in (
             ("cpu", FamilyServing(placement="deployment")),

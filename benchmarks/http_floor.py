@@ -158,7 +158,6 @@ def main() -> None:
         serve.run(Floor.bind(), name="floor", route_prefix="/")  # type: ignore[attr-defined]
         _wait(f"http://127.0.0.1:{port}")
         _wait(f"http://127.0.0.1:{own_port}")
-        _wait(f"http://127.0.0.1:{own_port}")
         replicas = ("ServeReplica:floor",)
         rows += measure(
             "Serve direct ingress + HAProxy", f"http://127.0.0.1:{port}",

@@ -26,15 +26,6 @@ def train_models(root: Path) -> DirectoryModelSource:
     return source
 
 
-def own_port(runtime: ServeRuntime) -> ServeRuntime:
-    """``runtime`` with a free port for the replicas' HTTP where it has one: replicas of
-    a stack already up on the default port would share this one's traffic (SO_REUSEPORT).
-    Ray and the application must be given the same runtime."""
-    if runtime.replica_http_port is None:
-        return runtime
-    return runtime.model_copy(update={"replica_http_port": free_port()})
-
-
 @contextlib.contextmanager
 def local_ray(runtime: ServeRuntime, num_cpus: int | None = None) -> Iterator[str]:
     """A local Ray on this substrate; yields the dashboard URL (Serve's deploy API)."""

@@ -39,7 +39,7 @@ from typing import Any
 import requests
 
 from benchmarks import grpc_load, peers, wrk
-from benchmarks.local_ray import local_ray, own_port, train_models
+from benchmarks.local_ray import local_ray, train_models
 from benchmarks.serving_loads import (
     BIG_TICK,
     NPC,
@@ -177,7 +177,7 @@ def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[Serve
     settings = ServingSettings(
         port=free_port(), **{"grpc": GrpcSettings(port=free_port()), **keyed, **overrides}
     )
-    settings = settings.model_copy(update={"runtime": own_port(settings.runtime)})
+    settings = settings.model_copy(update={"runtime": settings.runtime.with_free_replica_port()})
     with local_ray(settings.runtime) as dashboard:
         spec = SourceSpec(
             import_path="serving.dataplane.model_source:DirectoryModelSource",

@@ -31,7 +31,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from benchmarks.local_ray import local_ray, own_port, train_models
+from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
 from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
@@ -328,7 +328,8 @@ def main() -> None:
         help="Serve's own proxy instead of the default substrate (serving/runtime/substrate.py)",
     )
     args = parser.parse_args()
-    runtime = own_port(ServeRuntime(haproxy_ingress=False) if args.serve_proxy else ServeRuntime())
+    runtime = ServeRuntime(haproxy_ingress=False) if args.serve_proxy else ServeRuntime()
+    runtime = runtime.with_free_replica_port()
     with local_ray(runtime, num_cpus=args.ray_cpus) as dashboard:
         gateway, key = deploy(dashboard, free_port(), runtime)
         served = asyncio.run(capacity(gateway.url, key, args.probe_s))

@@ -62,13 +62,9 @@ def serve_runtime() -> ServeRuntime:
     """The substrate the stack runs by default (HAProxy ingress and the replicas' own
     HTTP servers where installed), on a free replica port: the CLI tier's stacks run
     beside this session's and would share a fixed one (SO_REUSEPORT)."""
-    from pipelines.tracking_server import free_port
     from serving.runtime.substrate import ServeRuntime
 
-    runtime = ServeRuntime()
-    if runtime.replica_http_port is None:
-        return runtime
-    return runtime.model_copy(update={"replica_http_port": free_port()})
+    return ServeRuntime().with_free_replica_port()
 
 
 @pytest.fixture(scope="session")

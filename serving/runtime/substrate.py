@@ -184,6 +184,15 @@ class ServeRuntime(BaseModel):
             raise ValueError("replica_http_port: needs haproxy_ingress (HAProxy finds it)")
         return self
 
+    def with_free_replica_port(self) -> ServeRuntime:
+        """This substrate with a free port for the replicas' HTTP where it has one, for a
+        stack beside others on one machine (tests, benchmarks): replicas of a stack already
+        on the port would share its traffic (SO_REUSEPORT). Ray and the application must
+        be given the same copy."""
+        if self.replica_http_port is None:
+            return self
+        return self.model_copy(update={"replica_http_port": _free_port()})
+
     def env_vars(
         self, max_body_bytes: int | None = None, app_name: str = "gameserve"
     ) -> dict[str, str]:

@@ -150,3 +150,7 @@ def test_the_replica_http_port_reaches_haproxy_only_behind_haproxy() -> None:
     assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in off.env_vars()
     with pytest.raises(ValidationError, match="replica_http_port"):
         ServeRuntime(haproxy_ingress=False, replica_http_port=8002)
+    # A stack beside others (tests, benchmarks) takes a port of its own, if it has one.
+    moved = ServeRuntime(haproxy_ingress=True).with_free_replica_port()
+    assert moved.replica_http_port not in (None, DEFAULT_REPLICA_HTTP_PORT)
+    assert ServeRuntime(haproxy_ingress=False).with_free_replica_port().replica_http_port is None
