@@ -57,13 +57,13 @@ def test_npc_tick_returns_one_decision_per_npc_in_order(builds: dict[str, ModelB
     )
     response = _run(builds, "npc-behavior", request)
     decisions = response.decisions  # type: ignore[attr-defined]
-    assert [d.npc_id for d in decisions] == ["grunt-1", "grunt-2", "guard-3"]
-    assert decisions[0].action in {"flee", "take_cover"}
-    assert decisions[1].action == "reload"
-    assert decisions[2].action in {"idle", "patrol"}
+    assert [d["npc_id"] for d in decisions] == ["grunt-1", "grunt-2", "guard-3"]
+    assert decisions[0]["action"] in {"flee", "take_cover"}
+    assert decisions[1]["action"] == "reload"
+    assert decisions[2]["action"] in {"idle", "patrol"}
     for d in decisions:
-        assert set(d.probabilities) == set(ACTIONS)
-        assert sum(d.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert set(d["probabilities"]) == set(ACTIONS)
+        assert sum(d["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.parametrize(
