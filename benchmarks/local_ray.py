@@ -14,6 +14,7 @@ from models import FAMILIES, trainable_family
 from models.training import TrainSettings
 from pipelines.tracking_server import free_port
 from serving.dataplane.model_source import DirectoryModelSource
+from serving.runtime.haproxy_edge import EdgePlan
 from serving.runtime.substrate import ServeRuntime
 
 
@@ -27,9 +28,12 @@ def train_models(root: Path) -> DirectoryModelSource:
 
 
 @contextlib.contextmanager
-def local_ray(runtime: ServeRuntime, num_cpus: int | None = None) -> Iterator[str]:
-    """A local Ray on this substrate; yields the dashboard URL (Serve's deploy API)."""
-    with runtime.applied():
+def local_ray(
+    runtime: ServeRuntime, num_cpus: int | None = None, edge: EdgePlan | None = None
+) -> Iterator[str]:
+    """A local Ray on this substrate; yields the dashboard URL (Serve's deploy API).
+    ``edge``: the game-time rules HAProxy applies (``haproxy_edge.plan_for``)."""
+    with runtime.applied(edge=edge):
         context = ray.init(
             num_cpus=num_cpus,
             include_dashboard=True,

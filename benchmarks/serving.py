@@ -56,6 +56,7 @@ from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.http.keys import KeyStore
+from serving.runtime.haproxy_edge import plan_for
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, GrpcSettings, ServingSettings
 from tests.payloads import npc_tick
@@ -178,7 +179,7 @@ def gameserve(root: Path, key: str, overrides: dict[str, Any]) -> Iterator[Serve
         port=free_port(), **{"grpc": GrpcSettings(port=free_port()), **keyed, **overrides}
     )
     settings = settings.model_copy(update={"runtime": settings.runtime.with_free_replica_port()})
-    with local_ray(settings.runtime) as dashboard:
+    with local_ray(settings.runtime, edge=plan_for(settings)) as dashboard:
         spec = SourceSpec(
             import_path="serving.dataplane.model_source:DirectoryModelSource",
             arguments={"root": str(root)},

@@ -89,6 +89,14 @@ class RateLimitedError(OverloadedError):
     code = "rate_limited"
 
 
+class UseLocalError(OverloadedError):
+    """No answer can arrive within this request's deadline: the caller should decide with
+    its own local behaviour now (and may ask again after ``retry_after_s``). Sent at
+    once, by HAProxy or the replica, instead of an answer that would come too late."""
+
+    code = "use_local"
+
+
 class UnauthorizedError(GameserveError):
     """No API key, or one that is unknown, revoked or expired."""
 

@@ -25,6 +25,7 @@ from pipelines.registry_source import registry_source_spec
 from pipelines.settings import Settings
 from serving.app.autoscaling import Capacity
 from serving.app.serve_config import serve_config
+from serving.runtime.haproxy_edge import plan_for
 from serving.runtime.haproxy_listeners import (
     BINARY_VARIABLE,
     HOST_VARIABLE,
@@ -68,12 +69,15 @@ def ray_env(settings: Settings, kuberay: KubeRaySettings) -> dict[str, str]:
     """What Ray's processes read at start, as the local stack sets it (serving.runtime):
     Serve's HAProxy path and its hardening, with the image's paths and fixed ports."""
     serving = settings.serving
-    env = serving.runtime.env_vars(serving.limits.max_body_bytes, serving.app_name)
+    edge = plan_for(serving)
+    env = serving.runtime.env_vars(serving.limits.max_body_bytes, serving.app_name, edge)
     if "RAY_SERVE_ENABLE_HA_PROXY" in env:
         env.update(RAY_SERVE_HAPROXY_STATS_PORT="8404", RAY_SERVE_HAPROXY_METRICS_PORT="9101")
         env[BINARY_VARIABLE] = kuberay.haproxy_wrapper
         # Whether or not the wrapper is installed where this renders.
-        env.update(serving.runtime.wrapper_env(serving.limits.max_body_bytes, serving.app_name))
+        env.update(
+            serving.runtime.wrapper_env(serving.limits.max_body_bytes, serving.app_name, edge)
+        )
         env[HOST_VARIABLE] = serving.runtime.listener_host
     return env
 

@@ -40,6 +40,7 @@ from serving.app.log_follower import ReplicaErrorFollower
 from serving.http.admin import create_admin_app
 from serving.http.admin_server import AdminServer
 from serving.http.keys import KeyStore
+from serving.runtime.haproxy_edge import plan_for
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,9 @@ class LocalStack:
             runtime = serving.runtime.model_copy(update={"haproxy_dir": folder})
             # Serve's processes read these when Ray starts them; a cluster sets
             # them in its own `ray start` commands.
-            with runtime.applied(serving.limits.max_body_bytes, serving.app_name):
+            with runtime.applied(
+                serving.limits.max_body_bytes, serving.app_name, plan_for(serving)
+            ):
                 context = ray.init(
                     num_cpus=options.num_cpus,
                     include_dashboard=True,

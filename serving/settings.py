@@ -12,7 +12,7 @@ from models import FAMILIES, get_family
 from models.spec import FamilySpec
 from serving.app.autoscaling import Capacity, QueueDepthSettings, autoscaling_config
 from serving.app.demand_forecast import ForecastSettings
-from serving.dataplane.game_time import FamilyTiming, Priority
+from serving.dataplane.game_time import FamilyTiming, Priority, V2Deadline
 from serving.runtime.substrate import ServeRuntime
 
 
@@ -75,6 +75,13 @@ class FamilyServing(BaseModel):
         "best_effort is shed first, then normal; critical keeps its deadline.",
     )
     on_miss: OnMiss = Field(default_factory=OnMiss)
+    v2_deadline: V2Deadline = Field(
+        default="none",
+        description="What a v2 request that sets no timeout (parameters.timeout, "
+        "X-Deadline-Ms, a gRPC deadline) gets: 'none', Triton's rule (the server sets no "
+        "timeout its client did not ask for; queues still refuse at once when full), or "
+        "'family': deadline_ms, as on the game API.",
+    )
     payload_sample: float | None = Field(
         default=None, ge=0, le=1,
         description="Share of answered requests recorded; None: payload_log.sample.",
@@ -377,6 +384,7 @@ class ServingSettings(BaseModel):
             on_miss_game=family.on_miss.game,
             on_miss_v2=family.on_miss.v2,
             reserve_ms=self.game_time.fallback_reserve_ms,
+            v2_deadline=family.v2_deadline,
         )
 
     def payload_sample(self, name: str) -> float:

@@ -78,10 +78,12 @@ def ray_cluster(serve_runtime: ServeRuntime) -> Iterator[str]:
     from ray import serve
 
     from pipelines.tracking_server import free_port
+    from serving.runtime.haproxy_edge import plan_for
     from serving.settings import ServingSettings
 
     defaults = ServingSettings(runtime=serve_runtime)
-    with defaults.runtime.applied(defaults.limits.max_body_bytes, defaults.app_name):
+    edge = plan_for(defaults)
+    with defaults.runtime.applied(defaults.limits.max_body_bytes, defaults.app_name, edge):
         context = ray.init(
             num_cpus=4,
             include_dashboard=True,

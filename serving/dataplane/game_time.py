@@ -8,6 +8,14 @@ in time the family's fallback does, marked as such (``Answer.source``). The
 data plane applies these terms (``serving.dataplane.plane``); admission under
 overload is ``serving.dataplane.admission``.
 
+A deadline counts from the edge: HAProxy stamps each request's arrival
+(``X-Request-Start: t=<microseconds since the epoch>``, the convention load
+balancers and APM tools share), so the time a request spent in HAProxy's
+queue, the socket backlog and the replica's event loop is part of its budget
+(``edge_received``). A request whose budget is spent by the time the replica
+reads its headers is refused at once (``UseLocalError``): no answer could
+arrive in time, so the caller's own behaviour decides.
+
 Deadlines travel between processes (to a family deployment's replicas) as
 wall-clock times: the monotonic clock does not cross machines.
 """
@@ -24,7 +32,10 @@ import numpy as np
 from models.errors import DeadlineExceededError, InvalidInputError
 
 Priority = Literal["critical", "normal", "best_effort"]
-PRIORITIES: tuple[Priority, ...] = ("critical", "normal", "best_effort")
+PRIORITIES: tuple[Priority, ...] = ("critical", "normal", "best_effort")  # first goes last
+# What a v2 request without a timeout of its own gets: the family's deadline, or
+# none (Triton's rule: the server sets no timeout its client did not ask for).
+V2Deadline = Literal["family", "none"]
 OnMissChoice = Literal["fallback", "error"]
 Protocol = Literal["game", "v2"]
 Source = Literal["model", "fallback"]
@@ -37,6 +48,39 @@ REASONS: tuple[FallbackReason, ...] = ("deadline", "overload", "error", "invalid
 
 # Generous: a deadline is a tick's AI budget, and one beyond a minute is a typo.
 MAX_DEADLINE_MS = 60_000.0
+# A stamp older than this is a clock out of step, not a queue: it is ignored.
+MAX_EDGE_AGE_S = 60.0
+
+
+def edge_received(stamp: str | None, now: float, wall_now: float) -> float:
+    """When the edge received a request, on this process's monotonic clock (``now``).
+
+    ``stamp`` is an ``X-Request-Start`` value: ``t=`` and the wall-clock time in
+    microseconds (HAProxy's ``%[date(0,us)]``), milliseconds or seconds, told
+    apart by magnitude as APM agents do. The result is never later than ``now``,
+    so a stamp can only shorten a request's budget: a caller forging one
+    (possible only where no HAProxy in front replaces it) harms no one else.
+    A missing, malformed or implausible stamp (older than a minute: clocks out of
+    step) leaves ``now``.
+    """
+    if not stamp:
+        return now
+    text = stamp.strip().removeprefix("t=")
+    try:
+        value = float(text)
+    except ValueError:
+        return now
+    # seconds ~1.7e9, milliseconds ~1.7e12, microseconds ~1.7e15
+    seconds = value / 1e6 if value > 1e14 else value / 1e3 if value > 1e11 else value
+    age = wall_now - seconds
+    if not 0.0 < age <= MAX_EDGE_AGE_S:  # also NaN: not a number of seconds
+        return now
+    return now - age
+
+
+def outranks(priority: Priority, other: Priority) -> bool:
+    """True when ``priority`` is served before ``other`` under overload."""
+    return PRIORITIES.index(priority) < PRIORITIES.index(other)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +150,16 @@ class FamilyTiming:
     on_miss_v2: OnMissChoice
     # Kept back from the deadline to compute and send a fallback in time.
     reserve_ms: float = 1.0
+    v2_deadline: V2Deadline = "none"
 
     def on_miss(self, protocol: Protocol) -> OnMissChoice:
         return self.on_miss_game if protocol == "game" else self.on_miss_v2
+
+    def default_deadline_ms(self, protocol: Protocol) -> float:
+        """The budget of a request that sets none."""
+        if protocol == "v2" and self.v2_deadline == "none":
+            return MAX_DEADLINE_MS
+        return self.deadline_ms
 
     def call(
         self,
@@ -121,7 +172,7 @@ class FamilyTiming:
         """A request's terms: these defaults, less what the request itself set."""
         received = time.monotonic() if received is None else received
         return Call(
-            deadline=Deadline.after(deadline_ms or self.deadline_ms, received),
+            deadline=Deadline.after(deadline_ms or self.default_deadline_ms(protocol), received),
             priority=priority or self.priority,
             on_miss=self.on_miss(protocol),
             reserve_ms=self.reserve_ms,
@@ -184,6 +235,10 @@ class FamilyCounts:
     expired: int = 0  # dropped before the model ran: their deadline had passed
     late: int = 0  # the model answered, after the deadline
     shed: Counter[str] = field(default_factory=Counter)  # refused at admission, by class
+    # Refused on arrival (use_local): the budget was spent before the replica read it.
+    spent_on_arrival: int = 0
+    # X-Priority above what the caller's key allows, lowered to its ceiling.
+    priority_lowered: int = 0
 
     def add(self, other: FamilyCounts) -> None:
         self.fallbacks.update(other.fallbacks)
@@ -191,6 +246,8 @@ class FamilyCounts:
         self.expired += other.expired
         self.late += other.late
         self.shed.update(other.shed)
+        self.spent_on_arrival += other.spent_on_arrival
+        self.priority_lowered += other.priority_lowered
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -199,10 +256,15 @@ class FamilyCounts:
             "expired": self.expired,
             "late": self.late,
             "shed": {priority: self.shed[priority] for priority in PRIORITIES},
+            "spent_on_arrival": self.spent_on_arrival,
+            "priority_lowered": self.priority_lowered,
         }
 
     def __bool__(self) -> bool:
-        return bool(self.fallbacks or self.missed or self.expired or self.late or self.shed)
+        return bool(
+            self.fallbacks or self.missed or self.expired or self.late or self.shed
+            or self.spent_on_arrival or self.priority_lowered
+        )  # fmt: skip
 
 
 @dataclass

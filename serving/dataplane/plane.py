@@ -26,6 +26,7 @@ from models.errors import (
     InvalidOutputError,
     ModelNotFoundError,
     OverloadedError,
+    UseLocalError,
 )
 from models.family import AnyFamily
 from serving.dataplane.admission import Admission, Ticket
@@ -40,7 +41,9 @@ from serving.dataplane.game_time import (
     FamilyCounts,
     FamilyTiming,
     GameTimeCounters,
+    Priority,
     Protocol,
+    outranks,
     parse_priority,
 )
 from serving.dataplane.payload_files import Record
@@ -111,21 +114,43 @@ class DataPlane:
         received: float,
         deadline_ms: float | None = None,
         priority: str | None = None,
+        ceiling: Priority | None = None,
     ) -> tuple[Call, Ticket]:
         """A request's game-time terms and its place in its class, before any body is read.
 
-        Raises OverloadedError when its class is shed (counted).
+        ``received`` is when the edge received it (``game_time.edge_received``);
+        ``ceiling`` the highest class the caller's key may ask for (None: the
+        family's own): an ``X-Priority`` above it is lowered to it and counted.
+        Raises UseLocalError when the budget was spent before this replica read
+        the request, OverloadedError when its class is shed (both counted).
         """
         self.family(name)
         timing = self.timing(name)
+        counts = self.counters.family(name)
         chosen = parse_priority(priority, timing.priority)
+        allowed = ceiling or timing.priority
+        if outranks(chosen, allowed):
+            chosen = allowed
+            counts.priority_lowered += 1
+        call = timing.call(protocol, received, deadline_ms, chosen)
+        left_ms = call.deadline.remaining_s() * 1000
+        if left_ms <= 0:
+            counts.spent_on_arrival += 1
+            self.telemetry.record(
+                name, None, "none", UseLocalError.code, time.monotonic() - received, 0
+            )
+            raise UseLocalError(
+                f"{name}: the {call.deadline.budget_ms:g} ms deadline was spent before the "
+                "model could be asked (queued at the edge or in this replica); decide locally",
+                retry_after_s=self.admission.bounds.retry_after_s,
+            )
         try:
             ticket = self.admission.admit(chosen)
         except OverloadedError as exc:
-            self.counters.family(name).shed[chosen] += 1
+            counts.shed[chosen] += 1
             self.telemetry.record(name, None, "none", exc.code, time.monotonic() - received, 0)
             raise
-        call = timing.call(protocol, received, deadline_ms, chosen, ticket.admitted)
+        call.admitted = ticket.admitted
         return call, ticket
 
     def observe(self, name: str, received: float) -> Observation:

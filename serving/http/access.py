@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ForbiddenError
+from serving.dataplane.game_time import Priority
 from serving.http.keys import KeyStore, Scope
 from serving.http.rate_limit import RateLimiter
 from serving.settings import ServingSettings
@@ -36,10 +37,11 @@ class Access:
         )
         return cls(keys, limiter)
 
-    def check(self, presented: str | None, needed: Scope) -> None:
-        """Raise what a caller presenting ``presented`` gets for a call needing ``needed``."""
+    def check(self, presented: str | None, needed: Scope) -> Priority | None:
+        """Raise what a caller presenting ``presented`` gets for a call needing ``needed``;
+        else the highest class its key may ask for (``KeyRecord.priority_ceiling``)."""
         if self.keys is None:
-            return
+            return "critical"  # auth off: loopback development, every caller trusted
         record = self.keys.authenticate(presented)
         if not record.allows(needed):
             raise ForbiddenError(
@@ -47,6 +49,7 @@ class Access:
                 f"(it has {', '.join(record.scopes)})"
             )
         self.limiter.check(record.name, record.rate_per_s, record.burst, time.monotonic())
+        return record.priority_ceiling()
 
 
 def bearer_token(value: str | None) -> str | None:

@@ -64,6 +64,13 @@ class GameTimeCounts(BaseModel):
     expired: int = Field(description="Requests dropped unrun: their deadline had passed.")
     late: int = Field(description="Model answers that came after their deadline.")
     shed: dict[str, int] = Field(description="Requests refused at admission, by class.")
+    spent_on_arrival: int = Field(
+        description="Refused at once (use_local): the deadline was spent in the queues "
+        "before the replica read the request."
+    )
+    priority_lowered: int = Field(
+        description="Requests whose X-Priority was above their key's ceiling, lowered to it."
+    )
 
 
 class ServedModel(BaseModel):

@@ -1,7 +1,10 @@
 """A request's game-time terms from HTTP: ``X-Deadline-Ms`` and ``X-Priority``.
 
 Both routes that run models (the game API, v2 ``infer``) settle these before
-reading the body, so a request of a class being shed costs no parsing.
+reading the body, so a request of a class being shed, or one whose budget was
+spent in the queues before it, costs no parsing. The deadline counts from the
+edge's stamp (the guard reads ``X-Request-Start``), and ``X-Priority`` is
+bounded by the caller's key (the guard leaves its ceiling in the scope).
 """
 
 from __future__ import annotations
@@ -13,23 +16,26 @@ from collections.abc import Mapping
 from starlette.requests import Request
 
 from serving.dataplane.admission import Ticket
-from serving.dataplane.game_time import Call, Protocol, parse_budget_ms
+from serving.dataplane.game_time import Call, Priority, Protocol, parse_budget_ms
 from serving.dataplane.plane import DataPlane
-from serving.http.guard import RECEIVED
+from serving.http.guard import CEILING, RECEIVED
 
 DEADLINE_HEADER = "x-deadline-ms"
 PRIORITY_HEADER = "x-priority"
 
 
 def received(request: Request) -> float:
-    """When the guard received ``request`` (now, for an app without the guard)."""
+    """When the edge received ``request``, as the guard found (now, without the guard)."""
     stamp = request.scope.get("state", {}).get(RECEIVED)
     return time.monotonic() if stamp is None else float(stamp)
 
 
 def admit(plane: DataPlane, request: Request, name: str, protocol: Protocol) -> tuple[Call, Ticket]:
     """The request's terms and its admission ticket; raises what a shed request gets."""
-    return admit_by_headers(plane, request.headers, name, protocol, received(request))
+    state = request.scope.get("state", {})
+    return admit_by_headers(
+        plane, request.headers, name, protocol, received(request), ceiling=state.get(CEILING)
+    )
 
 
 def admit_by_headers(
@@ -39,6 +45,7 @@ def admit_by_headers(
     protocol: Protocol,
     received: float,
     transport_budget_ms: float | None = None,
+    ceiling: Priority | None = None,
 ) -> tuple[Call, Ticket]:
     """``admit`` from HTTP headers or gRPC metadata (lower-case names). A deadline the
     transport carries (gRPC's) is one more budget: the earliest deadline wins."""
@@ -51,4 +58,5 @@ def admit_by_headers(
         received=received,
         deadline_ms=deadline_ms,
         priority=headers.get(PRIORITY_HEADER),
+        ceiling=ceiling,
     )

@@ -9,7 +9,9 @@ requests answers 503 with ``Retry-After`` instead of queueing the request
 behind the others. Inference requests are bounded by class instead, by the
 data plane's admission (``serving/dataplane/admission.py``), which sheds
 best-effort work first. The guard stamps each request's receipt: deadlines
-(``X-Deadline-Ms``) count from it.
+(``X-Deadline-Ms``) count from it, or from the edge's earlier stamp
+(``X-Request-Start``, set by HAProxy) where there is one. It also leaves the
+highest class the caller's key may ask for (``X-Priority``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from models.errors import (
     OverloadedError,
     PayloadTooLargeError,
 )
+from serving.dataplane.game_time import edge_received
 from serving.http.access import Access, bearer_token
 from serving.http.errors import error_response
 from serving.http.keys import Scope as KeyScope
@@ -32,6 +35,8 @@ from serving.http.keys import Scope as KeyScope
 # Where the guard leaves the moment it received a request, in the ASGI scope's
 # state (Starlette's ``request.state``), as time.monotonic().
 RECEIVED = "gameserve_received"
+# ... and the highest priority class the caller's key allows (None: the family's own).
+CEILING = "gameserve_priority_ceiling"
 
 # Load balancers and probes call these without a key.
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
@@ -88,9 +93,12 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})[RECEIVED] = time.monotonic()
+        state = scope.setdefault("state", {})
+        state[RECEIVED] = edge_received(
+            _header(scope, b"x-request-start"), time.monotonic(), time.time()
+        )
         try:
-            counted = self._admit(scope)
+            counted = self._admit(scope, state)
         except GameserveError as exc:
             await error_response(exc, scope["path"])(scope, receive, send)
             return
@@ -102,7 +110,7 @@ class Guard:
         finally:
             self.in_flight -= 1
 
-    def _admit(self, scope: Scope) -> bool:
+    def _admit(self, scope: Scope, state: dict[str, Any]) -> bool:
         """Refuse what must be refused; True when the body must be counted as it comes."""
         length = _header(scope, b"content-length")
         if length is not None:
@@ -114,7 +122,7 @@ class Guard:
         needed = required_scope(scope["method"], scope["path"])
         if needed is None:
             return length is None
-        self.access.check(bearer(scope), needed)
+        state[CEILING] = self.access.check(bearer(scope), needed)
         if needed != "infer" and self.in_flight >= self.max_in_flight:
             raise OverloadedError(
                 f"this replica is working on {self.in_flight} requests; retry shortly",

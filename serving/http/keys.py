@@ -33,6 +33,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from models.errors import GameserveError, InvalidInputError, UnauthorizedError
+from serving.dataplane.game_time import Priority
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,17 @@ class KeyRecord(BaseModel):
         default=None, gt=0, description="Requests per second; None takes the serving default."
     )
     burst: int | None = Field(default=None, ge=1)
+    max_priority: Priority | None = Field(
+        default=None,
+        description="The highest class X-Priority may ask for with this key; None: the "
+        "family's own class (an admin key: any). Asking above it is lowered and counted.",
+    )
+
+    def priority_ceiling(self) -> Priority | None:
+        """The highest class this key may ask for; None: each family's declared class."""
+        if self.max_priority is None and "admin" in self.scopes:
+            return "critical"
+        return self.max_priority
 
     def allows(self, scope: Scope) -> bool:
         """``admin`` holds every scope."""
@@ -157,6 +169,7 @@ class KeyStore:
         expires_in_s: float | None = None,
         rate_per_s: float | None = None,
         burst: int | None = None,
+        max_priority: Priority | None = None,
     ) -> str:
         """Store a new key and return it: the only time it is ever shown."""
         with self._editing() as current:
@@ -164,6 +177,7 @@ class KeyStore:
                 raise InvalidInputError(f"name: a key named {name!r} exists; revoke or rotate it")
             key, record = _new_key(name, list(scopes), expires_in_s)
             record.rate_per_s, record.burst = rate_per_s, burst
+            record.max_priority = max_priority
             current.keys.append(record)
         return key
 
@@ -174,6 +188,7 @@ class KeyStore:
             lifetime = None if old.expires_at is None else old.expires_at - old.created_at
             key, record = _new_key(name, old.scopes, lifetime)
             record.rate_per_s, record.burst = old.rate_per_s, old.burst
+            record.max_priority = old.max_priority
             current.keys[current.keys.index(old)] = record
         return key
 

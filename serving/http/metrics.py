@@ -118,6 +118,16 @@ class _Rendered(Collector):
         late = CounterMetricFamily(
             "gameserve_late", "Model answers that came after their deadline.", labels=["family"]
         )
+        spent = CounterMetricFamily(
+            "gameserve_spent_on_arrival",
+            "Requests refused at once (use_local): their deadline was spent in the queues.",
+            labels=["family"],
+        )
+        lowered = CounterMetricFamily(
+            "gameserve_priority_lowered",
+            "X-Priority above the caller key's ceiling, lowered to it.",
+            labels=["family"],
+        )
         for family, counts in families:
             for reason in REASONS:
                 fallbacks.add_metric([family, reason], counts.fallbacks[reason])
@@ -126,7 +136,9 @@ class _Rendered(Collector):
                 shed.add_metric([family, priority], counts.shed[priority])
             expired.add_metric([family], counts.expired)
             late.add_metric([family], counts.late)
-        yield from (fallbacks, missed, shed, expired, late)
+            spent.add_metric([family], counts.spent_on_arrival)
+            lowered.add_metric([family], counts.priority_lowered)
+        yield from (fallbacks, missed, shed, expired, late, spent, lowered)
 
     def _capacity(self) -> Iterator[Metric]:
         queue = GaugeMetricFamily(

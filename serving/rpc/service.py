@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from tritonclient.grpc import service_pb2 as pb
 
 from models.errors import GameserveError, InvalidInputError, OverloadedError
+from serving.dataplane.game_time import Priority
 from serving.dataplane.plane import DataPlane
 from serving.dataplane.v2_inference import V2Request, infer_v2
 from serving.http.access import Access, bearer_token
@@ -63,6 +64,7 @@ class Invocation:
     metadata: dict[str, str]
     received: float  # time.monotonic() when the handler started
     remaining_ms: float | None  # the gRPC deadline's budget; None without one
+    ceiling: Priority | None = None  # the highest class the caller's key may ask for
 
 
 Method = Callable[[Any, Invocation], Awaitable[Message]]
@@ -105,13 +107,13 @@ class InferenceService:
             received = time.monotonic()
             metadata = dict(context.invocation_metadata() or ())
             remaining = context.time_remaining()
-            invocation = Invocation(
-                metadata, received, None if remaining is None else remaining * 1000
-            )
             try:
+                ceiling = None
                 if scope is not None:
-                    self.access.check(bearer_token(metadata.get("authorization")), scope)
-                return await method(request, invocation)
+                    key = bearer_token(metadata.get("authorization"))
+                    ceiling = self.access.check(key, scope)
+                budget = None if remaining is None else remaining * 1000
+                return await method(request, Invocation(metadata, received, budget, ceiling))
             except GameserveError as exc:
                 report(exc, name)
                 trailing: list[tuple[str, str]] = [(ERROR_CODE_METADATA, exc.code)]
@@ -175,7 +177,13 @@ class InferenceService:
             self.plane,
             name,
             admit_by_headers(
-                self.plane, metadata, name, "v2", invocation.received, invocation.remaining_ms
+                self.plane,
+                metadata,
+                name,
+                "v2",
+                invocation.received,
+                transport_budget_ms=invocation.remaining_ms,
+                ceiling=invocation.ceiling,
             ),
             decode,
             version=request.model_version or None,

@@ -28,7 +28,12 @@ reloads and its process checks see HAProxy itself). The rewrite:
   are re-pointed from each replica's Serve HTTP port to that port, where every
   ingress replica of the node serves the app with a server of its own
   (``serving/http/listener.py``): no Serve per-request wrapper in the path. The
-  fallback ``backup`` server (the head's Serve proxy) is left as it is.
+  fallback ``backup`` server (the head's Serve proxy) is left as it is;
+- with ``GAMESERVE_HAPROXY_EDGE`` set (an ``EdgePlan`` as JSON), the frontend gets
+  gameserve's edge rules, rendered from that plan by ``serving/runtime/haproxy_edge.py``:
+  the arrival stamp deadlines count from, each route's priority class, and the
+  fast ``use_local`` refusals. They are configuration gameserve renders, placed
+  after the frontend's ``bind`` line, the one place this module adds lines to.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import re
 import sys
 from pathlib import Path
 
+from serving.runtime.haproxy_edge import EdgePlan, render, use_local_body
+
 HOST_VARIABLE = "GAMESERVE_HAPROXY_HOST"
 MAX_BODY_VARIABLE = "GAMESERVE_HAPROXY_MAX_BODY"
 HTTP_REQUEST_TIMEOUT_VARIABLE = "GAMESERVE_HAPROXY_HTTP_REQUEST_TIMEOUT_S"
@@ -46,6 +53,7 @@ SERVER_MAXCONN_VARIABLE = "GAMESERVE_HAPROXY_SERVER_MAXCONN"
 TIMEOUT_QUEUE_VARIABLE = "GAMESERVE_HAPROXY_TIMEOUT_QUEUE_MS"
 REPLICA_PORT_VARIABLE = "GAMESERVE_HAPROXY_REPLICA_PORT"
 REPLICA_BACKEND_VARIABLE = "GAMESERVE_HAPROXY_REPLICA_BACKEND"
+EDGE_VARIABLE = "GAMESERVE_HAPROXY_EDGE"
 OVERLOADED_FILE = "gameserve-503.http"
 # The app's own error shape (serving/http/errors.py), so clients parse one format.
 OVERLOADED_RESPONSE = (
@@ -55,8 +63,11 @@ OVERLOADED_RESPONSE = (
     "cache-control: no-cache\r\n"
     "connection: close\r\n"
     "\r\n"
-    '{"error":{"code":"overloaded","message":"every ingress replica is at capacity; '
-    'retry after Retry-After seconds"}}\n'
+    + use_local_body(
+        "no ingress replica could take this request within its deadline; use local "
+        "behaviour and retry after Retry-After seconds"
+    )
+    + "\n"
 )
 BINARY_VARIABLE = "RAY_SERVE_HAPROXY_BINARY_PATH"
 # `bind *:8404` and `bind :9101`, alone on their line; `bind 127.0.0.1:8000` is left be.
@@ -69,18 +80,13 @@ _DEFAULT_SERVER = re.compile(r"^(\s*default-server [^\n]*?)[ \t]*$", re.MULTILIN
 _TIMEOUT_QUEUE = re.compile(r"^\s*timeout queue ", re.MULTILINE)
 _ERRORFILE_503 = re.compile(r"^(\s*errorfile 503 )\S+", re.MULTILINE)
 _SERVER = re.compile(r"^(\s*server \S+ )(\S+):(\d+)( [^\n]*)$", re.MULTILINE)
+_EDGE_MARK = "# gameserve edge rules"
 _BODY_RULE = "http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {limit} }}"
 
 
 def bind_to(config: str, host: str) -> str:
     """``config`` with every all-interface ``bind`` moved to ``host``."""
     return _ANY_INTERFACE.sub(rf"\g<1>{host}:\g<2>", config)
-
-
-def backend_name(app_name: str) -> str:
-    """The HTTP backend Ray's HAProxy manager writes for Serve application ``app_name``."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", app_name.replace("#", "-").replace("/", "."))
-    return f"http-{safe}"
 
 
 def repoint_servers(config: str, backend: str, port: int) -> str:
@@ -112,6 +118,7 @@ def harden(
     overloaded_file: Path | None = None,
     replica_backend: str | None = None,
     replica_port: int | None = None,
+    edge: EdgePlan | None = None,
 ) -> str:
     """``config`` with the changes listed in the module docstring; idempotent."""
     if host:
@@ -134,12 +141,21 @@ def harden(
         config = _FRONTEND_BIND.sub(lambda m: f"{m.group(0)}{m.group(1)}{rule}\n", config, count=1)
     if replica_backend and replica_port:
         config = repoint_servers(config, replica_backend, replica_port)
+    if edge is not None and _EDGE_MARK not in config:
+        present = re.search(rf"^backend {re.escape(edge.backend)}$", config, re.MULTILINE)
+        rules = render(edge, edge.backend if present else None)
+        config = _FRONTEND_BIND.sub(lambda m: f"{m.group(0)}{rules}", config, count=1)
     return config
 
 
 def _number(variable: str) -> int | None:
     value = os.environ.get(variable)
     return int(value) if value else None
+
+
+def _edge_plan() -> EdgePlan | None:
+    value = os.environ.get(EDGE_VARIABLE)
+    return EdgePlan.model_validate_json(value) if value else None
 
 
 def _rewrite(path: Path) -> None:
@@ -160,6 +176,7 @@ def _rewrite(path: Path) -> None:
                     overloaded,
                     os.environ.get(REPLICA_BACKEND_VARIABLE),
                     _number(REPLICA_PORT_VARIABLE),
+                    _edge_plan(),
                 )
             )
         finally:

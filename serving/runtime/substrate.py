@@ -46,8 +46,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from serving.runtime.haproxy_edge import EdgePlan, backend_name
 from serving.runtime.haproxy_listeners import (
     BINARY_VARIABLE,
+    EDGE_VARIABLE,
     HOST_VARIABLE,
     HTTP_REQUEST_TIMEOUT_VARIABLE,
     MAX_BODY_VARIABLE,
@@ -55,7 +57,6 @@ from serving.runtime.haproxy_listeners import (
     REPLICA_PORT_VARIABLE,
     SERVER_MAXCONN_VARIABLE,
     TIMEOUT_QUEUE_VARIABLE,
-    backend_name,
 )
 
 # The console script of serving/runtime/haproxy_listeners.py, beside this Python.
@@ -142,11 +143,20 @@ class ServeRuntime(BaseModel):
         "HAProxy's queue (balanced to whichever replica frees first). About 20 ms of "
         "work for a replica answering 1,700 small requests/s.",
     )
-    haproxy_timeout_queue_ms: int = Field(
-        default=500,
+    haproxy_timeout_queue_ms: int | None = Field(
+        default=None,
         ge=1,
-        description="Longest wait in HAProxy's queue; then a JSON 503 with Retry-After. "
-        "Load beyond what the replicas serve is refused at once, not queued for seconds.",
+        description="Longest wait in HAProxy's queue; then the JSON 503 use_local with "
+        "Retry-After. None: the shortest deadline of any family (no class waits in the "
+        "queue past its deadline; serving/runtime/haproxy_edge.py), 500 ms without the "
+        "edge rules.",
+    )
+    haproxy_queue_per_replica: int = Field(
+        default=8,
+        ge=1,
+        description="Requests HAProxy's queue may hold per ingress replica before it refuses "
+        "critical work at once (normal work at half of it, best-effort work whenever "
+        "anything queues): about what a replica serves within the shortest deadline.",
     )
 
     worker_niceness: int = Field(
@@ -194,10 +204,14 @@ class ServeRuntime(BaseModel):
         return self.model_copy(update={"replica_http_port": _free_port()})
 
     def env_vars(
-        self, max_body_bytes: int | None = None, app_name: str = "gameserve"
+        self,
+        max_body_bytes: int | None = None,
+        app_name: str = "gameserve",
+        edge: EdgePlan | None = None,
     ) -> dict[str, str]:
         """For the processes Ray starts; ``max_body_bytes`` is enforced at HAProxy too,
-        ``app_name`` is the Serve application whose servers HAProxy may re-point."""
+        ``app_name`` is the Serve application whose servers HAProxy may re-point, ``edge``
+        the game-time rules HAProxy applies (``serving.runtime.haproxy_edge.plan_for``)."""
         env: dict[str, str] = {"RAY_worker_niceness": str(self.worker_niceness)}
         if self.throughput_optimized or self.haproxy_ingress:
             env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
@@ -224,16 +238,23 @@ class ServeRuntime(BaseModel):
             wrapper = Path(sys.executable).with_name(HAPROXY_WRAPPER)
             if wrapper.exists():
                 env[BINARY_VARIABLE] = str(wrapper)
-                env.update(self.wrapper_env(max_body_bytes, app_name))
+                env.update(self.wrapper_env(max_body_bytes, app_name, edge))
         return env
 
-    def wrapper_env(self, max_body_bytes: int | None, app_name: str) -> dict[str, str]:
+    def wrapper_env(
+        self, max_body_bytes: int | None, app_name: str, edge: EdgePlan | None = None
+    ) -> dict[str, str]:
         """What ``gameserve-haproxy`` reads as it rewrites HAProxy's config."""
+        queue_ms = self.haproxy_timeout_queue_ms
+        if queue_ms is None:
+            queue_ms = edge.queue_timeout_ms if edge is not None else 500
         env = {
             HTTP_REQUEST_TIMEOUT_VARIABLE: str(self.haproxy_timeout_http_request_s),
             SERVER_MAXCONN_VARIABLE: str(self.haproxy_server_maxconn),
-            TIMEOUT_QUEUE_VARIABLE: str(self.haproxy_timeout_queue_ms),
+            TIMEOUT_QUEUE_VARIABLE: str(queue_ms),
         }
+        if edge is not None:
+            env[EDGE_VARIABLE] = edge.model_dump_json()
         if max_body_bytes is not None:
             env[MAX_BODY_VARIABLE] = str(max_body_bytes)
         if self.listener_host != "*":
@@ -245,14 +266,17 @@ class ServeRuntime(BaseModel):
 
     @contextlib.contextmanager
     def applied(
-        self, max_body_bytes: int | None = None, app_name: str = "gameserve"
+        self,
+        max_body_bytes: int | None = None,
+        app_name: str = "gameserve",
+        edge: EdgePlan | None = None,
     ) -> Iterator[dict[str, str]]:
         """The knobs in this process's environment while Ray starts, and only then.
 
         The driver must not keep them: Ray Serve reads some at import, and a driver
         under RAY_SERVE_THROUGHPUT_OPTIMIZED cannot call handles from a thread.
         """
-        env = self.env_vars(max_body_bytes, app_name)
+        env = self.env_vars(max_body_bytes, app_name, edge)
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         try:

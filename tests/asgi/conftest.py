@@ -11,10 +11,11 @@ from models.runtime import OnnxModel
 from models.training import TrainSettings
 from serving.dataplane.admission import Admission, AdmissionBounds
 from serving.dataplane.backend import LocalBackend
+from serving.dataplane.game_time import FamilyTiming
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
 from serving.http.keys import KeyStore
-from serving.settings import AuthSettings, ServingSettings
+from serving.settings import AuthSettings, GameTimeSettings, ServingSettings
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)
 MAX_ROWS = 64
@@ -35,6 +36,18 @@ def calm_admission() -> Admission:
     the load is real (tests/asgi/test_game_time.py, benchmarks/overload.py).
     """
     return Admission(AdmissionBounds(normal_lag_ms=1e6, best_effort_lag_ms=1e6))
+
+
+# Kept back from every deadline for the fallback in ``fallback_timing``: a request sent
+# with a deadline of this much is admitted (its budget is not spent on arrival) and
+# leaves the model no time at all, so the fallback answers, however fast the machine.
+FALLBACK_DEADLINE_MS = 50.0
+
+
+def fallback_timing(name: str) -> FamilyTiming:
+    """The families' game-time terms with ``FALLBACK_DEADLINE_MS`` kept for the fallback."""
+    reserved = GameTimeSettings(fallback_reserve_ms=FALLBACK_DEADLINE_MS)
+    return ServingSettings(game_time=reserved).timing(name)
 
 
 def backend(name: str, model: bytes | None, version: str | None = "1") -> LocalBackend:

@@ -29,7 +29,12 @@ from serving.dataplane.plane import DataPlane
 from serving.http.admin_server import AdminServer
 from serving.http.app import create_app
 from serving.http.keys import KeyStore
-from tests.asgi.conftest import MAX_ROWS, settings_with_keys
+from tests.asgi.conftest import (
+    FALLBACK_DEADLINE_MS,
+    MAX_ROWS,
+    fallback_timing,
+    settings_with_keys,
+)
 from tests.payloads import npc_tick, rank_request
 
 SHED_EVERYTHING = AdmissionBounds(best_effort_share=0.0, normal_lag_ms=1e6)
@@ -47,16 +52,25 @@ def server(plane: DataPlane, key_file: Path) -> Iterator[str]:
 
 
 def test_typed_answers_with_a_routing_key_and_a_deadline(
-    server: str, api_keys: dict[str, str]
+    backends: dict[str, LocalBackend], key_file: Path, api_keys: dict[str, str]
 ) -> None:
-    with Client(server, api_keys["ops"]) as client:
+    plane = DataPlane(
+        backends, MAX_ROWS, admission=Admission(SHED_EVERYTHING), timing=fallback_timing
+    )
+    app = create_app(plane, settings_with_keys(key_file))
+    with (
+        AdminServer(app, "127.0.0.1", 0) as running,
+        Client(running.url, api_keys["ops"]) as client,
+    ):
         answer = client.call(
             NPC_ACT, NpcActRequest.model_validate(npc_tick(3)), deadline_ms=5_000, routing_key="m-1"
         )
         assert [d.npc_id for d in answer.decisions] == ["npc-0", "npc-1", "npc-2"]
         assert (answer.model.version, answer.source) == ("1", "model")
         # A deadline no model can meet: the server's fallback answers, typed the same.
-        late = client.call(NPC_ACT, NpcActRequest.model_validate(npc_tick(1)), deadline_ms=0.01)
+        late = client.call(
+            NPC_ACT, NpcActRequest.model_validate(npc_tick(1)), deadline_ms=FALLBACK_DEADLINE_MS
+        )
         assert (late.source, late.fallback_reason, late.model.version) == (
             "fallback",
             "deadline",

@@ -18,7 +18,14 @@ from serving.dataplane.plane import DataPlane
 from serving.dataplane.telemetry import MetricsSnapshot
 from serving.http.app import create_app
 from serving.http.metrics import local_snapshot
-from tests.asgi.conftest import MAX_ROWS, calm_admission, open_client, settings_with_keys
+from tests.asgi.conftest import (
+    FALLBACK_DEADLINE_MS,
+    MAX_ROWS,
+    calm_admission,
+    fallback_timing,
+    open_client,
+    settings_with_keys,
+)
 from tests.payloads import npc_tick, npc_v2_request, rank_request
 
 NPC = "npc-behavior"
@@ -71,11 +78,12 @@ def test_shed_and_fallbacks_are_counted(
 ) -> None:
     # Nothing may be in flight for best-effort work: every rank request is shed.
     shedding = Admission(AdmissionBounds(best_effort_share=0.0, normal_lag_ms=1e6))
-    plane = DataPlane(backends, max_rows_per_request=MAX_ROWS, admission=shedding)
+    plane = DataPlane(backends, MAX_ROWS, admission=shedding, timing=fallback_timing)
     with open_client(plane, key_file, api_keys["ops"]) as client:
         shed = client.post("/v1/personalization/rank", json=rank_request(8, k=3))
         assert shed.status_code == 503
-        answered = client.post("/v1/npc/act", json=npc_tick(2), headers={"X-Deadline-Ms": "0.001"})
+        patient = {"X-Deadline-Ms": str(FALLBACK_DEADLINE_MS)}  # admitted, no time for the model
+        answered = client.post("/v1/npc/act", json=npc_tick(2), headers=patient)
         assert answered.json()["source"] == "fallback"
         samples = scrape(client)
     rank = {"family": "personalization"}

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from serving.runtime.haproxy_listeners import OVERLOADED_RESPONSE, backend_name, bind_to, harden
+from serving.runtime.haproxy_edge import backend_name
+from serving.runtime.haproxy_listeners import OVERLOADED_RESPONSE, bind_to, harden
 from serving.runtime.substrate import DEFAULT_REPLICA_HTTP_PORT, ServeRuntime
 
 CONFIG = """frontend prometheus
@@ -102,7 +103,7 @@ def test_replicas_get_a_bounded_share_and_the_rest_a_json_503_after_a_short_queu
     head, _, body = OVERLOADED_RESPONSE.partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 503 ")
     assert "retry-after: 1" in head.split("\r\n")
-    assert json.loads(body)["error"]["code"] == "overloaded"
+    assert json.loads(body)["error"]["code"] == "use_local"
 
 
 APP_BACKENDS = """backend default_backend
