@@ -1,285 +1,310 @@
-"""Overload: a mixed game load offered open-loop at 1x, 3x and 10x of the stack's capacity.
+"""Overload: the game mix offered open-loop at 1x, 3x and 10x of the stack's capacity.
 
-    .venv/bin/python -m benchmarks.overload [--seconds 30] [--levels 1 3 10] [--workers 2]
+    .venv/bin/python -m benchmarks.overload [--seconds 30] [--levels 1 3 10]
 
-Starts a local Ray and the application as the stack runs it (HAProxy ingress,
-two ingress replicas, models in the ingress), measures its capacity for the
-mix closed-loop, then offers the mix open-loop (arrivals do not wait for
-answers, as game servers do not) at each multiple of it. The mix, by
-requests: 70% NPC ticks (16 NPCs, critical, 20 ms deadline), 10% difficulty
-(normal, 50 ms), 20% personalization (50 candidates, best effort, 100 ms).
+The stack (Ray, HAProxy ingress with gameserve's edge rules, two ingress
+replicas, models in the ingress) runs on core 1 alone; the generator, h2load
+(benchmarks/h2load.py), on core 0 alone, and its own CPU is reported. Capacity
+is the mix's closed-loop throughput with patient, critical requests (every
+answer the model's): "1x saturation". The mix, by requests: 70% NPC ticks (16
+NPCs, critical, 20 ms), 10% difficulty (normal, 50 ms), 20% personalization
+(50 candidates, best effort, 100 ms), each with its family's own deadline.
 
-Per class and level it prints what was offered, answered by the model, by the
-fallback, shed (503), errors, p50/p99 at the client and, for NPCs, answers
-later than deadline + 5 ms; and writes a table and a PNG under
-benchmarks/results/. The generator runs in ``--workers`` processes on the
-same machine as the stack: where it cannot offer a level's rate, the
-"offered/s" column says what it did offer. Bounded: fixed phases, a cap on
-requests in flight per worker, a 2 s timeout per request (an error).
+Per level and class it prints what was offered and what came back: model
+answers and fallbacks (the server's counters), refusals (503 ``use_local``)
+within 5 ms and later, other failures, p50/p99 of answers, and the share of
+calls answered within deadline + 5 ms or refused within 5 ms. Then a recovery
+run at 1x, and one family flooded: personalization over v2 at 10x its own
+capacity beside single-NPC calls. It writes a table and a picture of the 10x
+run (per class and second: answers, refusals, latency) under benchmarks/results/.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import aiohttp
 import numpy as np
+import requests
 
+from benchmarks import h2load
 from benchmarks.local_ray import train_models
 from benchmarks.serving import KEY_FILE, gameserve
+from models import get_family
 from serving.http.keys import KeyStore
+from serving.settings import ServingSettings
 from tests.payloads import difficulty_request, npc_tick, rank_request
 
 RESULTS = Path(__file__).parent / "results"
-# (class, path, share of requests, deadline the family declares)
+STACK_CORE, GENERATOR_CORE = 1, 0
+MARGIN_MS = 5.0
+# (name, family, path, share of requests, the family's deadline, body)
 MIX = (
-    ("npc (critical)", "/v1/npc/act", 0.7, 20.0),
-    ("difficulty (normal)", "/v1/difficulty/recommend", 0.1, 50.0),
-    ("personalization (best effort)", "/v1/personalization/rank", 0.2, 100.0),
-)
-# Encoded once: the generator shares the machine's two cores with the stack.
-BODIES = tuple(
-    json.dumps(body).encode() for body in (npc_tick(16), difficulty_request(1), rank_request(50))
-)
-# How capacity is measured: every request patient and critical, so every answer
-# is the model's and the figure is what the stack computes, not what it sheds.
+    ("npc", "npc-behavior", "/v1/npc/act", 0.7, 20.0, npc_tick(16)),
+    ("difficulty", "difficulty-tuning", "/v1/difficulty/recommend", 0.1, 50.0,
+     difficulty_request(1)),
+    ("personalization", "personalization", "/v1/personalization/rank", 0.2, 100.0,
+     rank_request(50)),
+)  # fmt: skip
 PATIENT = {"X-Deadline-Ms": "10000", "X-Priority": "critical"}
-MAX_IN_FLIGHT = 2_000  # per worker
-LATE_MARGIN_MS = 5.0
-CAPACITY_STEP_S = 4.0
+# Capacity is measured closed-loop over 4 + 1 + 1 connections: enough to keep the one
+# core busy, few enough that nothing waits in HAProxy's queue, so none is refused (a
+# closed loop that ignored Retry-After would spend the core on refusals instead).
 
 
-@dataclass
-class Outcomes:
-    """One class at one level: counts and client-side latencies of answered requests."""
-
-    offered: int = 0
-    model: int = 0
-    fallback: int = 0
-    shed: int = 0
-    errors: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-
-    def add(self, other: Outcomes) -> None:
-        self.offered += other.offered
-        self.model += other.model
-        self.fallback += other.fallback
-        self.shed += other.shed
-        self.errors += other.errors
-        self.latencies_ms += other.latencies_ms
+def _streams(key: str, rate: float | None, patient: bool = False) -> list[h2load.Stream]:
+    headers = {"authorization": f"Bearer {key}", **(PATIENT if patient else {})}
+    return [
+        h2load.Stream(
+            name, path, json.dumps(body).encode(), headers,
+            None if rate is None else rate * share, connections=max(1, round(share * 6)),
+        )
+        for name, _, path, share, _, body in MIX
+    ]  # fmt: skip
 
 
-def _classes(n: int, seed: int) -> np.ndarray:
-    shares = [share for _, _, share, _ in MIX]
-    return np.random.default_rng(seed).choice(len(MIX), size=n, p=shares)
+def _counters(url: str, key: str) -> dict[str, dict[str, Any]]:
+    listed = requests.get(
+        url + "/v1/models", headers={"authorization": f"Bearer {key}"}, timeout=30
+    ).json()
+    return {m["name"]: m["game_time"] for m in listed["models"]}
 
 
-async def _play(
-    url: str, key: str, rate: float | None, seconds: float, seed: int, connections: int
-) -> list[Outcomes]:
-    """Open-loop at ``rate`` req/s; closed-loop over ``connections`` when ``rate`` is None."""
-    outcomes = [Outcomes() for _ in MIX]
-    kinds = _classes(2_000_000, seed)
-    in_flight = 0
+def _delta(before: dict[str, Any], after: dict[str, Any], family: str) -> dict[str, int]:
+    """What the server counted for ``family`` between two readings."""
 
-    async def one(session: aiohttp.ClientSession, kind: int) -> None:
-        nonlocal in_flight
-        slot = outcomes[kind]
-        in_flight += 1
-        sent = time.perf_counter()
-        try:
-            async with session.post(url + MIX[kind][1], data=BODIES[kind]) as response:
-                body = await response.read()
-            if response.status == 200:
-                slot.latencies_ms.append((time.perf_counter() - sent) * 1000)
-                if b'"source":"fallback"' in body:
-                    slot.fallback += 1
-                else:
-                    slot.model += 1
-            elif response.status in (429, 503):
-                slot.shed += 1
-            else:
-                slot.errors += 1
-        except (aiohttp.ClientError, TimeoutError):
-            slot.errors += 1
-        finally:
-            in_flight -= 1
+    def total(counts: dict[str, Any], name: str) -> int:
+        value = counts[family][name]
+        return int(sum(value.values()) if isinstance(value, dict) else value)
 
-    timeout = aiohttp.ClientTimeout(total=2)
-    connector = aiohttp.TCPConnector(limit=connections)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    if rate is None:
-        headers |= PATIENT
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=headers) as s:
-        started = time.perf_counter()
-        tasks: set[asyncio.Task[None]] = set()
-        index = 0
-        if rate is None:
-
-            async def closed() -> None:
-                nonlocal index
-                while time.perf_counter() - started < seconds:
-                    kind = int(kinds[index % len(kinds)])
-                    index += 1
-                    outcomes[kind].offered += 1
-                    await one(s, kind)
-
-            await asyncio.gather(*(closed() for _ in range(connections)))
-            return outcomes
-        interval = 1.0 / rate
-        while (now := time.perf_counter() - started) < seconds:
-            due = index * interval
-            if now < due:
-                await asyncio.sleep(due - now)
-                continue
-            kind = int(kinds[index % len(kinds)])
-            index += 1
-            outcomes[kind].offered += 1
-            if in_flight >= MAX_IN_FLIGHT:
-                outcomes[kind].errors += 1  # the generator's bound: counted, never exceeded
-                continue
-            task = asyncio.create_task(one(s, kind))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-    return outcomes
+    names = ("fallbacks", "late", "spent_on_arrival", "shed", "expired")
+    return {name: total(after, name) - total(before, name) for name in names}
 
 
-def _worker(
-    url: str, key: str, rate: float | None, seconds: float, seed: int, connections: int
-) -> list[Outcomes]:
-    return asyncio.run(_play(url, key, rate, seconds, seed, connections))
-
-
-def play(
-    url: str, key: str, rate: float | None, seconds: float, workers: int, connections: int
-) -> list[Outcomes]:
-    """The load from ``workers`` processes, merged per class."""
-    per_worker = None if rate is None else rate / workers
-    with ProcessPoolExecutor(workers) as pool:
-        futures = [
-            pool.submit(_worker, url, key, per_worker, seconds, seed, connections)
-            for seed in range(workers)
-        ]
-        results = [f.result() for f in futures]
-    merged = [Outcomes() for _ in MIX]
-    for result in results:
-        for total, part in zip(merged, result, strict=True):
-            total.add(part)
-    return merged
+def _summary(
+    log: h2load.Log, deadline_ms: float, counted: dict[str, int], seconds: float
+) -> dict[str, Any]:
+    ok = log.status == 200
+    refused = log.status == 503
+    fast = refused & (log.latency_ms <= MARGIN_MS)
+    answered_ms = log.latency_ms[ok]
+    in_time = ok & (log.latency_ms <= deadline_ms + MARGIN_MS)
+    missing = max(log.offered - len(log.status), 0)  # never answered within the run
+    failed = int((~ok & ~refused).sum()) + missing
+    calls = max(log.offered, len(log.status))
+    return {
+        "offered_s": log.offered / seconds,
+        "model": int(ok.sum()) - counted["fallbacks"],
+        "fallback": counted["fallbacks"],
+        "server": counted,
+        "refused_fast": int(fast.sum()),
+        "refused_slow": int((refused & ~fast).sum()),
+        "failed": failed,
+        "p50": float(np.percentile(answered_ms, 50)) if answered_ms.size else float("nan"),
+        "p99": float(np.percentile(answered_ms, 99)) if answered_ms.size else float("nan"),
+        "p99_all": float(np.percentile(log.latency_ms, 99)) if log.status.size else float("nan"),
+        "on_time": (int(in_time.sum()) + int(fast.sum())) / calls if calls else float("nan"),
+        # whatever came back (answer or refusal), back within the deadline + 5 ms
+        "in_budget": int((log.latency_ms <= deadline_ms + MARGIN_MS).sum()) / calls
+        if calls
+        else float("nan"),
+    }
 
 
 HEADER = (
-    f"{'level':>6} {'class':<31}{'offered/s':>10}{'model':>8}{'fallback':>9}{'shed':>8}"
-    f"{'errors':>7}{'p50 ms':>8}{'p99 ms':>8}{'late':>6}"
+    f"{'level':>8} {'class':<16}{'offered/s':>10}{'model':>8}{'fallback':>9}{'refused':>8}"
+    f"{'>5ms':>6}{'failed':>7}{'p50 ms':>8}{'p99 ms':>8}{'p99 all':>8}{'on time':>9}"
+    f"{'in budget':>10}"
 )
 
 
-def rows(level: str, outcomes: list[Outcomes], seconds: float) -> list[str]:
-    lines = []
-    for (name, _, _, deadline), o in zip(MIX, outcomes, strict=True):
-        lat = np.asarray(o.latencies_ms)
-        p50 = f"{np.percentile(lat, 50):.1f}" if lat.size else "-"
-        p99 = f"{np.percentile(lat, 99):.1f}" if lat.size else "-"
-        late = int((lat > deadline + LATE_MARGIN_MS).sum()) if lat.size else 0
-        lines.append(
-            f"{level:>6} {name:<31}{o.offered / seconds:>10.0f}{o.model:>8}{o.fallback:>9}"
-            f"{o.shed:>8}{o.errors:>7}{p50:>8}{p99:>8}{late:>6}"
+def _rows(level: str, summaries: dict[str, dict[str, Any]]) -> list[str]:
+    return [
+        f"{level:>8} {name:<16}{s['offered_s']:>10.0f}{s['model']:>8}{s['fallback']:>9}"
+        f"{s['refused_fast']:>8}{s['refused_slow']:>6}{s['failed']:>7}{s['p50']:>8.1f}"
+        f"{s['p99']:>8.1f}{s['p99_all']:>8.1f}{s['on_time'] * 100:>8.2f}%"
+        f"{s['in_budget'] * 100:>9.2f}%"
+        for name, s in summaries.items()
+    ]
+
+
+def level(
+    url: str, key: str, streams: list[h2load.Stream], seconds: float, deadlines: dict[str, float]
+) -> tuple[h2load.Run, dict[str, dict[str, Any]]]:
+    before = _counters(url, key)
+    run = h2load.run(url, streams, seconds, GENERATOR_CORE)
+    time.sleep(3)  # replicas ship their counts to the collector every second or so
+    after = _counters(url, key)
+    families = {name: family for name, family, *_ in MIX} | {
+        "npc-single": "npc-behavior",
+        "personalization-v2": "personalization",
+    }
+    summaries = {
+        name: _summary(
+            log, deadlines[name], _delta(before, after, families.get(name, name)), seconds
         )
-    return lines
+        for name, log in run.logs.items()
+    }
+    return run, summaries
 
 
-def plot(levels: list[tuple[str, list[Outcomes]]], path: Path) -> None:
+def _v2_body(family: str, rows: int) -> bytes:
+    inputs = get_family(family).example_inputs(rows=rows)
+    return json.dumps(
+        {
+            "inputs": [
+                {"name": n, "shape": list(a.shape), "datatype": "FP32",
+                 "data": a.reshape(-1).tolist()}
+                for n, a in inputs.items()
+            ]
+        }
+    ).encode()  # fmt: skip
+
+
+def flood(url: str, key: str, npc_rate: float, seconds: float) -> list[str]:
+    """Personalization over v2 at 10x its own capacity, beside single-NPC calls."""
+    auth = {"authorization": f"Bearer {key}"}
+    v2 = h2load.Stream("personalization-v2", "/v2/models/personalization/infer",
+                       _v2_body("personalization", 1), auth, None, connections=8)  # fmt: skip
+    alone = h2load.run(url, [v2], 5, GENERATOR_CORE).logs[v2.name]
+    capacity = (alone.status == 200).sum() / 5
+    flooded = h2load.Stream(v2.name, v2.path, v2.body, v2.headers, capacity * 10)
+    single = h2load.Stream(
+        "npc-single", "/v1/npc/act", json.dumps(npc_tick(1)).encode(),
+        {**auth, "X-Deadline-Ms": "20"}, npc_rate,
+    )  # fmt: skip
+    _, summaries = level(url, key, [flooded, single], seconds, {"npc-single": 20.0, v2.name: 100.0})
+    return [f"personalization v2 alone, closed-loop: {capacity:,.0f} answers/s; flooded at "
+            f"10x that beside single NPC calls (X-Deadline-Ms: 20) at {npc_rate:,.0f}/s:",
+            *_rows("flood", summaries)]  # fmt: skip
+
+
+def _pin_haproxy(core: int) -> list[int]:
+    """Every HAProxy process (the stack's; Ray starts it) onto ``core``; their PIDs."""
+    moved = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "haproxy":
+                os.sched_setaffinity(int(proc.name), {core})
+                moved.append(int(proc.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return moved
+
+
+def plot(run: h2load.Run, deadlines: dict[str, float], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(MIX), figsize=(13, 4), sharey=True)
-    colors = {"model": "#2b8a3e", "fallback": "#f08c00", "shed": "#868e96", "errors": "#c92a2a"}
-    for column, (axis, (name, *_)) in enumerate(zip(axes, MIX, strict=True)):
-        bottom = np.zeros(len(levels))
-        for kind, color in colors.items():
-            shares = np.asarray(
-                [getattr(o[column], kind) / max(o[column].offered, 1) for _, o in levels]
-            )
-            axis.bar([label for label, _ in levels], shares, bottom=bottom, color=color, label=kind)
-            bottom += shares
-        axis.set_title(name, fontsize=10)
-        axis.set_xlabel("offered load (x capacity)")
-    axes[0].set_ylabel("share of requests")
-    axes[-1].legend(loc="lower right", fontsize=8)
-    fig.suptitle("gameserve under overload: who answered each class")
+    fig, axes = plt.subplots(2, len(run.logs), figsize=(14, 6.5), sharex=True)
+    start = min(float(log.start_s.min()) for log in run.logs.values() if log.start_s.size)
+    for column, (name, log) in enumerate(run.logs.items()):
+        second = (log.start_s - start).astype(int)
+        bins = np.arange(int(run.seconds) + 2)
+        for label, mask, color in (
+            ("answered", log.status == 200, "#2b8a3e"),
+            ("refused (use_local)", log.status == 503, "#868e96"),
+            ("failed", (log.status != 200) & (log.status != 503), "#c92a2a"),
+        ):
+            counts = np.bincount(second[mask], minlength=len(bins))[: len(bins)]
+            axes[0][column].plot(bins, counts, label=label, color=color)
+        axes[0][column].set_title(f"{name} (deadline {deadlines[name]:g} ms)", fontsize=10)
+        ok = log.status == 200
+        for q, style in ((50, ":"), (99, "-")):
+            series = [
+                np.percentile(log.latency_ms[ok & (second == s)], q)
+                if (ok & (second == s)).any() else np.nan
+                for s in bins
+            ]  # fmt: skip
+            axes[1][column].plot(bins, series, style, color="#1c7ed6", label=f"p{q} answered")
+        axes[1][column].axhline(deadlines[name] + MARGIN_MS, color="#c92a2a", lw=0.8,
+                                label="deadline + 5 ms")  # fmt: skip
+        axes[1][column].set_xlabel("second of the run")
+    axes[0][0].set_ylabel("requests per second")
+    axes[1][0].set_ylabel("client latency (ms)")
+    axes[0][-1].legend(fontsize=8)
+    axes[1][-1].legend(fontsize=8)
+    fig.suptitle("gameserve at 10x capacity: stack on one core, h2load on the other")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-
-
-def sustainable(url: str, key: str, saturated: float, workers: int) -> float:
-    """The highest open-loop rate at which the model answers 99% of every class, NPCs
-    within their deadline at p99: searched upward from a fifth of the saturated
-    throughput. Open-loop at the saturated rate itself is a queue that only grows."""
-    rate, passed = saturated / 5, saturated / 10
-    while rate < saturated * 1.5:
-        outcomes = play(url, key, rate, CAPACITY_STEP_S, workers, MAX_IN_FLIGHT)
-        npc = np.asarray(outcomes[0].latencies_ms)
-        in_time = npc.size > 0 and np.percentile(npc, 99) <= MIX[0][3]
-        by_model = all(o.model >= 0.99 * o.offered for o in outcomes)
-        print(f"  {rate:,.0f} req/s: {'holds' if in_time and by_model else 'does not hold'}")
-        if not (in_time and by_model):
-            break
-        passed, rate = rate, rate * 1.25
-        time.sleep(2)
-    return passed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="per level")
     parser.add_argument("--levels", type=float, nargs="+", default=[1.0, 3.0, 10.0])
-    parser.add_argument("--workers", type=int, default=2, help="generator processes")
+    parser.add_argument("--runtime", type=json.loads, default={},
+                        help="serving.runtime overrides, as JSON")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="h2load's own summaries")
+    parser.add_argument(
+        "--edge-core", type=int, default=None,
+        help="move HAProxy to this core (with h2load), leaving the stack's core to the "
+        "replicas: the edge on CPU of its own, as on a cluster's head node",
+    )  # fmt: skip
     args = parser.parse_args()
+    h2load.binary()
     root = Path(tempfile.mkdtemp(prefix="gameserve-overload-"))
     train_models(root)
-    key = KeyStore(root / KEY_FILE).create("overload", ["infer"])
-    # The stack's defaults: HAProxy ingress, two ingress replicas, models in the ingress.
-    with gameserve(root, key, {}) as served:
+    key = KeyStore(root / KEY_FILE).create("overload", ["admin"])
+    deadlines = {name: deadline for name, _, _, _, deadline, _ in MIX}
+    h2load.pinned_to(STACK_CORE)  # Ray and everything it starts inherit this core
+    lines: list[str] = []
+    overrides = {"runtime": ServingSettings().runtime.model_copy(update=args.runtime)}
+    with gameserve(root, key, overrides if args.runtime else {}) as served:
         url = served.url
-        play(url, key, None, 3, args.workers, 16)  # warm-up
-        measured = play(url, key, None, 10, args.workers, 16)
-        saturated = sum(o.model for o in measured) / 10
-        print(f"throughput for the mix, closed-loop over {args.workers * 16} connections, "
-              f"patient and critical: {saturated:,.0f} model answers/s")  # fmt: skip
-        capacity = sustainable(url, key, saturated, args.workers)
-        print(f"capacity (the highest open-loop rate answered by the model in time): "
-              f"{capacity:,.0f} req/s")  # fmt: skip
-        print(HEADER, flush=True)
-        levels: list[tuple[str, list[Outcomes]]] = []
-        lines = []
-        for level in args.levels:
-            outcomes = play(url, key, capacity * level, args.seconds, args.workers, MAX_IN_FLIGHT)
-            label = f"{level:g}x"
-            levels.append((label, outcomes))
-            table = rows(label, outcomes, args.seconds)
-            lines += table
-            print("\n".join(table), flush=True)
-            time.sleep(3)  # the stack drains before the next level
+        if args.edge_core is not None:
+            lines.append(f"HAProxy moved to core {args.edge_core}: {_pin_haproxy(args.edge_core)}")
+        h2load.run(url, _streams(key, None, patient=True), 3, GENERATOR_CORE)  # warm-up
+        saturated = h2load.run(url, _streams(key, None, patient=True), 10, GENERATOR_CORE)
+        capacity = sum(int((log.status == 200).sum()) for log in saturated.logs.values()) / 10
+        lines.append(
+            f"capacity (1x): {capacity:,.0f} requests/s of the mix, closed-loop, patient and "
+            f"critical; stack on core {STACK_CORE}, h2load on core {GENERATOR_CORE}"
+        )
+        print(lines[-1], "\n" + HEADER, flush=True)
+        npc_model: dict[float, float] = {}
+        for multiple in [*args.levels, 1.0]:
+            label = "recovery" if len(npc_model) == len(args.levels) else f"{multiple:g}x"
+            seconds = 10.0 if label == "recovery" else args.seconds
+            run, summaries = level(url, key, _streams(key, capacity * multiple), seconds, deadlines)
+            npc_model.setdefault(multiple, summaries["npc"]["model"] / seconds)
+            table = _rows(label, summaries)
+            generator = f"{'':>8} h2load CPU: {run.generator_cpu_s / seconds * 100:.0f}% of a core"
+            lines += [*table, generator]
+            print("\n".join([*table, generator]), flush=True)
+            if args.verbose:
+                print("\n".join(f"{'':>8} {n}: {log.summary}" for n, log in run.logs.items()))
+                print(
+                    "\n".join(f"{'':>8} {n} (server): {s['server']}" for n, s in summaries.items())
+                )
+            if multiple == max(args.levels) and label != "recovery":
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                picture = RESULTS / time.strftime("overload-%Y%m%d-%H%M%S.png")
+                plot(run, deadlines, picture)
+            time.sleep(3)
+        top = max(args.levels)
+        kept = npc_model[top] / npc_model[1.0] * 100
+        lines.append(f"NPC model answers/s at {top:g}x: {npc_model[top]:,.0f}, at 1x: "
+                     f"{npc_model[1.0]:,.0f} ({kept:.0f}%)")  # fmt: skip
+        print(lines[-1], flush=True)
+        npc_single_rate = capacity * 0.7 / 2  # single-NPC calls at half the rate NPC ticks saturate
+        lines += flood(url, key, npc_single_rate, args.seconds)
+        print("\n".join(lines[-3:]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / time.strftime("overload-%Y%m%d-%H%M%S")
-    out.with_suffix(".txt").write_text(
-        f"saturated throughput for the mix (closed-loop, patient, critical): {saturated:.0f} "
-        f"req/s; capacity (open-loop, answered by the model in time): {capacity:.0f} req/s; "
-        f"{args.seconds:g} s per level; late = answers after their family's deadline + "
-        f"{LATE_MARGIN_MS:g} ms\n{HEADER}\n" + "\n".join(lines) + "\n"
+    out = RESULTS / time.strftime("overload-%Y%m%d-%H%M%S.txt")
+    out.write_text(
+        f"{HEADER}\n" + "\n".join(lines) + f"\n(on time: answered within deadline + "
+        f"{MARGIN_MS:g} ms or refused within {MARGIN_MS:g} ms; in budget: answered or refused "
+        f"within deadline + {MARGIN_MS:g} ms; >5ms: refusals slower than 5 ms)\n"
     )
-    plot(levels, out.with_suffix(".png"))
-    print(f"wrote {out.with_suffix('.txt')} and {out.with_suffix('.png')}")
+    print(f"wrote {out} and the 10x picture beside it")
 
 
 if __name__ == "__main__":

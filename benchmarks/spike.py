@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import csv
 import itertools
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -37,11 +38,13 @@ from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.http.keys import KeyStore
+from serving.runtime.haproxy_edge import plan_for
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, FamilyServing, ServingSettings
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
+NPC_DEADLINE_MS = 20.0  # the family's; the load sends no X-Deadline-Ms
 RESULTS = Path(__file__).parent / "results"
 MAX_IN_FLIGHT = 1_000
 
@@ -54,6 +57,7 @@ class Second:
     failed: int = 0
     unsent: int = 0  # the generator's own in-flight bound, never the server's doing
     latencies_ms: list[float] = field(default_factory=list)
+    shed_ms: list[float] = field(default_factory=list)  # how long each refusal took
     in_flight: int = 0
     replicas: int = 0
     ingress: int = 0
@@ -155,6 +159,7 @@ async def play(
                     slot.latencies_ms.append((time.monotonic() - sent) * 1000)
                 elif response.status in (429, 503):
                     slot.shed += 1
+                    slot.shed_ms.append((time.monotonic() - sent) * 1000)
                 else:
                     slot.failed += 1
         except (aiohttp.ClientError, TimeoutError):
@@ -266,6 +271,15 @@ def report(seconds: list[Second], phases: list[tuple[str, float, float]], out: P
         if back
         else f"still {scaling[-1]} replicas {len(seconds) - spike_end:.0f} s after the spike"
     )
+    answered = [x for s in seconds for x in s.latencies_ms]
+    late = sum(x > NPC_DEADLINE_MS + 5 for x in answered)
+    refusals = [x for s in seconds for x in s.shed_ms]
+    print(
+        f"answered after the deadline + 5 ms ({NPC_DEADLINE_MS + 5:g} ms): {late} of "
+        f"{len(answered)}; refusals within 5 ms: {sum(x <= 5 for x in refusals)} of "
+        f"{len(refusals)}, within {NPC_DEADLINE_MS + 5:g} ms: "
+        f"{sum(x <= NPC_DEADLINE_MS + 5 for x in refusals)}"
+    )
     print(
         f"p99 before spike: {p99(5, spike_start):.1f} ms, "
         f"during: {p99(spike_start, spike_end):.1f} ms, "
@@ -327,10 +341,20 @@ def main() -> None:
         action="store_true",
         help="Serve's own proxy instead of the default substrate (serving/runtime/substrate.py)",
     )
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false",
+        help="share both cores between the stack and this generator (the stack on core 1 "
+        "and the generator on core 0 by default)",
+    )  # fmt: skip
     args = parser.parse_args()
     runtime = ServeRuntime(haproxy_ingress=False) if args.serve_proxy else ServeRuntime()
     runtime = runtime.with_free_replica_port()
-    with local_ray(runtime, num_cpus=args.ray_cpus) as dashboard:
+    if args.pin:  # Ray and all it starts on core 1; this generator on core 0
+        os.sched_setaffinity(0, {1})
+    edge = plan_for(ServingSettings(runtime=runtime))
+    with local_ray(runtime, num_cpus=args.ray_cpus, edge=edge) as dashboard:
+        if args.pin:
+            os.sched_setaffinity(0, {0})
         gateway, key = deploy(dashboard, free_port(), runtime)
         served = asyncio.run(capacity(gateway.url, key, args.probe_s))
         baseline = served * args.baseline_share

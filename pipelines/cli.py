@@ -16,6 +16,7 @@ from pipelines import key_commands, progress, stack_commands
 from pipelines.admin_client import AdminClient
 from pipelines.report import quiet_third_parties, table
 from pipelines.settings import Settings
+from serving.dataplane.game_time import PRIORITIES
 
 if TYPE_CHECKING:
     from models.build import ModelBuild
@@ -146,7 +147,13 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "create":
         print(
             key_commands.create(
-                settings, args.name, args.scopes, args.expires_in_days, args.rate, args.burst
+                settings,
+                args.name,
+                args.scopes,
+                args.expires_in_days,
+                args.rate,
+                args.burst,
+                args.max_priority,
             )
         )
     elif args.action == "rotate":
@@ -222,6 +229,11 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("--expires-in-days", type=float, help="with create: lifetime")
     keys.add_argument("--rate", type=float, help="with create: requests/s (default: settings)")
     keys.add_argument("--burst", type=int, help="with create: requests allowed at once")
+    keys.add_argument(
+        "--max-priority",
+        choices=PRIORITIES,
+        help="with create: the highest class X-Priority may ask for (default: each family's)",
+    )
     keys.set_defaults(handler=_keys)
     return parser
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from pipelines.private_files import write_private
 from pipelines.report import table
 from pipelines.settings import Settings
+from serving.dataplane.game_time import Priority
 from serving.http.keys import KeyStore, Scope, parse_scopes
 
 ADMIN_KEY_NAME = "admin"
@@ -53,12 +54,14 @@ def create(
     expires_in_days: float | None,
     rate_per_s: float | None,
     burst: int | None,
+    max_priority: Priority | None = None,
 ) -> str:
     parsed: list[Scope] = parse_scopes(scopes)
     expires_in_s = None if expires_in_days is None else expires_in_days * 86_400
     key = KeyStore(key_file(settings)).create(
-        name, parsed, expires_in_s=expires_in_s, rate_per_s=rate_per_s, burst=burst
-    )
+        name, parsed, expires_in_s=expires_in_s, rate_per_s=rate_per_s, burst=burst,
+        max_priority=max_priority,
+    )  # fmt: skip
     # The key alone on the last line, so a script can take it with `tail -n 1`.
     return f"created {name!r} with scopes {','.join(parsed)}; it is shown only now:\n{key}"
 
@@ -88,7 +91,8 @@ def listing(settings: Settings) -> str:
                 else time.strftime("%Y-%m-%d %H:%M", time.localtime(record.expires_at))
             ),
             "default" if record.rate_per_s is None else f"{record.rate_per_s:g}/s",
+            record.priority_ceiling() or "family's",
         )
         for record in KeyStore(key_file(settings)).list()
     ]
-    return table(("name", "scopes", "created", "expires", "rate"), rows)
+    return table(("name", "scopes", "created", "expires", "rate", "max priority"), rows)

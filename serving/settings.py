@@ -224,6 +224,15 @@ class GameTimeSettings(BaseModel):
         "share of limits.max_in_flight inference requests.",
     )
     best_effort_share: float = Field(default=0.25, gt=0, le=1)
+    edge_wait_share: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="HAProxy refuses critical and normal work (503 use_local) while the "
+        "replicas are full and the time it expects a new request to spend in the stack "
+        "exceeds this share of its deadline (serving/runtime/haproxy_edge.py); the rest "
+        "is left for the network and the answer's way back.",
+    )
     normal_lag_ms: float = Field(
         default=25.0,
         gt=0,

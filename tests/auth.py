@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from serving.http.game_time import DEADLINE_HEADER
+from serving.dataplane.game_time import DEADLINE_HEADER
 from serving.http.keys import KeyStore
 from serving.settings import AuthSettings
 

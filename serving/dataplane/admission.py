@@ -107,7 +107,10 @@ class Occupancy:
     that count reads about 0 (measured: 2 replicas, 32 clients, 0 most samples).
     Little's law over what admission sees does not miss it: the time admitted
     requests spent here, plus arrivals times the loop's standing lag (what each
-    waited before it started), over the time elapsed.
+    waited before it started), over the time elapsed. "Here" starts at the edge's
+    stamp where there is one: HAProxy gives each replica only a few requests at
+    once and queues the rest itself, so time in that queue is this replica's
+    backlog too (without it, sustained queueing never added an ingress replica).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -134,11 +137,17 @@ class Ticket:
 
     __slots__ = ("_admission", "_started", "admitted", "priority")
 
-    def __init__(self, admission: Admission, priority: Priority, admitted: bool) -> None:
+    def __init__(
+        self,
+        admission: Admission,
+        priority: Priority,
+        admitted: bool,
+        received: float | None = None,
+    ) -> None:
         self._admission = admission
         self.priority = priority
         self.admitted = admitted
-        self._started = time.monotonic()
+        self._started = time.monotonic() if received is None else received
 
     def __enter__(self) -> Ticket:
         return self
@@ -161,11 +170,12 @@ class Admission:
         """Requests in this replica, on average since the last call (``Occupancy``)."""
         return self.occupancy.read(self.lag.lag_s)
 
-    def admit(self, priority: Priority) -> Ticket:
+    def admit(self, priority: Priority, received: float | None = None) -> Ticket:
         """A place for one request of ``priority``; raises OverloadedError when it is shed.
 
         ``Ticket.admitted`` is False for a request that gets its fallback instead
-        of the model (normal or critical work past its bounds).
+        of the model (normal or critical work past its bounds). ``received``: when
+        the edge received it (the occupancy counts its time from then).
         """
         self.lag.ensure_running()
         admitted = self._room_for(priority)
@@ -175,7 +185,7 @@ class Admission:
                 retry_after_s=self.bounds.retry_after_s,
             )
         self.in_flight[priority] += 1
-        return Ticket(self, priority, admitted)
+        return Ticket(self, priority, admitted, received)
 
     def _room_for(self, priority: Priority) -> bool:
         bounds = self.bounds

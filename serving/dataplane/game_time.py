@@ -46,6 +46,12 @@ AnsweredBy = Literal["champion", "challenger", "fallback"]
 FallbackReason = Literal["deadline", "overload", "error", "invalid_output"]
 REASONS: tuple[FallbackReason, ...] = ("deadline", "overload", "error", "invalid_output")
 
+# The request headers that set a request's terms, lower-case (HTTP and gRPC metadata),
+# and the one the edge stamps each request's arrival with.
+DEADLINE_HEADER = "x-deadline-ms"
+PRIORITY_HEADER = "x-priority"
+STAMP_HEADER = "x-request-start"
+
 # Generous: a deadline is a tick's AI budget, and one beyond a minute is a typo.
 MAX_DEADLINE_MS = 60_000.0
 # A stamp older than this is a clock out of step, not a queue: it is ignored.

@@ -145,7 +145,7 @@ class DataPlane:
                 retry_after_s=self.admission.bounds.retry_after_s,
             )
         try:
-            ticket = self.admission.admit(chosen)
+            ticket = self.admission.admit(chosen, received)
         except OverloadedError as exc:
             counts.shed[chosen] += 1
             self.telemetry.record(name, None, "none", exc.code, time.monotonic() - received, 0)

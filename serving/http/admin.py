@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from models.contract import RequestModel
 from models.errors import ModelNotFoundError
+from serving.dataplane.game_time import Priority
 from serving.http.access import Access
 from serving.http.errors import install_error_handlers
 from serving.http.guard import ADMIN_PREFIX, Guard
@@ -50,6 +51,9 @@ class NewKey(RequestModel):
     expires_in_days: float | None = Field(default=None, gt=0)
     rate_per_s: float | None = Field(default=None, gt=0)
     burst: int | None = Field(default=None, ge=1)
+    max_priority: Priority | None = Field(
+        default=None, description="The highest class X-Priority may ask for; None: the family's."
+    )
 
 
 class Done(BaseModel):
@@ -71,6 +75,7 @@ class KeyInfo(BaseModel):
     expires_at: float | None
     rate_per_s: float | None
     burst: int | None
+    max_priority: Priority | None = None
 
     @classmethod
     def of(cls, record: KeyRecord) -> KeyInfo:
@@ -123,6 +128,7 @@ def admin_router(controls: RolloutControls, keys: KeyStore | None) -> APIRouter:
             expires_in_s=lifetime,
             rate_per_s=body.rate_per_s,
             burst=body.burst,
+            max_priority=body.max_priority,
         )
         return IssuedKey(name=body.name, key=key, message="shown only now; store it")
 

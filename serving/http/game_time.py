@@ -16,12 +16,16 @@ from collections.abc import Mapping
 from starlette.requests import Request
 
 from serving.dataplane.admission import Ticket
-from serving.dataplane.game_time import Call, Priority, Protocol, parse_budget_ms
+from serving.dataplane.game_time import (
+    DEADLINE_HEADER,
+    PRIORITY_HEADER,
+    Call,
+    Priority,
+    Protocol,
+    parse_budget_ms,
+)
 from serving.dataplane.plane import DataPlane
 from serving.http.guard import CEILING, RECEIVED
-
-DEADLINE_HEADER = "x-deadline-ms"
-PRIORITY_HEADER = "x-priority"
 
 
 def received(request: Request) -> float:

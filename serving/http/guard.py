@@ -27,7 +27,7 @@ from models.errors import (
     OverloadedError,
     PayloadTooLargeError,
 )
-from serving.dataplane.game_time import edge_received
+from serving.dataplane.game_time import STAMP_HEADER, edge_received
 from serving.http.access import Access, bearer_token
 from serving.http.errors import error_response
 from serving.http.keys import Scope as KeyScope
@@ -95,7 +95,7 @@ class Guard:
             return
         state = scope.setdefault("state", {})
         state[RECEIVED] = edge_received(
-            _header(scope, b"x-request-start"), time.monotonic(), time.time()
+            _header(scope, STAMP_HEADER.encode()), time.monotonic(), time.time()
         )
         try:
             counted = self._admit(scope, state)

@@ -54,20 +54,25 @@ TIMEOUT_QUEUE_VARIABLE = "GAMESERVE_HAPROXY_TIMEOUT_QUEUE_MS"
 REPLICA_PORT_VARIABLE = "GAMESERVE_HAPROXY_REPLICA_PORT"
 REPLICA_BACKEND_VARIABLE = "GAMESERVE_HAPROXY_REPLICA_BACKEND"
 EDGE_VARIABLE = "GAMESERVE_HAPROXY_EDGE"
+NICENESS_VARIABLE = "GAMESERVE_HAPROXY_NICENESS"
 OVERLOADED_FILE = "gameserve-503.http"
 # The app's own error shape (serving/http/errors.py), so clients parse one format.
-OVERLOADED_RESPONSE = (
-    "HTTP/1.1 503 Service Unavailable\r\n"
-    "content-type: application/json\r\n"
-    "retry-after: 1\r\n"
-    "cache-control: no-cache\r\n"
-    "connection: close\r\n"
-    "\r\n"
-    + use_local_body(
+_OVERLOADED_BODY = (
+    use_local_body(
         "no ingress replica could take this request within its deadline; use local "
         "behaviour and retry after Retry-After seconds"
     )
     + "\n"
+)
+# With its length, so HAProxy keeps the client's connection: an overloaded stack
+# that closed every refused connection would pay for the reconnects too.
+OVERLOADED_RESPONSE = (
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "content-type: application/json\r\n"
+    f"content-length: {len(_OVERLOADED_BODY)}\r\n"
+    "retry-after: 1\r\n"
+    "cache-control: no-cache\r\n"
+    "\r\n" + _OVERLOADED_BODY
 )
 BINARY_VARIABLE = "RAY_SERVE_HAPROXY_BINARY_PATH"
 # `bind *:8404` and `bind :9101`, alone on their line; `bind 127.0.0.1:8000` is left be.
@@ -183,7 +188,23 @@ def _rewrite(path: Path) -> None:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
+def _prioritise() -> None:
+    """HAProxy at its own nice value: the edge must not wait for the CPU behind the
+    replicas it protects, or its stamps and refusals come late. Going below the
+    workers' value needs CAP_SYS_NICE; without it HAProxy keeps theirs."""
+    niceness = _number(NICENESS_VARIABLE)
+    if niceness is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except PermissionError:
+        print(
+            f"gameserve-haproxy: cannot take nice {niceness}; keeping {os.nice(0)}", file=sys.stderr
+        )
+
+
 def main() -> None:
+    _prioritise()
     args = sys.argv[1:]
     if "-f" in args:
         _rewrite(Path(args[args.index("-f") + 1]))

@@ -53,6 +53,7 @@ from serving.runtime.haproxy_listeners import (
     HOST_VARIABLE,
     HTTP_REQUEST_TIMEOUT_VARIABLE,
     MAX_BODY_VARIABLE,
+    NICENESS_VARIABLE,
     REPLICA_BACKEND_VARIABLE,
     REPLICA_PORT_VARIABLE,
     SERVER_MAXCONN_VARIABLE,
@@ -136,27 +137,38 @@ class ServeRuntime(BaseModel):
         "made every stop, scale-down and challenger drain take 30 s.",
     )
 
+    haproxy_niceness: int | None = Field(
+        default=-5,
+        ge=-20,
+        le=19,
+        description="HAProxy's nice value, below the workers' (worker_niceness): on a node "
+        "whose cores the replicas saturate, HAProxy must still stamp and refuse at once "
+        "(benchmarks/overload.py). Below 0 needs CAP_SYS_NICE (root here; on Kubernetes "
+        "add it to the head's securityContext); without it HAProxy keeps the workers' "
+        "value. None leaves it alone.",
+    )
     haproxy_server_maxconn: int = Field(
-        default=32,
+        default=4,
         ge=1,
         description="Requests one ingress replica is given at once; the rest wait in "
-        "HAProxy's queue (balanced to whichever replica frees first). About 20 ms of "
-        "work for a replica answering 1,700 small requests/s.",
+        "HAProxy's queue (balanced to whichever replica frees first), where the edge rules "
+        "order them by class and refuse what cannot be answered in time. A replica is one "
+        "event loop: a few at once keep it busy (one runs while the next are read), and "
+        "more only wait inside it, unseen by HAProxy's classes: with 32, 16-NPC ticks "
+        "waited there past their deadline; with 2, single-NPC calls at c=16 lost their "
+        "lead on a plain process (benchmarks/overload.py, benchmarks/serving.py).",
     )
-    haproxy_timeout_queue_ms: int | None = Field(
-        default=None,
+    haproxy_timeout_queue_ms: int = Field(
+        default=5_000,
         ge=1,
-        description="Longest wait in HAProxy's queue; then the JSON 503 use_local with "
-        "Retry-After. None: the shortest deadline of any family (no class waits in the "
-        "queue past its deadline; serving/runtime/haproxy_edge.py), 500 ms without the "
-        "edge rules.",
-    )
-    haproxy_queue_per_replica: int = Field(
-        default=8,
-        ge=1,
-        description="Requests HAProxy's queue may hold per ingress replica before it refuses "
-        "critical work at once (normal work at half of it, best-effort work whenever "
-        "anything queues): about what a replica serves within the shortest deadline.",
+        description="Longest wait in HAProxy's queue, whatever the request; then the JSON "
+        "503 use_local with Retry-After. A safety net: each request's own deadline bounds "
+        "its wait (HAProxy refuses on arrival what it expects to wait too long, and a "
+        "replica refuses unread what is dequeued with its budget spent: "
+        "serving/runtime/haproxy_edge.py). One number per backend cannot be each "
+        "request's deadline: at the shortest class deadline (20 ms), requests that asked "
+        "for 5 s were refused while replicas were swapped in a rollout, and at 500 ms "
+        "while 32 callers of 256-NPC ticks waited for a third ingress replica.",
     )
 
     worker_niceness: int = Field(
@@ -245,16 +257,15 @@ class ServeRuntime(BaseModel):
         self, max_body_bytes: int | None, app_name: str, edge: EdgePlan | None = None
     ) -> dict[str, str]:
         """What ``gameserve-haproxy`` reads as it rewrites HAProxy's config."""
-        queue_ms = self.haproxy_timeout_queue_ms
-        if queue_ms is None:
-            queue_ms = edge.queue_timeout_ms if edge is not None else 500
         env = {
             HTTP_REQUEST_TIMEOUT_VARIABLE: str(self.haproxy_timeout_http_request_s),
             SERVER_MAXCONN_VARIABLE: str(self.haproxy_server_maxconn),
-            TIMEOUT_QUEUE_VARIABLE: str(queue_ms),
+            TIMEOUT_QUEUE_VARIABLE: str(self.haproxy_timeout_queue_ms),
         }
         if edge is not None:
             env[EDGE_VARIABLE] = edge.model_dump_json()
+        if self.haproxy_niceness is not None:
+            env[NICENESS_VARIABLE] = str(self.haproxy_niceness)
         if max_body_bytes is not None:
             env[MAX_BODY_VARIABLE] = str(max_body_bytes)
         if self.listener_host != "*":

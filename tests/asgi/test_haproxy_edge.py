@@ -48,10 +48,13 @@ backend http-gameserve
 """
 
 
-def _plan(**runtime: Any) -> EdgePlan:
-    # A queue long enough that only the stamp, the class and the share decide here.
-    settings = ServingSettings.model_validate({"runtime": {"haproxy_queue_per_replica": 100}})
-    return plan_for(settings).model_copy(update=runtime)
+def _plan() -> EdgePlan:
+    """The default rules, with deadlines so long that HAProxy lets every request into its
+    queue whatever wait it expects (one slot serves a few requests a second here): the
+    stamp and the classes decide what happens to them there."""
+    plan = plan_for(ServingSettings())
+    patient = [entry.model_copy(update={"deadline_ms": 60_000.0}) for entry in plan.classes]
+    return plan.model_copy(update={"classes": patient})
 
 
 @contextlib.contextmanager
@@ -221,5 +224,39 @@ def test_a_clients_own_stamp_is_replaced_at_the_edge(tmp_path: Path) -> None:
         server.shutdown()
         server.server_close()
     ((_, stamp),) = _Recorder.seen
+    assert stamp is not None
     assert stamp != "t=1000000000000000"
     assert abs(int(stamp[2:]) / 1e6 - time.time()) < 10
+
+
+def test_critical_work_is_refused_at_once_when_the_wait_ahead_exceeds_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """With the defaults: a slot that serves a few requests a second cannot answer an NPC
+    within 20 ms once one waits, so the next is refused on arrival, not after waiting."""
+    _Recorder.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def act(url: str) -> requests.Response:
+        return requests.post(f"{url}/v1/npc/act", json=npc_tick(1), timeout=30)
+
+    try:
+        with _haproxy(server.server_address[1], tmp_path, plan_for(ServingSettings())) as url:
+            holder, _ = _in_thread(lambda: act(url))
+            time.sleep(0.05)
+            queued, _ = _in_thread(lambda: act(url))  # nothing waits yet: it may
+            time.sleep(0.05)
+            sent = time.perf_counter()
+            refused = act(url)
+            refused_ms = (time.perf_counter() - sent) * 1000
+            holder.join(timeout=30)
+            queued.join(timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "use_local"
+    assert "critical work within its deadline" in refused.json()["error"]["message"]
+    assert refused_ms < 100, refused_ms  # not the 20 ms queue timeout plus a slot's wait
+    assert len(_Recorder.seen) == 2

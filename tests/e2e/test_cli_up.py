@@ -277,7 +277,9 @@ def test_a_sigkilled_stack_leaves_nothing_and_a_foreground_start_comes_up_and_st
     act = requests.post(
         f"{again['api_url']}/v1/npc/act",
         json={"npcs": [{"npc_id": "a", "health": 0.5, "ammo": 0.5, "threat": 0.5}]},
-        headers={"Authorization": f"Bearer {key}"},
+        # Patient: a restarted stack's first call may take longer than an NPC's 20 ms,
+        # and a budget spent before the replica reads it gets 503 use_local.
+        headers={"Authorization": f"Bearer {key}", "X-Deadline-Ms": "5000"},
         timeout=30,
     )
     assert act.status_code == 200, act.text

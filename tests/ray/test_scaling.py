@@ -227,9 +227,16 @@ def test_work_that_expires_in_a_family_replicas_batch_queue_never_runs(
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda i: call(i, "15"), range(8)))
-    assert [r.status_code for r in answers] == [200] * 8
-    reasons = [r.json()["fallback_reason"] for r in answers]
-    assert reasons.count("deadline") >= 6, reasons  # the slow version takes far over 15 ms
+    # The fallback at the deadline, or use_local where the 15 ms were spent before a
+    # replica read the request (queued at the edge on a busy machine): never the model.
+    outcomes = [
+        r.json()["fallback_reason"] if r.status_code == 200 else r.json()["error"]["code"]
+        for r in answers
+    ]
+    assert set(outcomes) <= {"deadline", "use_local", None}, outcomes
+    assert len(outcomes) - outcomes.count(None) >= 6, (
+        outcomes
+    )  # the slow version takes far over 15 ms
     time.sleep(3)  # the replica works through whatever reached its queue
     after = slow_deployment.replica_stats(NPC)
     ran, expired = after["requests"] - before["requests"], after["expired"] - before["expired"]

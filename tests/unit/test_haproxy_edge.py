@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from serving.runtime.haproxy_edge import EdgePlan, plan_for, render
-from serving.runtime.haproxy_listeners import EDGE_VARIABLE, TIMEOUT_QUEUE_VARIABLE, harden
+from serving.runtime.haproxy_listeners import (
+    EDGE_VARIABLE,
+    NICENESS_VARIABLE,
+    TIMEOUT_QUEUE_VARIABLE,
+    harden,
+)
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import FamilyServing, ServingSettings
 
@@ -42,16 +47,13 @@ def test_the_plan_puts_each_familys_routes_in_its_declared_class() -> None:
     assert set(classes["critical"].prefixes) == {"/v1/npc/act", "/v2/models/npc-behavior/"}
     assert "/v1/personalization/rank" in classes["best_effort"].prefixes
     assert plan.backend == "http-gameserve"
-    # no class waits in the queue past its deadline: the shortest one bounds them all
-    assert plan.queue_timeout_ms == 20
+    assert [entry.deadline_ms for entry in plan.classes] == [20.0, 50.0, 100.0]
     moved = ServingSettings(
         families={"personalization": FamilyServing(deadline_ms=8.0, priority="normal")}
     )
-    assert plan_for(moved).queue_timeout_ms == 8
-    assert (
-        "/v1/personalization/rank"
-        in next(c for c in plan_for(moved).classes if c.priority == "normal").prefixes
-    )
+    normal = next(c for c in plan_for(moved).classes if c.priority == "normal")
+    assert "/v1/personalization/rank" in normal.prefixes
+    assert normal.deadline_ms == 8.0  # the shortest of the class's families
 
 
 def _haproxy_check(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -72,15 +74,15 @@ def test_the_rendered_rules_are_valid_haproxy_configuration(deployed: bool, tmp_
         config = config.replace(
             "    use_backend http-gameserve if is_http-gameserve\n", ""
         ).partition("backend http-gameserve\n")[0]
-    hardened = harden(config, None, 1048576, 5, 8, plan.queue_timeout_ms, edge=plan)
+    hardened = harden(config, None, 1048576, 5, 8, 20, edge=plan)
     checked = _haproxy_check(hardened, tmp_path)
     assert checked.returncode == 0, checked.stderr
-    assert "X-Request-Start t=%[date(0,us)]" in hardened
+    assert "set-header x-request-start t=%[date(0,us)]" in hardened
     assert "set-priority-class var(txn.gs_class)" in hardened
     assert ("queue(http-gameserve)" in hardened) is deployed
     assert "    timeout queue 20ms\n" in hardened
     # idempotent: the wrapper may see its own output again
-    assert harden(hardened, None, 1048576, 5, 8, plan.queue_timeout_ms, edge=plan) == hardened
+    assert harden(hardened, None, 1048576, 5, 8, 20, edge=plan) == hardened
 
 
 def test_the_rules_stand_after_the_bind_and_before_rays_routing() -> None:
@@ -97,14 +99,11 @@ def test_the_rules_stand_after_the_bind_and_before_rays_routing() -> None:
     )
 
 
-def test_the_substrate_carries_the_plan_and_bounds_the_queue_by_the_shortest_deadline() -> None:
+def test_the_substrate_carries_the_plan_and_haproxys_own_niceness() -> None:
     plan = plan_for(ServingSettings())
     env = ServeRuntime(haproxy_ingress=True).wrapper_env(None, "gameserve", plan)
     assert EdgePlan.model_validate_json(env[EDGE_VARIABLE]) == plan
-    assert env[TIMEOUT_QUEUE_VARIABLE] == "20"
-    fixed = ServeRuntime(haproxy_ingress=True, haproxy_timeout_queue_ms=7)
-    assert fixed.wrapper_env(None, "gameserve", plan)[TIMEOUT_QUEUE_VARIABLE] == "7"
-    assert ServeRuntime(haproxy_ingress=True).wrapper_env(None, "gameserve")[
-        TIMEOUT_QUEUE_VARIABLE
-    ] == "500"  # fmt: skip
+    assert env[TIMEOUT_QUEUE_VARIABLE] == "5000"  # the safety net behind each request's own
+    assert env[NICENESS_VARIABLE] == "-5"
+    assert EDGE_VARIABLE not in ServeRuntime(haproxy_ingress=True).wrapper_env(None, "gameserve")
     assert render(plan, None).count("\n") < render(plan, plan.backend).count("\n")
