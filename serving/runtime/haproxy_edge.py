@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from models.errors import UseLocalError
 from serving.dataplane.game_time import (
     DEADLINE_HEADER,
     PRIORITIES,
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 # HAProxy dequeues the lowest class first; unclassified requests rank as normal.
 CLASS_NUMBER: dict[Priority, int] = {"critical": 0, "normal": 1, "best_effort": 2}
-USE_LOCAL_CODE = "use_local"
 
 
 class EdgeClass(BaseModel):
@@ -106,8 +106,8 @@ def plan_for(settings: ServingSettings) -> EdgePlan:
 
 
 def use_local_body(message: str) -> str:
-    """The app's own error shape (serving/http/errors.py), so clients parse one format."""
-    return json.dumps({"error": {"code": USE_LOCAL_CODE, "message": message}})
+    """``UseLocalError``'s own body, as the app writes it, so clients parse one format."""
+    return json.dumps(UseLocalError(message).to_dict())
 
 
 def _refuse(plan: EdgePlan, message: str, condition: str) -> str:
