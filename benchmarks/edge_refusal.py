@@ -30,10 +30,10 @@ from typing import Any
 from benchmarks import h2load
 from benchmarks.local_ray import train_models
 from benchmarks.serving import KEY_FILE, gameserve
-from pipelines.tracking_server import free_port
 from serving.http.keys import KeyStore
 from serving.runtime.haproxy_edge import plan_for
 from serving.runtime.haproxy_listeners import harden
+from serving.runtime.ports import free_port
 from serving.settings import ServingSettings
 from tests.payloads import npc_tick, rank_request
 

@@ -26,8 +26,8 @@ from benchmarks import wrk
 from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES, get_family
 from models.runtime import CPU_PROVIDER, CUDA_PROVIDER, OnnxModel, gpu_visible
-from pipelines.tracking_server import free_port
 from serving.dataplane.model_source import DirectoryModelSource
+from serving.runtime.ports import free_port
 
 BATCHES = (1, 32, 256, 1024)
 

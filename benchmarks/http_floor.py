@@ -39,8 +39,8 @@ from ray import serve
 from benchmarks import wrk
 from benchmarks.local_ray import local_ray
 from benchmarks.serving_loads import single_json
-from pipelines.tracking_server import free_port
 from serving.http.listener import HttpListener
+from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
 
 ANSWER = (

@@ -12,9 +12,9 @@ from ray import serve
 
 from models import FAMILIES, trainable_family
 from models.training import TrainSettings
-from pipelines.tracking_server import free_port
 from serving.dataplane.model_source import DirectoryModelSource
 from serving.runtime.haproxy_edge import EdgePlan
+from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
 
 

@@ -52,11 +52,11 @@ from benchmarks.serving_loads import (
 )
 from models import FAMILIES
 from models.runtime import OnnxModel
-from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.http.keys import KeyStore
 from serving.runtime.haproxy_edge import plan_for
+from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, GrpcSettings, ServingSettings
 from tests.payloads import npc_tick

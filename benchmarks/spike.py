@@ -34,11 +34,11 @@ from ray import serve
 
 from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
-from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.http.keys import KeyStore
 from serving.runtime.haproxy_edge import plan_for
+from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, FamilyServing, ServingSettings
 from tests.payloads import npc_tick

@@ -33,7 +33,6 @@ from pipelines.tracking_server import (
     EmbeddedTrackingServer,
     MlflowCredentials,
     is_healthy,
-    port_in_use,
 )
 from serving.app.gateway import ServeGateway
 from serving.app.log_follower import ReplicaErrorFollower
@@ -41,6 +40,7 @@ from serving.http.admin import create_admin_app
 from serving.http.admin_server import AdminServer
 from serving.http.keys import KeyStore
 from serving.runtime.haproxy_edge import plan_for
+from serving.runtime.ports import port_in_use
 
 logger = logging.getLogger(__name__)
 

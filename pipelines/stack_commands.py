@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -116,12 +117,23 @@ def up_detached(settings: Settings, timeout_s: float = 600.0) -> int:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             print(f"gameserve up exited with code {process.returncode}; see {log_path}")
+            print(_tail(log_path))  # the reason, where the person (or CI) is looking
             return 1
         if StackState.read(settings) is not None:
             return status(settings)
         time.sleep(0.5)
     print(f"gameserve up not ready after {timeout_s:.0f}s; see {log_path}")
+    print(_tail(log_path))
     return 1
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log, indented under the message that names it."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as error:
+        return f"  (cannot read it: {error})"
+    return "\n".join("  " + line for line in text.splitlines()[-lines:])
 
 
 def status(settings: Settings, as_json: bool = False) -> int:

@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import requests
 from models.errors import GameserveError, RegistryUnavailableError
 from pipelines.private_files import write_private
 from pipelines.settings import TrackingSettings
+from serving.runtime.ports import free_port, port_in_use
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +39,6 @@ def _die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex((host, port)) == 0
 
 
 def is_healthy(url: str, timeout_s: float = 2.0) -> bool:

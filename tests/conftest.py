@@ -77,8 +77,8 @@ def ray_cluster(serve_runtime: ServeRuntime) -> Iterator[str]:
     import ray
     from ray import serve
 
-    from pipelines.tracking_server import free_port
     from serving.runtime.haproxy_edge import plan_for
+    from serving.runtime.ports import free_port
     from serving.settings import ServingSettings
 
     defaults = ServingSettings(runtime=serve_runtime)
@@ -115,7 +115,7 @@ def api(test_keys: TestKeys) -> Iterator[requests.Session]:
 
 @pytest.fixture(scope="session")
 def serve_port() -> int:
-    from pipelines.tracking_server import free_port
+    from serving.runtime.ports import free_port
 
     return free_port()
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +58,7 @@ from serving.runtime.haproxy_listeners import (
     SERVER_MAXCONN_VARIABLE,
     TIMEOUT_QUEUE_VARIABLE,
 )
+from serving.runtime.ports import free_port
 
 # The console script of serving/runtime/haproxy_listeners.py, beside this Python.
 HAPROXY_WRAPPER = "gameserve-haproxy"
@@ -76,12 +76,6 @@ DEFAULT_REPLICA_HTTP_PORT = 8002
 def _replica_http_port(fields: dict[str, Any]) -> int | None:
     # Only HAProxy can send requests to it; Serve's proxy knows Serve's servers only.
     return DEFAULT_REPLICA_HTTP_PORT if fields.get("haproxy_ingress") else None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ServeRuntime(BaseModel):
@@ -213,7 +207,7 @@ class ServeRuntime(BaseModel):
         be given the same copy."""
         if self.replica_http_port is None:
             return self
-        return self.model_copy(update={"replica_http_port": _free_port()})
+        return self.model_copy(update={"replica_http_port": free_port()})
 
     def env_vars(
         self,
@@ -234,8 +228,8 @@ class ServeRuntime(BaseModel):
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
             env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] = "1" if self.haproxy_metrics else "0"
             env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(self.haproxy_threads)
-            env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
-            env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
+            env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+            env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
             env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(self.haproxy_timeout_client_s)
             env["RAY_SERVE_HAPROXY_RETRY_ON"] = "conn-failure empty-response"
             env["RAY_SERVE_HAPROXY_RETRIES"] = str(self.haproxy_retries)

@@ -25,12 +25,12 @@ from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from models import trainable_family
-from pipelines.tracking_server import free_port
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
 from serving.http.access import Access
 from serving.rpc.server import GrpcServer
 from serving.rpc.service import ERROR_CODE_METADATA, InferenceService
+from serving.runtime.ports import free_port
 from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
 from tests.grpc_calls import GrpcCalls
 

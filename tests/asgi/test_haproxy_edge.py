@@ -20,11 +20,11 @@ from typing import Any, ClassVar
 
 import requests
 
-from pipelines.tracking_server import free_port
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
 from serving.runtime.haproxy_edge import EdgePlan, plan_for
 from serving.runtime.haproxy_listeners import harden
+from serving.runtime.ports import free_port
 from serving.settings import ServingSettings
 from tests.asgi.conftest import MAX_ROWS, calm_admission
 from tests.asgi.test_grpc import _Slow
@@ -34,6 +34,7 @@ from tests.payloads import difficulty_request, npc_tick, rank_request
 NPC = "npc-behavior"
 CONFIG = """global
     maxconn 256
+    stats socket {stats}
 defaults
     mode http
     timeout connect 2s
@@ -64,7 +65,7 @@ def _haproxy(server_port: int, tmp_path: Path, plan: EdgePlan) -> Iterator[str]:
 
     front = free_port()
     config = harden(
-        CONFIG.format(front=front, server=server_port), None, None, None,
+        CONFIG.format(front=front, server=server_port, stats=_stats(tmp_path)), None, None, None,
         server_maxconn=1, timeout_queue_ms=10_000, edge=plan,
     )  # fmt: skip
     path = tmp_path / "haproxy.cfg"
@@ -86,6 +87,32 @@ def _haproxy(server_port: int, tmp_path: Path, plan: EdgePlan) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _stats(tmp_path: Path) -> Path:
+    return tmp_path / "haproxy.sock"
+
+
+def _wait_queued(tmp_path: Path, count: int) -> None:
+    """Until ``count`` requests wait in the backend's queue (HAProxy's own figure): a
+    request sent from a thread is in the queue before the next one is sent, whatever the
+    machine's load, so the order the rules see is the order the test means."""
+    deadline = time.monotonic() + 20
+    while True:
+        with socket.socket(socket.AF_UNIX) as stats:
+            stats.connect(str(_stats(tmp_path)))
+            stats.sendall(b"show stat\n")
+            table = b""
+            while chunk := stats.recv(65536):
+                table += chunk
+        rows = [line.split(",") for line in table.decode().splitlines() if line]
+        header = rows[0]
+        qcur = header.index("qcur")
+        backend = next(row for row in rows if row[1] == "BACKEND" and row[0] != "stats")
+        if int(backend[qcur] or 0) == count:
+            return
+        assert time.monotonic() < deadline, f"{backend[qcur]} queued, never {count}"
+        time.sleep(0.01)
 
 
 def _in_thread(call: Any) -> tuple[threading.Thread, list[requests.Response]]:
@@ -128,6 +155,9 @@ def test_a_request_whose_deadline_passed_in_haproxys_queue_never_reaches_the_mod
             holder, held_answer = _in_thread(lambda: act(30_000))  # takes the only slot
             assert entered.wait(10)
             late, late_answer = _in_thread(lambda: act(50))  # waits in HAProxy's queue
+            # Sent after the late one is queued: sent at once, it could arrive first, and
+            # then the late one meets a queue and the edge refuses it on arrival instead.
+            _wait_queued(tmp_path, 1)
             patient, patient_answer = _in_thread(lambda: act(30_000))
             time.sleep(0.4)  # far past the 50 ms: spent while queued, before any replica saw it
             loop.call_soon_threadsafe(held.release.set)
@@ -179,15 +209,16 @@ def test_critical_work_leaves_the_queue_first_and_best_effort_is_refused_at_the_
         with _haproxy(server.server_address[1], tmp_path, _plan()) as url:
             started = time.time()
             first, _ = _in_thread(lambda: post(url, "/v1/npc/act", npc_tick(1)))
-            time.sleep(0.05)  # the first holds the slot; the next ones queue
+            while not _Recorder.seen:  # the first holds the slot; the next ones queue
+                time.sleep(0.01)
             # X-Priority cannot raise a class at the edge: this stays normal
             normal, _ = _in_thread(
                 lambda: post(url, "/v1/difficulty/recommend", difficulty_request(1),
                              **{"X-Priority": "critical"})
             )  # fmt: skip
-            time.sleep(0.03)
+            _wait_queued(tmp_path, 1)
             critical, _ = _in_thread(lambda: post(url, f"/v2/models/{NPC}/infer", {}))
-            time.sleep(0.03)
+            _wait_queued(tmp_path, 2)
             refused = post(url, "/v1/personalization/rank", rank_request(5))
             for thread in (first, normal, critical):
                 thread.join(timeout=30)
@@ -244,9 +275,10 @@ def test_critical_work_is_refused_at_once_when_the_wait_ahead_exceeds_its_deadli
     try:
         with _haproxy(server.server_address[1], tmp_path, plan_for(ServingSettings())) as url:
             holder, _ = _in_thread(lambda: act(url))
-            time.sleep(0.05)
+            while not _Recorder.seen:
+                time.sleep(0.01)
             queued, _ = _in_thread(lambda: act(url))  # nothing waits yet: it may
-            time.sleep(0.05)
+            _wait_queued(tmp_path, 1)
             refused = act(url)
             holder.join(timeout=30)
             queued.join(timeout=30)

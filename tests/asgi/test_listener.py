@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipelines.tracking_server import free_port
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
 from serving.http.listener import HEALTH_PATH, HttpListener, ListenerUnavailableError
+from serving.runtime.ports import free_port
 from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
 from tests.asgi.test_grpc import _Slow
 from tests.payloads import npc_tick

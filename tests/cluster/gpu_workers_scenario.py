@@ -25,10 +25,10 @@ from ray.cluster_utils import AutoscalingCluster
 
 from models import FAMILIES, trainable_family
 from models.training import TrainSettings
-from pipelines.tracking_server import free_port
 from serving.app.graph import build_application
 from serving.app.plan import plan_application
 from serving.dataplane.model_source import DirectoryModelSource
+from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, FamilyServing, ServingSettings
 

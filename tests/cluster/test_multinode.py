@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import requests
 
-from pipelines.tracking_server import free_port
+from serving.runtime.ports import free_port
 from tests.payloads import difficulty_request
 
 BIN = Path(sys.executable).parent

@@ -20,10 +20,11 @@ from pipelines.registry_source import registry_source_spec
 from pipelines.settings import TrackingSettings
 from pipelines.signing import VersionSigner
 from pipelines.supervisor import TrackingSupervisor
-from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials, free_port
+from pipelines.tracking_server import EmbeddedTrackingServer, MlflowCredentials
 from pipelines.training import register_build
 from serving.app.autoscaling import Capacity
 from serving.app.gateway import ServeGateway
+from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import GrpcSettings, PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys

@@ -23,8 +23,9 @@ import tritonclient.http as triton
 
 from models import FAMILIES, trainable_family
 from pipelines.leftovers import haproxy_dir, processes_under
-from pipelines.tracking_server import MlflowCredentials, free_port, port_in_use
+from pipelines.tracking_server import MlflowCredentials
 from serving.dataplane.payload_files import ledgers, read
+from serving.runtime.ports import free_port, port_in_use
 from tests.scrape import scrape, values
 
 GAMESERVE = shutil.which("gameserve", path=str(Path(sys.executable).parent)) or "gameserve"

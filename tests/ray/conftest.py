@@ -9,10 +9,10 @@ import ray
 
 from models import FAMILIES, trainable_families
 from models.training import TrainSettings
-from pipelines.tracking_server import free_port
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
 from serving.dataplane.model_source import DirectoryModelSource
+from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import FamilyServing, GrpcSettings, PayloadLogSettings, ServingSettings
 from tests.auth import TestKeys
