@@ -197,6 +197,42 @@ def _pin_haproxy(core: int) -> list[int]:
     return moved
 
 
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                status = (proc / "status").read_text()
+                parents[int(proc.name)] = int(status.split("PPid:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def _pin_control(core: int) -> list[str]:
+    """Every process of the stack but HAProxy and the replicas (Ray's GCS, raylet,
+    dashboard, Serve's controller, this driver) onto ``core``: what the serving core
+    does when the control plane is elsewhere, as on a cluster's head node."""
+    moved = []
+    for pid in [os.getpid(), *_descendants(os.getpid())]:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            if comm == "haproxy" or "ServeReplica" in title:
+                continue
+            os.sched_setaffinity(pid, {core})
+            moved.append(comm)
+        except (OSError, ProcessLookupError):
+            continue
+    return moved
+
+
 def plot(run: h2load.Run, deadlines: dict[str, float], path: Path) -> None:
     import matplotlib
 
@@ -242,11 +278,19 @@ def main() -> None:
     parser.add_argument("--levels", type=float, nargs="+", default=[1.0, 3.0, 10.0])
     parser.add_argument("--runtime", type=json.loads, default={},
                         help="serving.runtime overrides, as JSON")  # fmt: skip
+    parser.add_argument("--game-time", type=json.loads, default={},
+                        help="serving.game_time overrides, as JSON")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="h2load's own summaries")
     parser.add_argument(
         "--edge-core", type=int, default=None,
         help="move HAProxy to this core (with h2load), leaving the stack's core to the "
         "replicas: the edge on CPU of its own, as on a cluster's head node",
+    )  # fmt: skip
+    parser.add_argument(
+        "--control-core", type=int, default=None,
+        help="move Ray's control processes (GCS, raylet, dashboard, Serve's controller) "
+        "and this driver to this core (with h2load), leaving the stack's core to HAProxy "
+        "and the replicas: what they do without the control plane beside them",
     )  # fmt: skip
     args = parser.parse_args()
     h2load.binary()
@@ -256,11 +300,21 @@ def main() -> None:
     deadlines = {name: deadline for name, _, _, _, deadline, _ in MIX}
     h2load.pinned_to(STACK_CORE)  # Ray and everything it starts inherit this core
     lines: list[str] = []
-    overrides = {"runtime": ServingSettings().runtime.model_copy(update=args.runtime)}
-    with gameserve(root, key, overrides if args.runtime else {}) as served:
+    defaults = ServingSettings()
+    overrides: dict[str, Any] = {}
+    if args.runtime:
+        overrides["runtime"] = defaults.runtime.model_copy(update=args.runtime)
+    if args.game_time:
+        overrides["game_time"] = defaults.game_time.model_copy(update=args.game_time)
+    with gameserve(root, key, overrides) as served:
         url = served.url
         if args.edge_core is not None:
             lines.append(f"HAProxy moved to core {args.edge_core}: {_pin_haproxy(args.edge_core)}")
+        if args.control_core is not None:
+            moved = _pin_control(args.control_core)
+            lines.append(f"control plane moved to core {args.control_core}: {len(moved)} "
+                         f"processes ({', '.join(sorted(set(moved)))})")  # fmt: skip
+            print(lines[-1], flush=True)
         h2load.run(url, _streams(key, None, patient=True), 3, GENERATOR_CORE)  # warm-up
         saturated = h2load.run(url, _streams(key, None, patient=True), 10, GENERATOR_CORE)
         capacity = sum(int((log.status == 200).sum()) for log in saturated.logs.values()) / 10

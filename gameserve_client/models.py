@@ -180,7 +180,7 @@ class DifficultyResult(BaseModel):
     'model': the model answered in time. 'fallback': the family's designer-approved fallback did, for fallback_reason.
     """
     fallback_reason: Annotated[
-        Literal["deadline", "overload", "error", "invalid_output"] | None,
+        Literal["deadline", "overload", "error", "invalid_output", "cached"] | None,
         Field(title="Fallback Reason"),
     ] = None
     """
@@ -207,7 +207,7 @@ class NpcActResult(BaseModel):
     'model': the model answered in time. 'fallback': the family's designer-approved fallback did, for fallback_reason.
     """
     fallback_reason: Annotated[
-        Literal["deadline", "overload", "error", "invalid_output"] | None,
+        Literal["deadline", "overload", "error", "invalid_output", "cached"] | None,
         Field(title="Fallback Reason"),
     ] = None
     """
@@ -224,7 +224,7 @@ class RankResult(BaseModel):
     'model': the model answered in time. 'fallback': the family's designer-approved fallback did, for fallback_reason.
     """
     fallback_reason: Annotated[
-        Literal["deadline", "overload", "error", "invalid_output"] | None,
+        Literal["deadline", "overload", "error", "invalid_output", "cached"] | None,
         Field(title="Fallback Reason"),
     ] = None
     """

@@ -39,6 +39,10 @@ class GameRoute(Generic[RequestT, ResponseT]):
     # The request's own id (a player) that keeps a caller on one version during
     # a rollout when it sends no X-Session-Id or X-Player-Id header.
     routing_key: Callable[[RequestT], str | None] | None = None
+    # One key per batch row naming the player and the question (e.g. the offers asked
+    # about): rows with equal keys would get the same answer from one version. Where a
+    # family declares them, a recent answer may stand in when the model cannot be afforded.
+    row_keys: Callable[[RequestT], list[str]] | None = None
 
 
 class ModelFamily(ABC, Generic[RequestT, ResponseT]):

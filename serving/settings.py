@@ -82,6 +82,12 @@ class FamilyServing(BaseModel):
         "timeout its client did not ask for; queues still refuse at once when full), or "
         "'family': deadline_ms, as on the game API.",
     )
+    cache_ttl_s: float = Field(
+        default=0.0, ge=0, le=3_600,
+        description="Where the model cannot be afforded (deadline, overload), the model's "
+        "answer to the same player's same question (the route's row_keys) at most this "
+        "old stands in, as fallback_reason 'cached'; 0: never.",
+    )  # fmt: skip
     payload_sample: float | None = Field(
         default=None, ge=0, le=1,
         description="Share of answered requests recorded; None: payload_log.sample.",
@@ -394,6 +400,7 @@ class ServingSettings(BaseModel):
             on_miss_v2=family.on_miss.v2,
             reserve_ms=self.game_time.fallback_reserve_ms,
             v2_deadline=family.v2_deadline,
+            cache_ttl_s=family.cache_ttl_s,
         )
 
     def payload_sample(self, name: str) -> float:

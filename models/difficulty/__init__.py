@@ -198,9 +198,13 @@ class DifficultyTuning(TrainableFamily[DifficultyRequest, DifficultyResponse]):
         response_model=DifficultyResponse,
         batch_field="players",
         routing_key=lambda request: request.players[0].player_id,
+        # A player's recommendation moves slowly: theirs of moments ago may stand in.
+        row_keys=lambda request: [player.player_id for player in request.players],
     )
     rollout_thresholds = MappingProxyType({"max_divergence": 0.15})
-    serving_defaults = MappingProxyType({"deadline_ms": 50.0, "priority": "normal"})
+    serving_defaults = MappingProxyType(
+        {"deadline_ms": 50.0, "priority": "normal", "cache_ttl_s": 30.0}
+    )
     fallback_policy = "no adjustment; the population's quit rate"
 
     def make_dataset(self, samples: int, seed: int) -> Dataset:

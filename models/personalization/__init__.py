@@ -9,6 +9,7 @@ features must beat ranking by popularity alone.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated
@@ -122,6 +123,12 @@ def sample_players(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return features, items
 
 
+def _question(request: RankRequest) -> str:
+    """The player and the offers asked about, in order: the scores are per position."""
+    offers = "\x1f".join(candidate.item_id for candidate in request.candidates)
+    return f"{request.player_id}\x1e{hashlib.blake2b(offers.encode(), digest_size=12).hexdigest()}"
+
+
 class Personalization(TrainableFamily[RankRequest, RankResponse]):
     description = "Player and candidate items → scores (two-tower), top-k"
     contract = FamilyContract(
@@ -141,6 +148,7 @@ class Personalization(TrainableFamily[RankRequest, RankResponse]):
         response_model=RankResponse,
         batch_field="candidates",
         routing_key=lambda request: request.player_id,
+        row_keys=lambda request: [_question(request)],
     )
     # Bigger batches: a ranking request carries up to hundreds of candidate rows.
     serving_defaults = MappingProxyType(
@@ -149,6 +157,7 @@ class Personalization(TrainableFamily[RankRequest, RankResponse]):
             "max_ongoing_requests": 256,
             "deadline_ms": 100.0,
             "priority": "best_effort",
+            "cache_ttl_s": 60.0,
         }
     )
     rollout_thresholds = MappingProxyType({"max_divergence": 0.5})

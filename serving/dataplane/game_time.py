@@ -42,9 +42,11 @@ Source = Literal["model", "fallback"]
 # Whose answer: the champion's, the rollout challenger's, or the family's fallback.
 AnsweredBy = Literal["champion", "challenger", "fallback"]
 # Why the fallback answered: the model could not in time, was over capacity,
-# failed, or answered with outputs that break the family's checks.
-FallbackReason = Literal["deadline", "overload", "error", "invalid_output"]
-REASONS: tuple[FallbackReason, ...] = ("deadline", "overload", "error", "invalid_output")
+# failed, or answered with outputs that break the family's checks; "cached": the
+# model could not be afforded (in time or under load) and the same player's answer of
+# moments ago stood in for it (serving/dataplane/answer_cache.py).
+FallbackReason = Literal["deadline", "overload", "error", "invalid_output", "cached"]
+REASONS: tuple[FallbackReason, ...] = ("deadline", "overload", "error", "invalid_output", "cached")
 
 # The request headers that set a request's terms, lower-case (HTTP and gRPC metadata),
 # and the one the edge stamps each request's arrival with.
@@ -157,6 +159,8 @@ class FamilyTiming:
     # Kept back from the deadline to compute and send a fallback in time.
     reserve_ms: float = 1.0
     v2_deadline: V2Deadline = "none"
+    # How old an answer the same player got may be to stand in for the model; 0: never.
+    cache_ttl_s: float = 0.0
 
     def on_miss(self, protocol: Protocol) -> OnMissChoice:
         return self.on_miss_game if protocol == "game" else self.on_miss_v2

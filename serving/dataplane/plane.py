@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from models.errors import (
 )
 from models.family import AnyFamily
 from serving.dataplane.admission import Admission, Ticket
+from serving.dataplane.answer_cache import AnswerCache
 from serving.dataplane.backend import Backend, ModelStatus, Prediction
 from serving.dataplane.batching import rows
 from serving.dataplane.canary import Canary, check_outputs
@@ -82,6 +83,8 @@ class DataPlane:
         # A sampled share of answered requests goes to Parquet, off the request path.
         self.payloads = payloads
         self._logged: dict[tuple[str, str], float] = {}
+        # The model's recent answers per player, for families with a cache_ttl_s.
+        self.answers = AnswerCache()
         # Counts replicas have already shipped elsewhere (the collector, under Ray).
         self._shipped_counts = shipped_counts
 
@@ -165,12 +168,15 @@ class DataPlane:
         field: str | None = None,
         routing_key: str | None = None,
         call: Call | None = None,
+        row_keys: Sequence[str] | None = None,
     ) -> Answer:
         """Run named input tensors through the family's serving model, within ``call``'s terms.
 
         ``field`` names the batch in errors; ``routing_key`` (a session or
         player id) keeps one caller on one version during a rollout. Without a
-        ``call`` the family's defaults apply, as on the game API.
+        ``call`` the family's defaults apply, as on the game API. ``row_keys``
+        (one per row, the route's ``row_keys``) let a recent answer stand in
+        when the model cannot be afforded (serving/dataplane/answer_cache.py).
         """
         family = self.family(name)
         tensors = family.contract.validate_inputs(inputs)
@@ -183,7 +189,8 @@ class DataPlane:
             )
         if call is None:
             call = self.timing(name).call("game")
-        answer = await self._answer(family, tensors, version, routing_key, call)
+        keys = row_keys if row_keys is not None and len(row_keys) == count else None
+        answer = await self._answer(family, tensors, version, routing_key, call, keys)
         if self.payloads is not None and self.payloads.wanted(name):
             self._record(name, tensors, answer, call, routing_key)
         return answer
@@ -195,24 +202,26 @@ class DataPlane:
         version: str | None,
         routing_key: str | None,
         call: Call,
+        row_keys: Sequence[str] | None = None,
     ) -> Answer:
         """The model's answer within ``call``'s terms, or the fallback's (or the miss's error)."""
         name = family.name
+        ttl_s = self.timing(name).cache_ttl_s if row_keys else 0.0
         if not call.admitted:
-            return self._miss(family, tensors, call, "overload", None)
+            return self._unaffordable(family, tensors, call, "overload", None, row_keys, ttl_s)
         budget = call.deadline
         model_deadline = Deadline(budget.at - call.reserve_ms / 1000, budget.budget_ms)
         if model_deadline.expired():  # no time left for the model: not started, counted
             self.counters.family(name).expired += 1
-            return self._miss(family, tensors, call, "deadline", None)
+            return self._unaffordable(family, tensors, call, "deadline", None, row_keys, ttl_s)
         try:
             prediction = await self._dispatch(family, tensors, version, routing_key, model_deadline)
         except (InvalidInputError, ModelNotFoundError):
             raise  # the caller's mistake: no fallback stands in for it
         except DeadlineExceededError as exc:
-            return self._miss(family, tensors, call, "deadline", exc)
+            return self._unaffordable(family, tensors, call, "deadline", exc, row_keys, ttl_s)
         except OverloadedError as exc:
-            return self._miss(family, tensors, call, "overload", exc)
+            return self._unaffordable(family, tensors, call, "overload", exc, row_keys, ttl_s)
         except InvalidOutputError as exc:
             return self._miss(family, tensors, call, "invalid_output", exc)
         except Exception as exc:  # a model, a replica or Ray failing: the game still gets an answer
@@ -221,7 +230,27 @@ class DataPlane:
             self.counters.family(name).late += 1
         challenger = self.canary.challenger_version(name)
         by_challenger = challenger is not None and prediction.version == challenger
+        if ttl_s > 0 and row_keys and version is None:  # a pinned version is not the player's
+            self.answers.put(name, prediction.version, row_keys, prediction.outputs)
         return Answer(prediction.outputs, prediction.version, challenger=by_challenger)
+
+    def _unaffordable(
+        self,
+        family: AnyFamily,
+        tensors: dict[str, np.ndarray],
+        call: Call,
+        reason: FallbackReason,
+        error: Exception | None,
+        row_keys: Sequence[str] | None,
+        ttl_s: float,
+    ) -> Answer:
+        """No model answer in time or under load: the player's recent one, else the miss."""
+        if ttl_s > 0 and row_keys and call.on_miss == "fallback":
+            cached = self.answers.get(family.name, row_keys, ttl_s)
+            if cached is not None:
+                self.counters.family(family.name).fallbacks["cached"] += 1
+                return Answer(cached[1], cached[0], "fallback", "cached")
+        return self._miss(family, tensors, call, reason, error)
 
     def _record(
         self,
@@ -328,7 +357,7 @@ class DataPlane:
             raise ModelNotFoundError(f"model {name!r} has no game route")
         answer = await self.infer(
             name, family.encode(request), field=route.batch_field, routing_key=routing_key,
-            call=call,
+            call=call, row_keys=route.row_keys(request) if route.row_keys else None,
         )  # fmt: skip
         return family.decode(request, answer.outputs), answer
 
@@ -342,6 +371,15 @@ class DataPlane:
         if name in self.counters.families:
             counts.add(self.counters.families[name])
         return counts
+
+    async def unready(self) -> list[str]:
+        """The families meant to serve that cannot answer now: server readiness. A
+        family with no champion yet is not meant to serve (its own readiness says so),
+        or one new spec file would take every family out of a load balancer's rotation;
+        with no family served at all, none is ready."""
+        statuses = [await self.status(name) for name in sorted(self.backends)]
+        meant = [status for status in statuses if status.version is not None] or statuses
+        return [status.family for status in meant if not status.ready]
 
     async def status(self, name: str) -> ModelStatus:
         self.family(name)
