@@ -27,7 +27,7 @@ from pipelines.rollout.commands import RegistryControls
 from pipelines.rollout.controller import RolloutController
 from pipelines.settings import Settings
 from pipelines.signing import VersionSigner
-from pipelines.stack_state import StackState
+from pipelines.stack_state import StackLock, StackState
 from pipelines.supervisor import TrackingSupervisor
 from pipelines.tracking_server import (
     EmbeddedTrackingServer,
@@ -73,6 +73,9 @@ class LocalStack:
     def _start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything that could touch a running stack (its HAProxy, its ports).
+        lock = StackLock(settings.data_dir).acquire()
+        self._exit.callback(lock.release)
         serving = settings.serving
         if serving.auth.mode == "on":
             auth = serving.auth.model_copy(update={"keys_file": key_file(settings)})

@@ -70,10 +70,9 @@ def v2_router(plane: DataPlane) -> APIRouter:
 
     @router.get("/health/ready")
     async def ready() -> dict[str, bool]:
-        for name in plane.backends:
-            status = await plane.status(name)
-            if not status.ready:
-                raise ModelNotReadyError(f"model {name!r} is not ready")
+        unready = await plane.unready()
+        if unready:
+            raise ModelNotReadyError(f"model {unready[0]!r} is not ready")
         return {"ready": True}
 
     @router.get("/models/{model_name}")

@@ -133,10 +133,7 @@ class InferenceService:
         return pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, _: Message, __: Invocation) -> Message:
-        for name in self.plane.backends:
-            if not (await self.plane.status(name)).ready:
-                return pb.ServerReadyResponse(ready=False)
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=not await self.plane.unready())
 
     async def model_ready(self, request: Any, _: Invocation) -> Message:
         status = await self._status(request.name, request.version)

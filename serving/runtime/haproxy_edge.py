@@ -33,6 +33,9 @@ renders (``serving/runtime/haproxy_listeners.py``):
 
 Only classified routes (those of the families) are refused here; health
 checks, metrics, the model list and the admin API pass as Ray's config has them.
+On every route, though, a plain-text 404 (Serve's own proxy, HAProxy's backup
+server, before the application is deployed) becomes the 503 ``use_local`` with
+``Retry-After``: a starting stack is unavailable, not without the route.
 """
 
 from __future__ import annotations
@@ -110,13 +113,20 @@ def use_local_body(message: str) -> str:
     return json.dumps(UseLocalError(message).to_dict())
 
 
-def _refuse(plan: EdgePlan, message: str, condition: str) -> str:
+def _refuse(plan: EdgePlan, message: str, condition: str, phase: str = "request") -> str:
     body = use_local_body(message).replace('"', '\\"')
     return (
-        f"    http-request return status 503 content-type application/json "
+        f"    http-{phase} return status 503 content-type application/json "
         f'hdr retry-after {plan.retry_after_s} hdr cache-control no-cache string "{body}" '
         f"if {condition}"
     )
+
+
+# Until the application is deployed (a start, a restart), HAProxy's backup server, Serve's
+# own proxy, answers every route with a plain-text 404 "Path ... not found": a client may
+# take a 404 as permanent. The application's own answers are JSON, so a 404 that is not
+# JSON can only be that proxy not knowing the route yet: a 503 with Retry-After instead.
+_NOT_DEPLOYED = "{ status 404 } !{ res.hdr(content-type) -m sub json }"
 
 
 def render(plan: EdgePlan, backend: str | None) -> str:
@@ -125,6 +135,13 @@ def render(plan: EdgePlan, backend: str | None) -> str:
     lines = [
         "    # gameserve edge rules (serving/runtime/haproxy_edge.py)",
         f"    http-request set-header {STAMP_HEADER} t=%[date(0,us)]",
+        _refuse(
+            plan,
+            "gameserve's application is not serving yet (starting or being deployed); "
+            "decide locally and retry after Retry-After seconds",
+            _NOT_DEPLOYED,
+            phase="response",
+        ),
     ]
     if not plan.classes:
         return "\n".join(lines) + "\n"

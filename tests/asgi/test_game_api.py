@@ -127,10 +127,17 @@ def test_family_without_a_champion_falls_back_on_the_game_api_and_is_503_on_v2(
     v2 = client.post("/v2/models/npc-behavior/infer", json=npc_v2_request(1))
     assert v2.status_code == 503
     assert "npc-behavior" in v2.json()["error"]
-    for path in ("/v2/health/ready", "/v2/models/npc-behavior/ready"):
-        response = client.get(path)  # the v2 routes answer with Triton's error body
-        assert response.status_code == 503
-        assert "npc-behavior" in response.json()["error"]
+    response = client.get("/v2/models/npc-behavior/ready")  # Triton's error body
+    assert response.status_code == 503
+    assert "npc-behavior" in response.json()["error"]
+    # The server is ready for what it is meant to serve: a load balancer following it
+    # keeps the other families in rotation while one has no champion yet.
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    for name in ("difficulty-tuning", "personalization"):
+        backends[name].model = None
+    none_left = client.get("/v2/health/ready")  # nothing to serve at all: not ready
+    assert none_left.status_code == 503
+    assert "is not ready" in none_left.json()["error"]
 
 
 def test_unknown_routes_and_methods_use_the_error_shape(client: TestClient) -> None:

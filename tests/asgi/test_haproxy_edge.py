@@ -289,3 +289,45 @@ def test_critical_work_is_refused_at_once_when_the_wait_ahead_exceeds_its_deadli
     assert refused.json()["error"]["code"] == "use_local"
     assert "critical work within its deadline" in refused.json()["error"]["message"]
     assert len(_Recorder.seen) == 2
+
+
+class _NotYet(http.server.BaseHTTPRequestHandler):
+    """Serve's own proxy before the application is deployed: a plain-text 404 for every
+    path; under ``/json`` the application's own JSON 404."""
+
+    def do_GET(self) -> None:
+        json_body = self.path.startswith("/json")
+        body = b'{"error": {"code": "not_found"}}' if json_body else b"Path '/x' not found."
+        self.send_response(404)
+        self.send_header("content-type", "application/json" if json_body else "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_a_route_the_starting_stack_does_not_know_yet_is_unavailable_not_missing(
+    tmp_path: Path,
+) -> None:
+    """Until the application is deployed, Serve's proxy (HAProxy's backup server)
+    answers every path with a plain-text 404, which a client may take as permanent:
+    the edge makes it a 503 with Retry-After; the application's own 404s stay."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotYet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with _haproxy(server.server_address[1], tmp_path, _plan()) as url:
+            starting = [requests.get(f"{url}{path}", timeout=30)
+                        for path in ("/v1/npc/act", "/v1/models", "/v2/health/ready")]  # fmt: skip
+            missing = requests.get(f"{url}/json/no-such-route", timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    for answer in starting:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["error"]["code"] == "use_local"
+        assert "not serving yet" in answer.json()["error"]["message"]
+    assert missing.status_code == 404
+    assert missing.json() == {"error": {"code": "not_found"}}

@@ -102,8 +102,17 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
         # A patient deadline: the version that answers is under test, and a fresh
         # stack's first call may take longer than an NPC's 20 ms.
         patient = {**auth, "X-Deadline-Ms": "5000"}
+        # A second, foreground start in the same folder refuses before it touches this
+        # stack (it once stopped this stack's HAProxy as a killed stack's leftover).
+        second = subprocess.run(
+            [GAMESERVE, "up"], env=stack_env, capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode != 0
+        assert f"already runs from {stack_env['GAMESERVE_DATA_DIR']}" in (
+            second.stdout + second.stderr
+        )
         refused = requests.post(f"{api}/v1/npc/act", json=readme_body, timeout=30)
-        assert refused.status_code == 401, refused.text
+        assert refused.status_code == 401, refused.text  # the API kept serving throughout
         decision = requests.post(f"{api}/v1/npc/act", json=readme_body, headers=patient, timeout=30)
         assert decision.status_code == 200, decision.text
         body = decision.json()
