@@ -280,6 +280,9 @@ def main() -> None:
                         help="serving.runtime overrides, as JSON")  # fmt: skip
     parser.add_argument("--game-time", type=json.loads, default={},
                         help="serving.game_time overrides, as JSON")  # fmt: skip
+    parser.add_argument("--serving", type=json.loads, default={},
+                        help="other serving settings, as JSON: e.g. one ingress replica, "
+                        '\'{"ingress_autoscaling": null, "ingress_replicas": 1}\'')  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="h2load's own summaries")
     parser.add_argument(
         "--edge-core", type=int, default=None,
@@ -301,7 +304,7 @@ def main() -> None:
     h2load.pinned_to(STACK_CORE)  # Ray and everything it starts inherit this core
     lines: list[str] = []
     defaults = ServingSettings()
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = dict(args.serving)
     if args.runtime:
         overrides["runtime"] = defaults.runtime.model_copy(update=args.runtime)
     if args.game_time:
