@@ -183,7 +183,10 @@ class LocalStack:
         else:
             context = ray.init(address=options.address, log_to_driver=options.log_to_driver)
         self._exit.callback(ray.shutdown)
-        self._exit.callback(serve.shutdown)
+        if options.address is None:
+            self._exit.callback(serve.shutdown)  # its own cluster: everything goes
+        else:  # a cluster others may serve on: only gameserve's application goes
+            self._exit.callback(serve.delete, serving.app_name)
         session_dir = (getattr(context, "address_info", None) or {}).get("session_dir")
         if session_dir and options.address is None and not options.log_to_driver:
             # A local cluster's replica logs are on this machine: their errors reach

@@ -127,6 +127,12 @@ class State:
             if "gpu_worker" in node.get("resources_total", {})
         }
 
+    def serve_controller_alive(self) -> bool:
+        return any(
+            (actor.get("name") or "") == "SERVE_CONTROLLER_ACTOR"
+            for actor in self._list("actors", state="ALIVE")
+        )
+
     def replica_nodes(self, deployment: str) -> list[str]:
         """The node of each alive replica of ``deployment`` (each replica is an actor)."""
         prefix = f"SERVE_REPLICA::gameserve#{deployment}#"
@@ -309,3 +315,10 @@ def test_replicas_on_a_second_node_serve_survive_its_loss_and_return_with_a_new_
         stopping = time.monotonic()
         _gameserve(env, "down", timeout=180)
         print(f"stack down in {time.monotonic() - stopping:.0f} s")
+    # A cluster is shared: `down` deleted gameserve's application, not Serve itself
+    # (serve.shutdown would stop every other application on it too).
+    deadline = time.monotonic() + 30
+    while ray_state.replica_nodes(DIFFICULTY) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray_state.replica_nodes(DIFFICULTY) == []
+    assert ray_state.serve_controller_alive()
