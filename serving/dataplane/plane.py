@@ -206,22 +206,23 @@ class DataPlane:
     ) -> Answer:
         """The model's answer within ``call``'s terms, or the fallback's (or the miss's error)."""
         name = family.name
-        ttl_s = self.timing(name).cache_ttl_s if row_keys else 0.0
+        if not self.timing(name).cache_ttl_s:
+            row_keys = None  # the family keeps no answers: none stored, none looked up
         if not call.admitted:
-            return self._unaffordable(family, tensors, call, "overload", None, row_keys, ttl_s)
+            return self._miss(family, tensors, call, "overload", None, row_keys)
         budget = call.deadline
         model_deadline = Deadline(budget.at - call.reserve_ms / 1000, budget.budget_ms)
         if model_deadline.expired():  # no time left for the model: not started, counted
             self.counters.family(name).expired += 1
-            return self._unaffordable(family, tensors, call, "deadline", None, row_keys, ttl_s)
+            return self._miss(family, tensors, call, "deadline", None, row_keys)
         try:
             prediction = await self._dispatch(family, tensors, version, routing_key, model_deadline)
         except (InvalidInputError, ModelNotFoundError):
             raise  # the caller's mistake: no fallback stands in for it
         except DeadlineExceededError as exc:
-            return self._unaffordable(family, tensors, call, "deadline", exc, row_keys, ttl_s)
+            return self._miss(family, tensors, call, "deadline", exc, row_keys)
         except OverloadedError as exc:
-            return self._unaffordable(family, tensors, call, "overload", exc, row_keys, ttl_s)
+            return self._miss(family, tensors, call, "overload", exc, row_keys)
         except InvalidOutputError as exc:
             return self._miss(family, tensors, call, "invalid_output", exc)
         except Exception as exc:  # a model, a replica or Ray failing: the game still gets an answer
@@ -230,27 +231,9 @@ class DataPlane:
             self.counters.family(name).late += 1
         challenger = self.canary.challenger_version(name)
         by_challenger = challenger is not None and prediction.version == challenger
-        if ttl_s > 0 and row_keys and version is None:  # a pinned version is not the player's
+        if row_keys and version is None:  # a pinned version is not the player's
             self.answers.put(name, prediction.version, row_keys, prediction.outputs)
         return Answer(prediction.outputs, prediction.version, challenger=by_challenger)
-
-    def _unaffordable(
-        self,
-        family: AnyFamily,
-        tensors: dict[str, np.ndarray],
-        call: Call,
-        reason: FallbackReason,
-        error: Exception | None,
-        row_keys: Sequence[str] | None,
-        ttl_s: float,
-    ) -> Answer:
-        """No model answer in time or under load: the player's recent one, else the miss."""
-        if ttl_s > 0 and row_keys and call.on_miss == "fallback":
-            cached = self.answers.get(family.name, row_keys, ttl_s)
-            if cached is not None:
-                self.counters.family(family.name).fallbacks["cached"] += 1
-                return Answer(cached[1], cached[0], "fallback", "cached")
-        return self._miss(family, tensors, call, reason, error)
 
     def _record(
         self,
@@ -296,11 +279,20 @@ class DataPlane:
         call: Call,
         reason: FallbackReason,
         error: Exception | None,
+        row_keys: Sequence[str] | None = None,
     ) -> Answer:
-        """The fallback's answer, or the error the caller asked for instead."""
+        """The fallback's answer, or the error the caller asked for instead. Where the
+        model could not be afforded (deadline, overload) and ``row_keys`` are given, the
+        player's recent answer comes first (serving/dataplane/answer_cache.py)."""
         counts = self.counters.family(family.name)
         if reason in ("error", "invalid_output"):
             self._log_failure(family.name, reason, error)
+        if row_keys and reason in ("deadline", "overload") and call.on_miss == "fallback":
+            ttl_s = self.timing(family.name).cache_ttl_s
+            cached = self.answers.get(family.name, row_keys, ttl_s)
+            if cached is not None:
+                counts.fallbacks["cached"] += 1
+                return Answer(cached[1], cached[0], "fallback", "cached")
         if call.on_miss == "fallback" and family.fallback_policy is not None:
             counts.fallbacks[reason] += 1
             outputs = family.fallback_outputs(tensors)
