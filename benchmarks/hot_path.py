@@ -109,16 +109,19 @@ def main() -> None:
     x = {"observation": encode_observations(request.npcs)}
     model = OnnxModel(onnx, family.contract, prefer_gpu=False)
     probs = model.run_validated(x)["action_probs"]
+    one = {"observation": x["observation"][:1]}
     rows = [
         ("parse the JSON body (pydantic)", _us(lambda: NpcActRequest.model_validate_json(body))),
-        ("encode, per NPC (before)",
+        ("encode, per feature (the reference)",
          _us(lambda: np.asarray([reference_features(o) for o in request.npcs], np.float32))),
-        ("encode, whole tick in numpy", _us(lambda: encode_observations(request.npcs))),
+        ("encode, one pass and one conversion", _us(lambda: encode_observations(request.npcs))),
         ("decode, validated dicts (before)", _us(lambda: _validated_decode(request, probs))),
         ("decode, constructed", _us(lambda: family.decode(request, {"action_probs": probs}))),
         ("ONNX Runtime run", _us(lambda: model.run_validated(x))),
         ("output checks (invalid_rows)", _us(lambda: family.invalid_rows({"action_probs": probs}))),
         ("teacher fallback outputs", _us(lambda: family.fallback_outputs(x))),
+        ("teacher fallback outputs, one NPC", _us(lambda: family.fallback_outputs(one))),
+        ("ONNX Runtime run, one NPC", _us(lambda: model.run_validated(one))),
     ]  # fmt: skip
     model_path, fallback_path = asyncio.run(_plane_paths(root, request))
     rows += [

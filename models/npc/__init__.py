@@ -141,8 +141,8 @@ class NpcBehavior(TrainableFamily[NpcActRequest, NpcActResponse]):
         return [{"observation": zeros}, {"observation": ones}, {"observation": extremes}]
 
     def fallback_outputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        probs = teacher_probabilities(inputs["observation"].astype(np.float64))
-        return {"action_probs": probs.astype(np.float32)}
+        probs = teacher_probabilities(inputs["observation"])
+        return {"action_probs": probs.astype(np.float32, order="C")}
 
     def encode(self, request: NpcActRequest) -> dict[str, np.ndarray]:
         return {"observation": encode_observations(request.npcs)}

@@ -1,19 +1,23 @@
-"""An NPC tick to its feature rows and the model's probabilities back to decisions, in numpy.
+"""An NPC tick to its feature rows and the model's probabilities back to decisions.
 
-This runs on every NPC call, model or fallback, so it is written over the whole
-tick at once: the request's values are gathered in one pass of C-level getters
-(``attrgetter``), and every normalisation, the sort of contacts by distance
-and their placement in slots are array operations over all NPCs together.
-Training data never passes through here (it is sampled as feature rows), but
-the layout is the one ``features.py`` declares and the teacher reads;
-``reference_features`` is the same encoding written per NPC, the plain
-statement of it, against which a parity test holds this one.
+This runs on every NPC call, model or fallback, and a tick is small (a game
+server sends the NPCs of one server tick, typically tens). At that size numpy's
+cost is its per-call overhead, about 0.7 µs a call on this machine, not the
+arithmetic: the earlier encoder, array operations over the whole tick (a
+lexsort of contacts, their slots by cumulative counts), made some 25 calls and
+cost twice this one (``benchmarks/reference/hot-path.txt``). So each NPC's raw
+values are gathered in one Python pass, nearest contacts first, with empty
+slots as constant tuples; one conversion makes the array, and one division and
+one cap over the whole matrix normalise every column. ``reference_features``
+is the same encoding written plainly per feature, against which a parity test
+holds this one.
 """
 
 from __future__ import annotations
 
 import math
-from itertools import chain, repeat
+from itertools import repeat
+from math import cos, radians, sin
 from operator import attrgetter
 
 import numpy as np
@@ -30,78 +34,62 @@ from models.npc.features import (
     F,
 )
 
-_SCALARS = attrgetter(
+# One NPC's fields in the order the loop below reads them; the first twelve are
+# the first twelve features, raw.
+_FIELDS = attrgetter(
     "health", "armor", "ammo", "reserve_ammo", "grenades", "threat",
     "seconds_since_player_seen", "alert", "under_fire", "in_cover", "heard_noise",
-    "objective_distance_m", "aggression", "morale",
+    "objective_distance_m", "enemies", "allies", "cover", "aggression", "morale",
 )  # fmt: skip
-# Where each of those goes, and what it is divided by before the cap at 1.0 (every
-# feature lies in [0, 1]: the request model bounds the others there).
-_SCALAR_COLUMNS = np.array(
-    [F[name] for name in FEATURES[: F["objective_distance"] + 1]] + [F["aggression"], F["morale"]]
-)
-_SCALAR_SCALE = np.ones(len(_SCALAR_COLUMNS))
-_SCALAR_SCALE[[F["grenades"], F["since_player_seen"], F["objective_distance"]]] = (
-    3.0, MEMORY_S, SENSE_RANGE_M,
-)  # fmt: skip
-_LISTS = attrgetter("enemies", "allies", "cover")
-_CONTACT = attrgetter("distance_m", "bearing_deg", "visible")
-_KINDS = 3
-# The distance column of slot s of kind k (enemies, allies, cover) at [k * 3 + s].
-_SLOT_COLUMN = np.array(
-    [F[f"enemy{s}_distance"] for s in range(MAX_ENEMIES)]
-    + [F[f"ally{s}_distance"] if s < MAX_ALLIES else -1 for s in range(MAX_ENEMIES)]
-    + [F[f"cover{s}_distance"] if s < MAX_COVER else -1 for s in range(MAX_ENEMIES)]
-)
-# An empty slot reads as "far away, straight ahead, unseen"; every contact column.
-_EMPTY = np.array(
-    [1.0, 0.0, 0.0, 0.0] * MAX_ENEMIES + [1.0, 0.0, 0.0] * (MAX_ALLIES + MAX_COVER),
-    dtype=np.float32,
-)
-_CONTACTS = slice(F["enemy0_distance"], F["enemies_nearby"])
-_NEARBY = slice(F["enemies_nearby"], F["allies_nearby"] + 1)
+_DISTANCE = attrgetter("distance_m")
+_WIDTH = len(FEATURES)
+# Every feature is its raw value divided by its column's scale, capped at 1.0
+# (the request model bounds the raw values from below, and most at 1.0).
+_SCALE = np.ones(_WIDTH)
+_SCALE[[F["grenades"], F["since_player_seen"]]] = (3.0, MEMORY_S)
+_SCALE[[F[name] for name in FEATURES if name.endswith("_distance")]] = SENSE_RANGE_M
+_SCALE[[F["enemies_nearby"], F["allies_nearby"]]] = 8.0
+# An empty slot reads as "far away, straight ahead, unseen": what is left of a
+# kind's slots after k contacts is _EMPTY_<kind>[k].
+_FAR = (SENSE_RANGE_M, 0.0, 0.0)
+_EMPTY_ENEMIES = [(*_FAR, 0.0) * (MAX_ENEMIES - k) for k in range(MAX_ENEMIES + 1)]
+_EMPTY_ALLIES = [_FAR * (MAX_ALLIES - k) for k in range(MAX_ALLIES + 1)]
+_EMPTY_COVER = [_FAR * (MAX_COVER - k) for k in range(MAX_COVER + 1)]
 
 
 def encode_observations(npcs: list[NpcObservation]) -> np.ndarray:
     """The ``(len(npcs), 40)`` float32 feature rows of one tick, in ``FEATURES`` order."""
-    n = len(npcs)
-    x = np.empty((n, len(FEATURES)), dtype=np.float32)
-    raw = np.fromiter(
-        chain.from_iterable(map(_SCALARS, npcs)), np.float64, n * len(_SCALAR_COLUMNS)
-    )
-    x[:, _SCALAR_COLUMNS] = np.minimum(raw.reshape(n, -1) / _SCALAR_SCALE, 1.0)
-    x[:, _CONTACTS] = _EMPTY
-    lists = list(chain.from_iterable(map(_LISTS, npcs)))  # by NPC, then by kind
-    counts = np.fromiter(map(len, lists), np.intp, n * _KINDS)
-    x[:, _NEARBY] = np.minimum(counts.reshape(n, _KINDS)[:, :2] / 8.0, 1.0)
-    contacts: list[Contact] = list(chain.from_iterable(lists))
-    if contacts:
-        sort = max(map(len, lists)) > 1
-        values = np.fromiter(chain.from_iterable(map(_CONTACT, contacts)), np.float64)
-        _place_contacts(x.reshape(-1), counts, values.reshape(len(contacts), 3), sort)
-    return x
-
-
-def _place_contacts(flat: np.ndarray, counts: np.ndarray, contacts: np.ndarray, sort: bool) -> None:
-    """Each NPC's contacts, nearest first within their kind, into their slots.
-
-    ``flat`` is the tick's feature rows, flattened; ``contacts`` holds
-    (distance, bearing, visible) rows grouped by NPC, then by kind, ``counts``
-    how many of each group there are. A request holds at most as many contacts
-    of a kind as it has slots (the request model's bound), so each has one.
-    """
-    group = np.repeat(np.arange(counts.size), counts)  # NPC * 3 + kind
-    if sort:  # nearest first within each group, ties in the order sent (lexsort is stable)
-        contacts = contacts[np.lexsort((contacts[:, 0], group))]
-    slot = np.arange(group.size) - (np.cumsum(counts) - counts)[group]
-    kind = group % _KINDS
-    at = group // _KINDS * len(FEATURES) + _SLOT_COLUMN[kind * _KINDS + slot]
-    radians = np.radians(contacts[:, 1])
-    flat[at] = np.minimum(contacts[:, 0] / SENSE_RANGE_M, 1.0)
-    flat[at + 1] = np.sin(radians)
-    flat[at + 2] = np.cos(radians)
-    enemy = kind == 0
-    flat[at[enemy] + 3] = contacts[enemy, 2]
+    raw: list[float] = []
+    put = raw.extend
+    # A request holds at most as many contacts of a kind as it has slots (the
+    # request model's bound); ties in distance keep the order sent (sorted is stable).
+    for (
+        health, armor, ammo, reserve, grenades, threat, since_seen, alert,
+        under_fire, in_cover, heard_noise, objective, enemies, allies, cover,
+        aggression, morale,
+    ) in map(_FIELDS, npcs):  # fmt: skip
+        put((health, armor, ammo, reserve, grenades, threat, since_seen, alert,
+             under_fire, in_cover, heard_noise, objective))  # fmt: skip
+        if enemies:
+            for c in sorted(enemies, key=_DISTANCE) if len(enemies) > 1 else enemies:
+                bearing = radians(c.bearing_deg)
+                put((c.distance_m, sin(bearing), cos(bearing), c.visible))
+        put(_EMPTY_ENEMIES[len(enemies)])
+        if allies:
+            for c in sorted(allies, key=_DISTANCE) if len(allies) > 1 else allies:
+                bearing = radians(c.bearing_deg)
+                put((c.distance_m, sin(bearing), cos(bearing)))
+        put(_EMPTY_ALLIES[len(allies)])
+        if cover:
+            for c in sorted(cover, key=_DISTANCE) if len(cover) > 1 else cover:
+                bearing = radians(c.bearing_deg)
+                put((c.distance_m, sin(bearing), cos(bearing)))
+        put(_EMPTY_COVER[len(cover)])
+        put((len(enemies), len(allies), aggression, morale))
+    x = np.fromiter(raw, np.float64, len(raw)).reshape(len(npcs), _WIDTH)
+    x /= _SCALE
+    # Capped in float64, then rounded once to float32, as the reference does.
+    return np.minimum(x, 1.0, out=np.empty(x.shape, np.float32), casting="same_kind")
 
 
 def decode_probabilities(request: NpcActRequest, probs: np.ndarray) -> NpcActResponse:
@@ -111,9 +99,11 @@ def decode_probabilities(request: NpcActRequest, probs: np.ndarray) -> NpcActRes
     validated again.
     """
     best = probs.argmax(axis=1).tolist()
-    rounded = np.round(probs.astype(np.float64), 6).tolist()
-    decisions = [
-        NpcDecision(npc_id=obs.npc_id, action=ACTIONS[action], probabilities=row)
+    wide = probs.astype(np.float64)
+    rounded = np.round(wide, 6, out=wide).tolist()
+    # Dict literals, not NpcDecision(...) calls: the TypedDict's call costs keyword passing.
+    decisions: list[NpcDecision] = [
+        {"npc_id": obs.npc_id, "action": ACTIONS[action], "probabilities": row}
         for obs, action, row in zip(
             request.npcs, best, map(dict, map(zip, repeat(ACTIONS), rounded)), strict=True
         )

@@ -1,4 +1,4 @@
-"""The NPC tick's vectorised encoder and decoder equal the per-NPC definition they replace."""
+"""The NPC tick's encoder, decoder and teacher, fast forms against their plain definitions."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from models.npc import ACTIONS, FEATURES, NpcActRequest, NpcActResponse, NpcBehavior
 from models.npc.encoding import decode_probabilities, encode_observations, reference_features
+from models.npc.teacher import ROW_BY_ROW_MAX, sample_observations, teacher_probabilities
 from tests.payloads import npc_tick
 
 
@@ -109,3 +110,20 @@ def test_decoded_decisions_are_the_validated_response_of_the_rounded_probabiliti
     # What the route writes is what validation of the same decisions would write.
     assert json.loads(decoded.model_dump_json()) == expected
     assert decoded.model_dump_json() == NpcActResponse.model_validate(expected).model_dump_json()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_teacher_row_by_row_equals_the_teacher_over_columns(seed: int) -> None:
+    """Small ticks run the script on floats, larger ones on numpy columns: one script,
+    and the two must answer alike (to rounding) on every situation, edge cases included."""
+    x = np.concatenate(
+        [sample_observations(400, np.random.default_rng(seed))]
+        + [case["observation"] for case in NpcBehavior().edge_cases()]
+    )
+    over_columns = teacher_probabilities(x)
+    assert len(x) > ROW_BY_ROW_MAX
+    row_by_row = np.concatenate(
+        [teacher_probabilities(x[i : i + ROW_BY_ROW_MAX]) for i in range(0, len(x), ROW_BY_ROW_MAX)]
+    )
+    np.testing.assert_allclose(row_by_row, over_columns, rtol=0, atol=1e-12)
+    assert (row_by_row.argmax(axis=1) == over_columns.argmax(axis=1)).all()
