@@ -111,6 +111,13 @@ class ForbiddenError(GameserveError):
     code = "forbidden"
 
 
+class ConflictError(GameserveError):
+    """What was asked for collides with something already running (a stack, a held port)."""
+
+    status = HTTPStatus.CONFLICT
+    code = "conflict"
+
+
 class PayloadTooLargeError(GameserveError):
     """The request body is larger than the configured limit."""
 

@@ -17,7 +17,7 @@ from types import TracebackType
 import ray
 from ray import serve
 
-from models.errors import GameserveError
+from models.errors import ConflictError
 from pipelines.bootstrap import ChampionStatus, ensure_champions
 from pipelines.key_commands import ensure_admin_key, key_file
 from pipelines.leftovers import haproxy_dir, stop_leftovers
@@ -95,7 +95,7 @@ class LocalStack:
         ):
             if port and port_in_use(host, port):
                 variable = field.upper().replace(".", "__")
-                raise GameserveError(
+                raise ConflictError(
                     f"serving.{field}: {host}:{port} is already in use; stop what holds it "
                     f"(`gameserve down`?) or set GAMESERVE_SERVING__{variable}"
                 )

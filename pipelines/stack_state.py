@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from models.errors import GameserveError
+from models.errors import ConflictError
 from pipelines.settings import Settings
 
 
@@ -56,7 +56,7 @@ class StackLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> StackLock:
-        """Hold the lock; GameserveError naming the running stack if another holds it."""
+        """Hold the lock; ConflictError naming the running stack if another holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+")
         try:
@@ -65,7 +65,7 @@ class StackLock:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise GameserveError(
+            raise ConflictError(
                 f"a stack already runs from {self.path.parent} (pid {holder}); "
                 "`gameserve status` shows it, `gameserve down` stops it"
             ) from None

@@ -24,7 +24,7 @@ from types import TracebackType
 
 import requests
 
-from models.errors import GameserveError, RegistryUnavailableError
+from models.errors import ConflictError, RegistryUnavailableError
 from pipelines.private_files import write_private
 from pipelines.settings import TrackingSettings
 from serving.runtime.ports import free_port, port_in_use
@@ -123,7 +123,7 @@ class EmbeddedTrackingServer:
         if self.port == 0:
             self.port = free_port(self.host)
         elif port_in_use(self.host, self.port):
-            raise GameserveError(
+            raise ConflictError(
                 f"tracking.port: {self.host}:{self.port} is already in use; stop what holds it "
                 "or set GAMESERVE_TRACKING__PORT"
             )

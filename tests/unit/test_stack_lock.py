@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import GameserveError
+from models.errors import ConflictError, GameserveError
 from pipelines.local_stack import LocalStack
 from pipelines.settings import Settings
 from pipelines.stack_state import StackLock
@@ -45,7 +45,7 @@ def test_a_second_start_refuses_before_it_touches_the_running_stack(
     holder = _holder(tmp_path)
     try:
         settings = Settings.model_validate({"data_dir": tmp_path})
-        refused = pytest.raises(GameserveError, match=rf"already runs .*\(pid {holder.pid}\)")
+        refused = pytest.raises(ConflictError, match=rf"already runs .*\(pid {holder.pid}\)")
         with refused, LocalStack(settings):
             pass
         assert stopped == []  # no HAProxy of the running stack was looked for
@@ -69,7 +69,7 @@ def test_a_killed_stacks_lock_is_free_at_once(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the kernel kept a dead holder's lock"
             time.sleep(0.05)
     assert (tmp_path / "stack.lock").read_text() == str(os.getpid())
-    with pytest.raises(GameserveError, match="already runs"):
+    with pytest.raises(ConflictError, match="already runs"):
         StackLock(tmp_path).acquire()  # held by this process now, as a stack holds it
     lock.release()
     StackLock(tmp_path).acquire().release()

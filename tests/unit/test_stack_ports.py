@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import GameserveError
+from models.errors import ConflictError
 from pipelines.local_stack import LocalStack
 from pipelines.settings import Settings
 from serving.runtime.ports import free_port
@@ -31,7 +31,7 @@ def test_a_held_replica_http_port_stops_the_start_before_anything_runs(tmp_path:
             rf"serving\.runtime\.replica_http_port: 127\.0\.0\.1:{port} is already in use.*"
             r"GAMESERVE_SERVING__RUNTIME__REPLICA_HTTP_PORT"
         )
-        with pytest.raises(GameserveError, match=expected), LocalStack(settings):
+        with pytest.raises(ConflictError, match=expected), LocalStack(settings):
             pass
     assert not (tmp_path / "stack.json").exists()
 
@@ -64,4 +64,4 @@ def test_a_detached_start_that_fails_prints_why(
         assert up_detached(settings, timeout_s=120) == 1
     printed = capsys.readouterr().out
     assert f"see {tmp_path / 'stack.log'}" in printed
-    assert f"serving.port: 127.0.0.1:{port} is already in use" in printed
+    assert f"conflict: serving.port: 127.0.0.1:{port} is already in use" in printed
