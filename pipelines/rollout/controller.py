@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from models import FAMILIES
 from models.errors import GameserveError, ModelNotFoundError, RegistryUnavailableError
 from pipelines.registry import CHALLENGER, CHAMPION, ModelRegistry
-from pipelines.rollout.policy import judge
+from pipelines.rollout.policy import Verdict, judge
 from pipelines.rollout.preflight import preflight
 from pipelines.rollout.record import RolloutRecord
 from pipelines.rollout.settings import (
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 COMMAND_TAG = "gameserve.rollout.command"
 OUTCOME_TAG = "gameserve.rollout.outcome"
 COMMANDS = ("pause", "resume", "abort", "promote")
+# How often a step held past its bake logs why it is held.
+HELD_REPORT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,8 @@ class RolloutController:
         family = record.family
         started, paused, registry_down = time.monotonic(), False, False
         window = self.gateway.rollout_metrics(family)
+        held = "not judged yet"
+        next_report_s = step.bake_s + HELD_REPORT_S
         while not self._stop.wait(self.settings.decision_interval_s):
             # A command once read is cleared in MLflow: it is acted on even if the
             # record's writes fail right after, never dropped with them.
@@ -292,13 +296,21 @@ class RolloutController:
                 paused = command == "pause"
                 record.publish(challenger, f"{step.name}{' (paused)' if paused else ''}")
             window = self.gateway.rollout_metrics(family)
-            baked = time.monotonic() - started >= step.bake_s
+            waited_s = time.monotonic() - started
+            baked = waited_s >= step.bake_s
             verdict = judge(window.champion, window.challenger, limits, baked=baked)
             if verdict.action == "fail":  # even while paused: safety does not wait
                 return "fail", verdict.reason, window
             if verdict.action == "pass" and baked and not paused and not registry_down:
                 return "pass", verdict.reason, window
-        return "interrupted", "the controller stopped", window
+            held = _held_because(verdict, paused, registry_down)
+            if baked and waited_s >= next_report_s:  # a step held past its bake says why
+                logger.warning(
+                    "%s: %s of v%s held %.0f s past its bake: %s",
+                    family, step.name, challenger, waited_s - step.bake_s, held,
+                )  # fmt: skip
+                next_report_s = waited_s + HELD_REPORT_S
+        return "interrupted", f"the controller stopped; the step was held: {held}", window
 
     def _promote(
         self, family: str, champion: str, challenger: str, record: RolloutRecord
@@ -351,3 +363,9 @@ class RolloutController:
     def _clear_command(self, family: str) -> None:
         if COMMAND_TAG in self.registry.family_tags(family):
             self.registry.delete_family_tag(family, COMMAND_TAG)
+
+
+def _held_because(verdict: Verdict, paused: bool, registry_down: bool) -> str:
+    if verdict.action != "pass":
+        return verdict.reason
+    return "paused by an operator" if paused else "MLflow unreachable" if registry_down else "-"

@@ -30,6 +30,10 @@ from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
 from tests.payloads import npc
 
 V2_INFER = "/v2/models/npc-behavior/infer"
+# These tests judge how input is handled, not game time: on a loaded CI host a
+# request once spent its route's 20 or 50 ms deadline before admission, and the
+# 503 use_local it then got is game time working, not a server error.
+PATIENT = {"X-Deadline-Ms": "60000"}
 EXAMPLES = settings(
     max_examples=40,
     deadline=None,
@@ -64,7 +68,7 @@ def test_no_operation_answers_5xx_or_off_schema(
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def check(case: schemathesis.Case[Any]) -> None:
-            response = case.call(headers=admin)
+            response = case.call(headers={**admin, **PATIENT})
             assert response.status_code < 500, (case.method, case.path, response.text)
             if response.status_code < 400:
                 case.validate_response(
@@ -139,7 +143,8 @@ def test_binary_tensors_over_http_are_never_a_5xx(
               "parameters": {"binary_data_size": declared}}  # fmt: skip
     header = json.dumps({"inputs": [tensor]}).encode()
     body = header + raw[: max(0, len(raw) - cut)]
-    response = client.post(V2_INFER, content=body, headers={HEADER_LENGTH: str(len(header))})
+    headers = {HEADER_LENGTH: str(len(header)), **PATIENT}
+    response = client.post(V2_INFER, content=body, headers=headers)
     assert response.status_code in (200, 400, 413, 422), response.text
     assert isinstance(response.json().get("error", ""), str)
 
@@ -153,7 +158,7 @@ def test_game_routes_refuse_unknown_fields_and_coercion(
     client: TestClient, field: str, value: object
 ) -> None:
     body = json.dumps({"npcs": [{**npc("a"), field: value}]})  # NaN and Infinity too
-    response = client.post("/v1/npc/act", content=body)
+    response = client.post("/v1/npc/act", content=body, headers=PATIENT)
     assert response.status_code in (200, 422), response.text
     if field == "armour" or isinstance(value, str):
         assert response.status_code == 422
@@ -163,7 +168,7 @@ def test_game_routes_refuse_unknown_fields_and_coercion(
 def test_near_float32_limit_inputs_are_a_422_not_a_500(client: TestClient) -> None:
     body = {"inputs": [{"name": "observation", "shape": [1, 40], "datatype": "FP32",
                         "data": [3.0e38] * 40}]}  # fmt: skip
-    response = client.post(V2_INFER, json=body)
+    response = client.post(V2_INFER, json=body, headers=PATIENT)
     assert response.status_code == 422
     assert response.json()["error"].startswith("observation: values beyond")
 
