@@ -178,29 +178,58 @@ async def flush_forever(
     ``telemetry`` is (this replica's id, its telemetry); it is sent every time,
     as the heartbeat that keeps the replica's gauges counted. ``on_forecast``
     hears the forecast's replica floor each answer carries.
+
+    The loop outlives any one failed pass, the collector's lookup included: it
+    runs as a task nobody awaits, so an exception would end it silently, and
+    the replica's rollout windows and heartbeat with it (a rollout then waits
+    for challenger traffic that is never reported).
     """
-    target = collector()
+    target: Any = None
+    failing = False
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_S)
-        drained = windows.drain() if windows is not None else {}
-        counts = game_time.drain() if game_time is not None else {}
-        if telemetry is not None:
-            recorded = payloads.counts() if payloads is not None else {}
-            floor = await _flush_telemetry(target, *telemetry, recorded)
-            if on_forecast is not None:
-                on_forecast(floor)
         try:
-            if drained:
-                await target.merge.remote(drained)
-        except Exception as exc:  # a window's samples may be lost; requests never are
-            logger.warning("could not flush rollout metrics: %s", exc)
-        try:
-            if counts:
-                await target.merge_game_time.remote(counts)
-        except Exception as exc:  # counts are kept for the next flush: totals stay whole
-            logger.warning("could not flush game-time counts: %s", exc)
-            if game_time is not None:
-                game_time.merge(counts)
+            if target is None:
+                target = collector()
+            await _flush_once(target, windows, game_time, telemetry, payloads, on_forecast)
+        except Exception:
+            if not failing:  # once per run of failures: a broken collector fails them all
+                logger.exception("could not ship this replica's measurements; retrying")
+            failing, target = True, None  # looked up again: it may have been restarted
+        else:
+            failing = False
+
+
+async def _flush_once(
+    target: Any,
+    windows: MetricsWindows | None,
+    game_time: GameTimeCounters | None,
+    telemetry: tuple[str, Telemetry] | None,
+    payloads: PayloadLog | None,
+    on_forecast: Callable[[int | None], None] | None,
+) -> None:
+    floor: int | None = None
+    if telemetry is not None:
+        recorded = payloads.counts() if payloads is not None else {}
+        floor = await _flush_telemetry(target, *telemetry, recorded)
+    # Each drain is right before its send, whose failure is handled there: nothing
+    # drained is in hand when anything else in this pass fails.
+    drained = windows.drain() if windows is not None else {}
+    try:
+        if drained:
+            await target.merge.remote(drained)
+    except Exception as exc:  # a window's samples may be lost; requests never are
+        logger.warning("could not flush rollout metrics: %s", exc)
+    counts = game_time.drain() if game_time is not None else {}
+    try:
+        if counts:
+            await target.merge_game_time.remote(counts)
+    except Exception as exc:  # counts are kept for the next flush: totals stay whole
+        logger.warning("could not flush game-time counts: %s", exc)
+        if game_time is not None:
+            game_time.merge(counts)
+    if telemetry is not None and on_forecast is not None:
+        on_forecast(floor)
 
 
 async def _flush_telemetry(
