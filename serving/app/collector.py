@@ -29,6 +29,14 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 REPLICA_SILENT_S = 5.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Heard:
+    """The collector's answer to a replica's heartbeat."""
+
+    floor: int | None  # the demand forecast's replica floor (None: no forecast)
+    ingress_replicas: int  # replicas heard in the last REPLICA_SILENT_S, the caller included
+
+
 class _Collector:
     def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
         self._wall_clock = wall_clock  # what the demand history buckets by
@@ -66,17 +74,20 @@ class _Collector:
         drained: Telemetry,
         in_flight: dict[str, int],
         payloads: dict[tuple[str, str], int] | None = None,
-    ) -> int | None:
-        """Takes a replica's drained telemetry; answers the forecast's replica floor."""
+    ) -> Heard:
+        """Takes a replica's drained telemetry; answers the forecast's replica floor and
+        how many ingress replicas are live (each one's share of a key's rate)."""
         self.telemetry.merge(drained)
-        self.heard[replica] = (time.monotonic(), in_flight)
+        now = time.monotonic()
+        self.heard[replica] = (now, in_flight)
         if payloads:  # a replica's running totals: the last word of a dead one stays counted
             self.payloads[replica] = payloads
+        live = sum(now - at < REPLICA_SILENT_S for at, _ in self.heard.values())
         if self.demand is None:
-            return None
+            return Heard(None, live)
         self.demand.history.add(sum(drained.requests.values()), self._wall_clock())
         forecast = self.demand.forecast()
-        return forecast.floor if forecast is not None else None
+        return Heard(forecast.floor if forecast is not None else None, live)
 
     def set_rollout(self, family: str, gauges: RolloutGauges | None) -> None:
         if gauges is None:
@@ -171,13 +182,14 @@ async def flush_forever(
     game_time: GameTimeCounters | None = None,
     telemetry: tuple[str, Telemetry] | None = None,
     payloads: PayloadLog | None = None,
-    on_forecast: Callable[[int | None], None] | None = None,
+    on_heard: Callable[[Heard | None], None] | None = None,
 ) -> None:
     """Ship what a replica measured to the collector, a few times a second.
 
     ``telemetry`` is (this replica's id, its telemetry); it is sent every time,
-    as the heartbeat that keeps the replica's gauges counted. ``on_forecast``
-    hears the forecast's replica floor each answer carries.
+    as the heartbeat that keeps the replica's gauges counted. ``on_heard`` gets
+    each answer (the forecast's replica floor, the live ingress replicas), or
+    None when the heartbeat failed.
 
     The loop outlives any one failed pass, the collector's lookup included: it
     runs as a task nobody awaits, so an exception would end it silently, and
@@ -191,7 +203,7 @@ async def flush_forever(
         try:
             if target is None:
                 target = collector()
-            await _flush_once(target, windows, game_time, telemetry, payloads, on_forecast)
+            await _flush_once(target, windows, game_time, telemetry, payloads, on_heard)
         except Exception:
             if not failing:  # once per run of failures: a broken collector fails them all
                 logger.exception("could not ship this replica's measurements; retrying")
@@ -206,12 +218,12 @@ async def _flush_once(
     game_time: GameTimeCounters | None,
     telemetry: tuple[str, Telemetry] | None,
     payloads: PayloadLog | None,
-    on_forecast: Callable[[int | None], None] | None,
+    on_heard: Callable[[Heard | None], None] | None,
 ) -> None:
-    floor: int | None = None
+    heard: Heard | None = None
     if telemetry is not None:
         recorded = payloads.counts() if payloads is not None else {}
-        floor = await _flush_telemetry(target, *telemetry, recorded)
+        heard = await _flush_telemetry(target, *telemetry, recorded)
     # Each drain is right before its send, whose failure is handled there: nothing
     # drained is in hand when anything else in this pass fails.
     drained = windows.drain() if windows is not None else {}
@@ -228,23 +240,23 @@ async def _flush_once(
         logger.warning("could not flush game-time counts: %s", exc)
         if game_time is not None:
             game_time.merge(counts)
-    if telemetry is not None and on_forecast is not None:
-        on_forecast(floor)
+    if telemetry is not None and on_heard is not None:
+        on_heard(heard)
 
 
 async def _flush_telemetry(
     target: Any, replica: str, telemetry: Telemetry, payloads: dict[tuple[str, str], int]
-) -> int | None:
+) -> Heard | None:
     drained = telemetry.drain()
     try:
-        floor: int | None = await target.merge_telemetry.remote(
+        heard: Heard = await target.merge_telemetry.remote(
             replica, drained, telemetry.busy(), payloads
         )
     except Exception as exc:  # kept for the next flush, like the game-time counts
         logger.warning("could not flush request telemetry: %s", exc)
         telemetry.merge(drained)
         return None
-    return floor
+    return heard
 
 
 async def metrics_snapshot() -> MetricsSnapshot:

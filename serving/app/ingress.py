@@ -18,6 +18,7 @@ from models import FAMILIES, get_family
 from models.catalog import install_families
 from serving.app.autoscaling import FORECAST_FLOOR_METRIC, IN_SYSTEM_METRIC
 from serving.app.collector import (
+    Heard,
     collector,
     flush_forever,
     game_time_totals,
@@ -129,7 +130,7 @@ class IngressReplica:
             self._flusher = asyncio.create_task(
                 flush_forever(
                     self.plane.metrics, self.counters, (replica, self.telemetry), self.payloads,
-                    on_forecast=self._heard_forecast,
+                    on_heard=self._heard,
                 )
             )  # fmt: skip
 
@@ -157,8 +158,13 @@ class IngressReplica:
         await listener.start()
         self.http = listener
 
-    def _heard_forecast(self, floor: int | None) -> None:
-        self.forecast_floor = floor
+    def _heard(self, heard: Heard | None) -> None:
+        """The collector's answer to this replica's heartbeat (None: it failed)."""
+        self.forecast_floor = heard.floor if heard is not None else None
+        if heard is not None and heard.ingress_replicas > 0:
+            # HAProxy spreads a key's calls over every live replica, so each enforces
+            # its share of the key's rate, whatever the ingress has scaled to.
+            self.access.limiter.share = 1 / heard.ingress_replicas
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve calls it for the ingress's queue-depth policy (serving/app/autoscaling.py)."""

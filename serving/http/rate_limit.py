@@ -2,7 +2,8 @@
 
 Each ingress replica keeps its own buckets; HAProxy spreads a client's
 requests round-robin over the replicas, so each replica enforces its share
-(``rate / replicas``) and the whole ingress the key's rate, within a burst.
+(``rate / replicas``, the replicas live now: the ingress updates ``share`` as
+the collector hears them) and the whole ingress the key's rate, within a burst.
 """
 
 from __future__ import annotations

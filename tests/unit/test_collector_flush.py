@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from serving.app import collector as collector_module
+from serving.app.collector import Heard, _Collector
 from serving.dataplane.game_time import GameTimeCounters
 from serving.dataplane.telemetry import Telemetry
 
@@ -24,14 +25,14 @@ class _Method:
         return self._call(*args)
 
 
-class _Collector:
+class _FakeCollector:
     """The actor's three methods a replica calls, recorded."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.merge = _Method(self.calls, "merge")
         self.merge_game_time = _Method(self.calls, "merge_game_time")
-        self.merge_telemetry = _Method(self.calls, "merge_telemetry", answer=3)
+        self.merge_telemetry = _Method(self.calls, "merge_telemetry", answer=Heard(3, 2))
 
 
 async def _run_for(seconds: float, **kwargs: Any) -> None:
@@ -45,10 +46,10 @@ async def _run_for(seconds: float, **kwargs: Any) -> None:
 def test_a_failed_lookup_and_a_failing_listener_do_not_end_the_flushing(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    actor = _Collector()
+    actor = _FakeCollector()
     lookups: list[int] = []
 
-    def lookup() -> _Collector:
+    def lookup() -> _FakeCollector:
         lookups.append(1)
         if len(lookups) == 1:
             raise TimeoutError("GCS did not answer")  # what a loaded head can do
@@ -56,8 +57,9 @@ def test_a_failed_lookup_and_a_failing_listener_do_not_end_the_flushing(
 
     floors: list[int | None] = []
 
-    def heard(floor: int | None) -> None:
-        floors.append(floor)
+    def heard(answer: Heard | None) -> None:
+        assert answer is not None
+        floors.append(answer.floor)
         if len(floors) == 1:
             raise RuntimeError("a listener's bug")
 
@@ -66,7 +68,7 @@ def test_a_failed_lookup_and_a_failing_listener_do_not_end_the_flushing(
     counters = GameTimeCounters()
     counters.family("npc-behavior").expired += 2
     asyncio.run(
-        _run_for(0.5, game_time=counters, telemetry=("replica-1", Telemetry()), on_forecast=heard)
+        _run_for(0.5, game_time=counters, telemetry=("replica-1", Telemetry()), on_heard=heard)
     )
     names = [name for name, _ in actor.calls]
     assert len(lookups) == 3  # looked up again after each failed pass, and only then
@@ -77,3 +79,16 @@ def test_a_failed_lookup_and_a_failing_listener_do_not_end_the_flushing(
     assert sum(c["npc-behavior"].expired for c in shipped) == 2  # counted once, not lost
     failures = [r for r in caplog.records if "could not ship" in r.getMessage()]
     assert len(failures) == 1  # once for a run of failing passes (here two), with its traceback
+
+
+def test_the_heartbeat_answers_how_many_ingress_replicas_are_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What each replica divides a key's rate by: the replicas heard lately, itself included."""
+    now = [100.0]
+    monkeypatch.setattr("serving.app.collector.time.monotonic", lambda: now[0])
+    collector = _Collector()
+    assert collector.merge_telemetry("r1", Telemetry(), {}) == Heard(None, 1)
+    assert collector.merge_telemetry("r2", Telemetry(), {}).ingress_replicas == 2
+    now[0] += collector_module.REPLICA_SILENT_S + 1  # r2 was killed: it falls silent
+    assert collector.merge_telemetry("r1", Telemetry(), {}).ingress_replicas == 1

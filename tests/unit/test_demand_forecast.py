@@ -121,11 +121,11 @@ def test_the_collector_forecasts_from_what_the_replicas_report_and_answers_the_f
     # empty and halved the forecast peak (CI, once).
     clock = iter(1000.1 + 0.2 * tick for tick in range(100))
     collector = _Collector(wall_clock=lambda: next(clock))
-    assert collector.merge_telemetry("r1", _answered(10), {}) is None  # not configured
+    assert collector.merge_telemetry("r1", _answered(10), {}).floor is None  # not configured
     collector.configure_forecast(settings, min_replicas=2, max_replicas=8)
     floors = []
     for _ in range(8):  # 500 requests per 0.2 s bucket: 2,500/s, 30 replicas' worth
-        floors.append(collector.merge_telemetry("r1", _answered(500), {}))
+        floors.append(collector.merge_telemetry("r1", _answered(500), {}).floor)
     assert floors[0] == 2  # nothing closed yet: the last value of nothing is 0
     assert floors[-1] == 8  # the forecast peak needs more than the ceiling
     snapshot = collector.snapshot()

@@ -143,6 +143,19 @@ def test_each_replica_enforces_its_share_of_the_rate() -> None:
         limiter.check("k", None, None, now=0.0)
 
 
+def test_a_replicas_share_follows_the_live_ingress_replicas() -> None:
+    """Scaled from 2 ingress replicas to 4, each takes a quarter of the key's rate
+    (the ingress sets ``share`` from the collector's heartbeat answer)."""
+    limiter = RateLimiter(rate_per_s=20, burst=20, share=0.5)
+    for _ in range(10):
+        limiter.check("k", None, None, now=0.0)
+    limiter.share = 1 / 4
+    for _ in range(5):
+        limiter.check("k", None, None, now=1.0)  # a new share starts a full bucket of it
+    with pytest.raises(RateLimitedError, match="over its 20 requests/s"):
+        limiter.check("k", None, None, now=1.0)
+
+
 def test_auth_off_is_refused_off_loopback() -> None:
     ServingSettings(host="127.0.0.1", auth=AuthSettings(mode="off"))
     ServingSettings(host="::1", auth=AuthSettings(mode="off"))
