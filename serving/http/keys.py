@@ -152,6 +152,14 @@ class KeyStore:
             logger.error("%s is writable by others; refusing every key in it", self.path)
             self._by_id, self._seen = {}, seen
             return
+        if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+            # Allowed: it holds names, scopes and salted digests, never a key, and a
+            # Kubernetes Secret is mounted 0644 unless its defaultMode says otherwise.
+            logger.warning(
+                "%s is readable by others: key names and scopes are visible (keys are not); "
+                "chmod 600 it, or set the Secret's defaultMode to 0400",
+                self.path,
+            )
         records = self._read().keys
         self._by_id, self._seen = {r.key_id: r for r in records}, seen
         logger.info("API keys loaded from %s: %d", self.path, len(records))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from models.errors import InvalidInputError, RateLimitedError, UnauthorizedError
+from serving.http import keys as keys_module
 from serving.http.keys import KeyStore, parse_scopes
 from serving.http.rate_limit import RateLimiter, TokenBucket
 from serving.settings import AuthSettings, ServingSettings
@@ -113,6 +116,67 @@ def test_a_key_file_others_can_write_is_not_trusted(tmp_path: Path) -> None:
     os.chmod(tmp_path / "keys.json", 0o666)
     with pytest.raises(UnauthorizedError):
         _store(tmp_path).authenticate(key)
+
+
+def test_a_key_file_others_can_read_works_and_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It holds digests, never keys (a Kubernetes Secret mounts 0644 by default)."""
+    key = _store(tmp_path).create("game-server", ["infer"])
+    os.chmod(tmp_path / "keys.json", 0o644)
+    with caplog.at_level(logging.WARNING, logger="serving.http.keys"):
+        assert _store(tmp_path).authenticate(key).name == "game-server"
+    assert any("readable by others" in r.getMessage() for r in caplog.records)
+
+
+def test_a_key_file_mounted_as_a_kubernetes_secret_is_followed_through_its_swaps(
+    tmp_path: Path,
+) -> None:
+    """The kubelet mounts a Secret as a link to a link (keys.json -> ..data/keys.json,
+    ..data -> a timestamped folder) and updates it by swapping ..data atomically."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+
+    def publish(folder: str, keys: KeyStore) -> None:
+        (mount / folder).mkdir()
+        os.replace(keys.path, mount / folder / "keys.json")
+        link = mount / "..data.tmp"
+        link.symlink_to(folder)
+        os.replace(link, mount / "..data")  # the atomic swap
+
+    first = _store(tmp_path / "first")
+    old = first.create("game-server", ["infer"])
+    publish("..2026_12_07_a", first)
+    (mount / "keys.json").symlink_to("..data/keys.json")
+    replica = KeyStore(mount / "keys.json", reload_interval_s=0)
+    assert replica.authenticate(old).name == "game-server"
+    second = _store(tmp_path / "second")
+    new = second.create("game-server", ["infer"])
+    publish("..2026_12_07_b", second)
+    assert replica.authenticate(new).name == "game-server"
+    with pytest.raises(UnauthorizedError, match="unknown or revoked"):
+        replica.authenticate(old)  # the old Secret's key is gone with it
+
+
+def test_a_wall_clock_stepped_back_does_not_stop_a_revocation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reloads are paced by the monotonic clock: an NTP step back of an hour does not
+    keep a revoked key working for that hour. (Expiry is a wall time, written by the
+    CLI, perhaps on another machine: a clock stepped back before it re-opens a key
+    until the clock passes it again.)"""
+    clock = {"wall": 1_000_000.0, "monotonic": 50.0}
+    fake = SimpleNamespace(time=lambda: clock["wall"], monotonic=lambda: clock["monotonic"])
+    writer = _store(tmp_path)
+    key = writer.create("game-server", ["infer"])
+    monkeypatch.setattr(keys_module, "time", fake)
+    replica = KeyStore(writer.path, reload_interval_s=1.0)
+    assert replica.authenticate(key).name == "game-server"
+    writer.revoke("game-server")
+    clock["wall"] -= 3600.0  # the step back
+    clock["monotonic"] += 1.5  # while real time moves on past the reload interval
+    with pytest.raises(UnauthorizedError, match="unknown or revoked"):
+        replica.authenticate(key)
 
 
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:
