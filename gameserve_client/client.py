@@ -30,6 +30,8 @@ from gameserve_client.route import Route
 Res = TypeVar("Res", bound=BaseModel)
 # A dropped or refused connection is retried; a timeout is not (the server may be working on it).
 RETRIED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# ... and of those, a connection that was open and closed under the call: resent at once.
+DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class _Call(Generic[Res]):
             None if response is None else response.headers.get("retry-after"),
             self._remaining_s(),
             self.shared.rng,
+            dropped=isinstance(outcome, DROPPED),
         )
         if wait is None:
             raise failure

@@ -3,7 +3,11 @@
 A 429 or 503 is the server asking to come back later: the wait is at least its
 ``Retry-After``. A connection the server dropped (an ingress replica or
 HAProxy reloading) is retried too: game API calls change nothing on the
-server, so a second try is safe. Nothing is retried past the caller's deadline.
+server, so a second try is safe. The first resend after a drop is at once: a
+reused keep-alive connection that a reloading HAProxy closed fails before any
+byte of the answer, and a fresh connection is served straight away, where even
+the first backoff would outlast an NPC's 20 ms. Nothing is retried past the
+caller's deadline.
 """
 
 from __future__ import annotations
@@ -29,16 +33,20 @@ class RetryPolicy:
         retry_after: str | None,
         remaining_s: float | None,
         rng: random.Random,
+        dropped: bool = False,
     ) -> float | None:
         """The wait before attempt ``attempt + 1``, or None: do not retry.
 
-        ``status`` None means the connection failed; ``remaining_s`` is what is
-        left of the caller's deadline (None: no deadline).
+        ``status`` None means the connection failed, ``dropped`` that it was open
+        and closed under the call (not refused); ``remaining_s`` is what is left
+        of the caller's deadline (None: no deadline).
         """
         if attempt >= self.retries:
             return None
         if status is not None and status not in RETRY_STATUSES:
             return None
+        if status is None and dropped and attempt == 0:
+            return 0.0 if remaining_s is None or remaining_s > 0 else None
         backoff = min(self.backoff_s * 2**attempt, self.max_backoff_s)
         wait = backoff * (0.5 + rng.random() / 2)
         asked = parse_retry_after(retry_after)

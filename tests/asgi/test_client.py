@@ -143,6 +143,93 @@ def test_an_unreachable_server_fails_after_its_retries() -> None:
             client.call(NPC_ACT, NpcActRequest.model_validate(npc_tick(1)))
 
 
+async def _message(reader: asyncio.StreamReader) -> bytes:
+    """One whole HTTP/1.1 message (its head, then Content-Length bytes); b"" at the end."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    except asyncio.IncompleteReadError:
+        return b""
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head + await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+class _ReloadingEdge:
+    """A loopback TCP relay in front of ``upstream`` that, like HAProxy reloading,
+    closes a reused keep-alive connection when its next request arrives, before a
+    byte of an answer; fresh connections are relayed whole."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.dropped = 0
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        async def start() -> None:
+            self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+            self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+            ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection(*self.upstream)
+        answered = False
+        try:
+            while request := await _message(client_r):
+                if answered:  # the connection's second request: dropped with no byte
+                    self.dropped += 1
+                    return
+                up_w.write(request)
+                await up_w.drain()
+                client_w.write(await _message(up_r))
+                await client_w.drain()
+                answered = True
+        finally:
+            for writer in (client_w, up_w):
+                writer.close()
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+            relays = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for relay in relays:
+                relay.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_a_reused_connection_closed_before_any_byte_is_resent_at_once(
+    server: str, api_keys: dict[str, str]
+) -> None:
+    """The one request in 6,000 lost as HAProxy reloads (issue 29): a backoff long
+    enough to outlast the deadline, so only an immediate resend answers in time."""
+    edge = _ReloadingEdge(server)
+    try:
+        slow = RetryPolicy(retries=1, backoff_s=30.0, max_backoff_s=30.0)
+        with Client(edge.url, api_keys["ops"], retry=slow) as client:
+            for i in range(3):
+                tick = NpcActRequest.model_validate(npc_tick(1, f"m{i}"))
+                answer = client.call(NPC_ACT, tick, deadline_ms=5000)
+                assert answer.decisions[0].npc_id == f"m{i}-0"
+        assert edge.dropped == 2  # the 2nd and 3rd calls each met a dropped connection
+    finally:
+        edge.close()
+
+
 def test_the_async_client_runs_calls_at_once(server: str, api_keys: dict[str, str]) -> None:
     async def tick() -> list[str]:
         async with AsyncClient(server, api_keys["ops"]) as client:
