@@ -329,21 +329,31 @@ class DifficultyTuning(TrainableFamily[DifficultyRequest, DifficultyResponse]):
     def decode(
         self, request: DifficultyRequest, outputs: dict[str, np.ndarray]
     ) -> DifficultyResponse:
+        """One recommendation per player, built from the model's own (checked) outputs:
+        the clip over all players at once (np.clip per player cost 2.5 µs each), the
+        rounding Python's, per value."""
+        players = request.players
+        adjust = outputs["difficulty_adjustment"]
+        # In the outputs' dtype, as the per-player arithmetic it replaces: a Python
+        # float plus a float32 output is a float32 (NumPy's rule for Python scalars).
+        current = np.fromiter((p.current_difficulty for p in players), adjust.dtype, len(players))
+        recommended = np.clip(current + adjust, -1, 1)
         recommendations = [
-            DifficultyRecommendation(
+            DifficultyRecommendation.model_construct(
                 player_id=p.player_id,
-                quit_probability=round(float(q), 6),
-                difficulty_adjustment=round(float(a), 6),
-                recommended_difficulty=round(float(np.clip(p.current_difficulty + a, -1, 1)), 6),
+                quit_probability=round(q, 6),
+                difficulty_adjustment=round(a, 6),
+                recommended_difficulty=round(r, 6),
             )
-            for p, q, a in zip(
-                request.players,
-                outputs["quit_probability"],
-                outputs["difficulty_adjustment"],
+            for p, q, a, r in zip(
+                players,
+                outputs["quit_probability"].tolist(),
+                adjust.tolist(),
+                recommended.tolist(),
                 strict=True,
             )
         ]
-        return DifficultyResponse(recommendations=recommendations)
+        return DifficultyResponse.model_construct(recommendations=recommendations)
 
 
 def simulate_sessions(
