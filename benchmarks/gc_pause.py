@@ -29,16 +29,26 @@ import json
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def _exported() -> dict[str, bytes]:
+def exported_models() -> dict[str, bytes]:
+    """The three families' real exported models, quickly trained (call it in a child)."""
     from models import trainable_families
     from models.training import TrainSettings
 
     quick = TrainSettings(train_samples=500, epochs=1, eval_samples=100)
     return {name: family.train(quick).export() for name, family in trainable_families().items()}
+
+
+def in_fresh_process(work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a new interpreter (spawned): a replica's heap, not this one's."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        return child.submit(work, *args).result()
 
 
 class _Pauses:
@@ -127,16 +137,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=30_000)
     args = parser.parse_args()
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as child:
-        exported = child.submit(_exported).result()
+    exported = in_fresh_process(exported_models)
     print(f"{args.requests:,} game requests in one process, in order (70% 16-NPC ticks, "
           "10% difficulty, 20% personalization of 50 candidates)")  # fmt: skip
     print(f"{'heap':<10}{'tracked':>9}{'full GCs':>10}{'longest':>10}{'in full GCs':>13}"
           f"{'young GCs':>11}{'req/s':>8}{'p99.9 ms':>10}{'max ms':>8}")  # fmt: skip
     for settled in (False, True):
-        with ProcessPoolExecutor(1, mp_context=spawn) as child:
-            r = child.submit(_serve, exported, settled, args.requests).result()
+        r = in_fresh_process(_serve, exported, settled, args.requests)
         print(f"{'frozen' if settled else 'as is':<10}{r['tracked']:>9,}{r['full']:>10}"
               f"{r['longest_ms']:>8.1f}ms{r['total_ms']:>11.0f}ms{r['young']:>11,}"
               f"{r['rate']:>8,.0f}{r['p999_ms']:>10.2f}{r['max_ms']:>8.1f}")  # fmt: skip

@@ -22,16 +22,13 @@ import argparse
 import asyncio
 import gc
 import json
-import multiprocessing
 import sys
 import tempfile
 import time
 import tracemalloc
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
-from benchmarks.gc_pause import _exported
+from benchmarks.gc_pause import exported_models, in_fresh_process
 
 
 def _bodies(i: int, player: str) -> tuple[str, str]:
@@ -123,14 +120,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6000, help="per phase")
     parser.add_argument("--players", type=int, default=100_000)
     args = parser.parse_args()
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as child:
-        exported = child.submit(_exported).result()
+    exported = in_fresh_process(exported_models)
     print(f"the guarded app in one process, a new player per request "
           f"(of {args.players:,}), 70/10/20 single NPC/difficulty/personalization")  # fmt: skip
-    with ProcessPoolExecutor(1, mp_context=spawn) as child:
-        lines: Any = child.submit(_serve, exported, args.requests, args.players).result()
-    print("\n".join(lines))
+    print("\n".join(in_fresh_process(_serve, exported, args.requests, args.players)))
 
 
 if __name__ == "__main__":
