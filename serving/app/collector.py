@@ -82,7 +82,11 @@ class _Collector:
         self.heard[replica] = (now, in_flight)
         if payloads:  # a replica's running totals: the last word of a dead one stays counted
             self.payloads[replica] = payloads
-        live = sum(now - at < REPLICA_SILENT_S for at, _ in self.heard.values())
+        # A silent replica is gone (its id never comes back: a restart gets a new
+        # one), so it is forgotten here, which keeps this map to the live replicas.
+        for gone in [r for r, (at, _) in self.heard.items() if now - at >= REPLICA_SILENT_S]:
+            del self.heard[gone]
+        live = len(self.heard)
         if self.demand is None:
             return Heard(None, live)
         self.demand.history.add(sum(drained.requests.values()), self._wall_clock())

@@ -92,3 +92,4 @@ def test_the_heartbeat_answers_how_many_ingress_replicas_are_live(
     assert collector.merge_telemetry("r2", Telemetry(), {}).ingress_replicas == 2
     now[0] += collector_module.REPLICA_SILENT_S + 1  # r2 was killed: it falls silent
     assert collector.merge_telemetry("r1", Telemetry(), {}).ingress_replicas == 1
+    assert set(collector.heard) == {"r1"}  # a gone replica is forgotten: the map stays bounded
