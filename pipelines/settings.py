@@ -95,14 +95,19 @@ class Settings(BaseSettings):
     def with_families(self) -> Settings:
         """Register installed and spec-file families; these settings, carrying the specs."""
         specs = load_families(self.family_specs_dir)
+        try:  # overrides given for spec families meet their declared defaults only now
+            serving = self.serving.with_declared_defaults()
+            rollout = self.rollout.with_declared_defaults()
+        except ValidationError as exc:
+            raise InvalidInputError(f"families: {exc}") from exc
         for spec in specs:  # their defaults meet the settings models now, not mid-rollout
             try:
-                self.serving.family(spec.name)
-                self.rollout.family(spec.name)
+                serving.family(spec.name)
+                rollout.family(spec.name)
             except ValidationError as exc:
                 raise InvalidInputError(f"family {spec.name!r}: {exc}") from exc
-        serving = self.serving.model_copy(update={"family_specs": specs})
-        return self.model_copy(update={"serving": serving})
+        serving = serving.model_copy(update={"family_specs": specs})
+        return self.model_copy(update={"serving": serving, "rollout": rollout})
 
     @property
     def exports_dir(self) -> Path:

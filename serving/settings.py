@@ -6,9 +6,11 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models import FAMILIES, get_family
+from models.errors import ModelNotFoundError
+from models.overrides import merged
 from models.spec import FamilySpec
 from serving.app.autoscaling import Capacity, QueueDepthSettings, autoscaling_config
 from serving.app.demand_forecast import ForecastSettings
@@ -387,6 +389,24 @@ class ServingSettings(BaseModel):
         "serving_defaults), and a family left out here runs on them.",
     )
 
+    @field_validator("families", mode="before")
+    @classmethod
+    def _over_declared_defaults(cls, given: Any) -> Any:
+        if not isinstance(given, dict):
+            return given
+        return {name: over_declared(name, block) for name, block in given.items()}
+
+    def with_declared_defaults(self) -> ServingSettings:
+        """These settings with each family's block merged again over its declared defaults.
+
+        For families registered after these settings were built (spec files): their
+        overrides met only the generic defaults then.
+        """
+        families = {name: over_declared(name, block) for name, block in self.families.items()}
+        return self.model_copy(
+            update={"families": {n: FamilyServing.model_validate(b) for n, b in families.items()}}
+        )
+
     def family(self, name: str) -> FamilyServing:
         return self.families[name] if name in self.families else family_defaults(name)
 
@@ -411,3 +431,12 @@ class ServingSettings(BaseModel):
 
 def family_defaults(name: str) -> FamilyServing:
     return FamilyServing.model_validate(get_family(name).serving_defaults)
+
+
+def over_declared(name: str, given: Any) -> Any:
+    """A family's serving block as given, field by field over what the family declares."""
+    try:
+        declared = get_family(name).serving_defaults
+    except ModelNotFoundError:  # not registered yet: with_declared_defaults merges it later
+        return given
+    return merged(declared, given)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models import FAMILIES, get_family
+from models.errors import ModelNotFoundError
+from models.overrides import merged
 
 
 class RolloutStep(BaseModel):
@@ -81,6 +85,21 @@ class RolloutSettings(BaseModel):
         "rollout_thresholds), and a family left out here rolls out on them.",
     )
 
+    @field_validator("families", mode="before")
+    @classmethod
+    def _over_declared_defaults(cls, given: Any) -> Any:
+        if not isinstance(given, dict):
+            return given
+        return {name: over_declared(name, block) for name, block in given.items()}
+
+    def with_declared_defaults(self) -> RolloutSettings:
+        """Each family's block merged again over its declared thresholds (spec families)."""
+        families = {
+            name: FamilyRollout.model_validate(over_declared(name, block))
+            for name, block in self.families.items()
+        }
+        return self.model_copy(update={"families": families})
+
     def family(self, name: str) -> FamilyRollout:
         return self.families[name] if name in self.families else family_defaults(name)
 
@@ -88,3 +107,12 @@ class RolloutSettings(BaseModel):
 def family_defaults(name: str) -> FamilyRollout:
     thresholds = Thresholds.model_validate(get_family(name).rollout_thresholds)
     return FamilyRollout(thresholds=thresholds)
+
+
+def over_declared(name: str, given: Any) -> Any:
+    """A family's rollout block as given, field by field over its declared thresholds."""
+    try:
+        declared = {"thresholds": dict(get_family(name).rollout_thresholds)}
+    except ModelNotFoundError:  # not registered yet: with_declared_defaults merges it later
+        return given
+    return merged(declared, given)
