@@ -123,7 +123,7 @@ def _build_config(settings: Settings, args: argparse.Namespace) -> int:
     kuberay = deploy_config.KubeRaySettings(**({"image": args.image} if args.image else {}))
     serve = deploy_config.cluster_serve_config(settings, versions, kuberay)
     manifest = deploy_config.rayservice(serve, kuberay, deploy_config.ray_env(settings, kuberay))
-    print(deploy_config.write_or_print(serve, manifest, args.kuberay, args.out))
+    print(deploy_config.write_or_print(serve, manifest, args.kuberay, args.out, kuberay))
     return 0
 
 

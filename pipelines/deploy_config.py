@@ -31,8 +31,42 @@ from serving.runtime.haproxy_listeners import (
     HOST_VARIABLE,
 )
 from serving.runtime.substrate import HAPROXY_WRAPPER
+from serving.settings import MARKET_LABEL, Market
 
 TRACKING_ENV = "GAMESERVE_TRACKING__URI"
+ROLE_LABEL = "gameserve.io/role"
+
+
+class NodeGroup(BaseModel):
+    """A worker group of GPU nodes bought one way: on demand, or spot (reclaimable)."""
+
+    name: str
+    market: Market
+    min_workers: int = Field(default=0, ge=0)
+    max_workers: int = Field(ge=0)
+    cpus: int = Field(default=4, ge=1)
+    memory: str = "16Gi"
+    gpus: int = Field(default=1, ge=1)
+    grace_s: int = Field(
+        ge=10,
+        description="The pod's terminationGracePeriodSeconds: how long a reclaimed or "
+        "scaled-in node has between SIGTERM and SIGKILL. Its preStop drains it first.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Kubernetes nodes this group's pods go to (the cloud's spot label, "
+        "e.g. cloud.google.com/gke-spot: 'true').",
+    )
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def default_groups() -> list[NodeGroup]:
+    # GKE gives a reclaimed spot VM 30 s; AWS warns 2 min ahead, which KubeRay does
+    # not see: 30 s is what a spot pod can count on.
+    return [
+        NodeGroup(name="gpu-on-demand", market="on_demand", max_workers=2, grace_s=120),
+        NodeGroup(name="gpu-spot", market="spot", max_workers=4, grace_s=30),
+    ]
 
 
 class KubeRaySettings(BaseModel):
@@ -48,20 +82,20 @@ class KubeRaySettings(BaseModel):
     secrets_dir: str = "/etc/gameserve"
     head_cpus: int = Field(default=4, ge=1)
     head_memory: str = "16Gi"
-    gpu_worker_cpus: int = Field(default=4, ge=1)
-    gpu_worker_memory: str = "16Gi"
-    gpus_per_worker: int = Field(default=1, ge=1)
-    gpu_workers_max: int = Field(default=4, ge=0)
+    head_grace_s: int = Field(
+        default=60, ge=10, description="The head's (ingress, HAProxy) termination grace."
+    )
+    gpu_groups: list[NodeGroup] = Field(default_factory=default_groups)
     haproxy_wrapper: str = Field(
         default=HAPROXY_WRAPPER, description="The hardened HAProxy launcher, on the image's PATH."
     )
 
     def capacity(self) -> Capacity:
         """The cluster at its largest: what policies without max_replicas may fill."""
-        workers = self.gpu_workers_max
+        groups = self.gpu_groups
         return Capacity(
-            cpus=self.head_cpus + self.gpu_worker_cpus * workers,
-            gpus=self.gpus_per_worker * workers,
+            cpus=self.head_cpus + sum(g.cpus * g.max_workers for g in groups),
+            gpus=sum(g.gpus * g.max_workers for g in groups),
         )
 
 
@@ -120,8 +154,14 @@ def cluster_serve_config(
 def rayservice(
     serve: dict[str, Any], kuberay: KubeRaySettings, env: dict[str, str]
 ) -> dict[str, Any]:
-    """A KubeRay ``RayService`` running ``serve``: a CPU head, autoscaled GPU workers;
-    ``env`` for every Ray process (``ray_env``)."""
+    """A KubeRay ``RayService`` running ``serve``: an on-demand CPU head (the ingress), and
+    autoscaled GPU worker groups, on demand and spot; ``env`` for every Ray process."""
+    head = _pod(
+        "ray-head", env, kuberay, kuberay.head_cpus, kuberay.head_memory, gpus=0,
+        ports={"gcs": 6379, "dashboard": 8265, "serve": 8000, "grpc": 8001},
+    )  # fmt: skip
+    head["metadata"] = {"labels": {ROLE_LABEL: "ingress"}}
+    head["spec"]["terminationGracePeriodSeconds"] = kuberay.head_grace_s
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -135,36 +175,53 @@ def rayservice(
                 "headGroupSpec": {
                     # The head takes no replicas' GPUs, and KubeRay reaches its dashboard.
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-gpus": "0"},
-                    "template": _pod(
-                        "ray-head",
-                        env,
-                        kuberay,
-                        kuberay.head_cpus,
-                        kuberay.head_memory,
-                        gpus=0,
-                        ports={"gcs": 6379, "dashboard": 8265, "serve": 8000, "grpc": 8001},
-                    ),
+                    "labels": {MARKET_LABEL: "on_demand"},
+                    "template": head,
                 },
-                "workerGroupSpecs": [
-                    {
-                        "groupName": "gpu-workers",
-                        "replicas": 0,
-                        "minReplicas": 0,
-                        "maxReplicas": kuberay.gpu_workers_max,
-                        "rayStartParams": {},
-                        "template": _pod(
-                            "ray-worker",
-                            env,
-                            kuberay,
-                            kuberay.gpu_worker_cpus,
-                            kuberay.gpu_worker_memory,
-                            gpus=kuberay.gpus_per_worker,
-                            ports={},
-                        ),
-                    }
-                ],
+                "workerGroupSpecs": [_group(group, kuberay, env) for group in kuberay.gpu_groups],
             },
         },
+    }
+
+
+def _group(group: NodeGroup, kuberay: KubeRaySettings, env: dict[str, str]) -> dict[str, Any]:
+    """One worker group: Ray's node label says its market, which families select on."""
+    pod = _pod("ray-worker", env, kuberay, group.cpus, group.memory, gpus=group.gpus, ports={})
+    pod["spec"]["terminationGracePeriodSeconds"] = group.grace_s
+    if group.node_selector:
+        pod["spec"]["nodeSelector"] = dict(group.node_selector)
+    if group.tolerations:
+        pod["spec"]["tolerations"] = list(group.tolerations)
+    # On SIGTERM (a spot reclaim, a scale-in, a node drain) Kubernetes runs preStop
+    # first: the node tells Ray it is going, Serve starts its replicas elsewhere and
+    # stops these gracefully (in-flight calls finish), and no new work is routed here.
+    drain = (
+        "ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION "
+        f"--reason-message 'pod terminating' --deadline-remaining-seconds {group.grace_s}"
+        f" && sleep {max(group.grace_s - 5, 1)}"
+    )
+    pod["spec"]["containers"][0]["lifecycle"] = {
+        "preStop": {"exec": {"command": ["/bin/sh", "-c", drain]}}
+    }
+    return {
+        "groupName": group.name,
+        "replicas": group.min_workers,
+        "minReplicas": group.min_workers,
+        "maxReplicas": group.max_workers,
+        "labels": {MARKET_LABEL: group.market},
+        "rayStartParams": {},
+        "template": pod,
+    }
+
+
+def ingress_disruption_budget(kuberay: KubeRaySettings) -> dict[str, Any]:
+    """No voluntary eviction of the head (the ingress and Ray's GCS) while it is the
+    only one: a node drain waits for an operator instead of dropping every request."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{kuberay.name}-ingress"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {ROLE_LABEL: "ingress"}}},
     }
 
 
@@ -249,12 +306,21 @@ def parse_versions(pairs: list[str], families: list[str]) -> dict[str, str]:
 
 
 def write_or_print(
-    serve: dict[str, Any], manifest: dict[str, Any], kuberay: bool, out: Path | None
+    serve: dict[str, Any],
+    manifest: dict[str, Any],
+    kuberay: bool,
+    out: Path | None,
+    kuberay_settings: KubeRaySettings | None = None,
 ) -> str:
-    """Both documents into ``out``, or the one asked for, as text to print."""
+    """Every document into ``out``, or the one asked for (the RayService with its
+    PodDisruptionBudget, as one YAML stream), as text to print."""
+    kuberay_settings = kuberay_settings or KubeRaySettings()
     if out is None:
-        return to_yaml(manifest if kuberay else serve)
+        if not kuberay:
+            return to_yaml(serve)
+        return to_yaml(manifest) + "---\n" + to_yaml(ingress_disruption_budget(kuberay_settings))
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve-config.yaml").write_text(to_yaml(serve))
     (out / "rayservice.yaml").write_text(to_yaml(manifest))
-    return f"wrote {out / 'serve-config.yaml'} and {out / 'rayservice.yaml'}"
+    (out / "pdb.yaml").write_text(to_yaml(ingress_disruption_budget(kuberay_settings)))
+    return f"wrote serve-config.yaml, rayservice.yaml and pdb.yaml to {out}"

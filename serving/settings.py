@@ -17,6 +17,11 @@ from serving.app.demand_forecast import ForecastSettings
 from serving.dataplane.game_time import FamilyTiming, Priority, V2Deadline
 from serving.runtime.substrate import ServeRuntime
 
+# The Ray node label that says how a node was bought (KubeRay's workerGroupSpecs
+# labels, ``ray start --labels``): a family that may not run on spot selects against it.
+MARKET_LABEL = "gameserve.io/market"
+Market = Literal["on_demand", "spot"]
+
 
 class OnMiss(BaseModel):
     """What a request gets when the model cannot answer it in time, by protocol."""
@@ -104,6 +109,12 @@ class FamilyServing(BaseModel):
         description="A family with its own deployment follows its queue by default; "
         "'fixed' keeps num_replicas. A family in the ingress scales with the ingress.",
     )
+    spot: bool = Field(
+        default=False,
+        description="Whether its own deployment's replicas may run on spot nodes (a node "
+        "labelled gameserve.io/market=spot, which a cloud may reclaim at 30 s notice). "
+        "False: never (label_selector !spot); nodes without the label count as on demand.",
+    )
     placement: Literal["auto", "ingress", "deployment"] = Field(
         default="auto",
         description="Where the model runs. 'ingress': in the ingress replica's process, no "
@@ -142,13 +153,21 @@ class FamilyServing(BaseModel):
             return None
         return self.autoscaling or QueueDepthSettings(min_replicas=self.num_replicas)
 
-    def replicas_config(self, capacity: Capacity) -> dict[str, Any]:
-        """The deployment options that set its replica count, within ``capacity``."""
+    def fitted_policy(self, capacity: Capacity) -> QueueDepthSettings | None:
+        """The queue-depth policy with its ceiling fitted to ``capacity``; None: fixed."""
         policy = self.policy()
         if policy is None:
+            return None
+        return policy.fitted(
+            capacity.replicas(max(self.num_cpus, self.intra_op_threads), self.num_gpus)
+        )
+
+    def replicas_config(self, capacity: Capacity) -> dict[str, Any]:
+        """The deployment options that set its replica count, within ``capacity``."""
+        policy = self.fitted_policy(capacity)
+        if policy is None:
             return {"num_replicas": self.num_replicas}
-        fits = capacity.replicas(max(self.num_cpus, self.intra_op_threads), self.num_gpus)
-        return {"autoscaling_config": autoscaling_config(policy.fitted(fits))}
+        return {"autoscaling_config": autoscaling_config(policy)}
 
     @property
     def baseline_replicas(self) -> int:

@@ -158,6 +158,8 @@ class Personalization(TrainableFamily[RankRequest, RankResponse]):
             "deadline_ms": 100.0,
             "priority": "best_effort",
             "cache_ttl_s": 60.0,
+            # A reclaimed node costs a ranking its personal touch for seconds, not a match.
+            "spot": True,
         }
     )
     rollout_thresholds = MappingProxyType({"max_divergence": 0.5})

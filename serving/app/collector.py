@@ -48,15 +48,34 @@ class _Collector:
         self.rollouts: dict[str, RolloutGauges] = {}
         self.judged: dict[str, RolloutWindow] = {}
         self.payloads: dict[str, dict[tuple[str, str], int]] = {}
-        self.demand: Demand | None = None
+        # The ingress's demand (key None: every request) and each family deployment's
+        # that forecasts its own (key: the family, its requests only).
+        self.demands: dict[str | None, Demand] = {}
+
+    @property
+    def demand(self) -> Demand | None:
+        """The ingress's demand, if it forecasts."""
+        return self.demands.get(None)
 
     def configure_forecast(
-        self, settings: ForecastSettings, min_replicas: int, max_replicas: int
+        self,
+        settings: ForecastSettings,
+        min_replicas: int,
+        max_replicas: int,
+        family: str | None = None,
     ) -> None:
-        """The ingress's forecast terms; each ingress replica sends them as it starts."""
-        if self.demand is None or self.demand.terms != (settings, min_replicas, max_replicas):
-            history = self.demand.history if self.demand is not None else None
-            self.demand = Demand(settings, min_replicas, max_replicas, history)
+        """Forecast terms of the ingress (``family`` None) or of a family's deployment;
+        each replica sends them as it starts. The history so far is kept."""
+        known = self.demands.get(family)
+        if known is None or known.terms != (settings, min_replicas, max_replicas):
+            history = known.history if known is not None else None
+            self.demands[family] = Demand(settings, min_replicas, max_replicas, history)
+
+    def floor(self, family: str) -> int | None:
+        """The replica floor a family deployment's forecast asks for (None: no forecast)."""
+        demand = self.demands.get(family)
+        forecast = demand.forecast() if demand is not None else None
+        return forecast.floor if forecast is not None else None
 
     def merge(self, windows: dict[str, FamilyWindow]) -> None:
         self.windows.merge(windows)
@@ -87,10 +106,15 @@ class _Collector:
         for gone in [r for r, (at, _) in self.heard.items() if now - at >= REPLICA_SILENT_S]:
             del self.heard[gone]
         live = len(self.heard)
-        if self.demand is None:
-            return Heard(None, live)
-        self.demand.history.add(sum(drained.requests.values()), self._wall_clock())
-        forecast = self.demand.forecast()
+        if self.demands:
+            by_family: Counter[str] = Counter()
+            for (family, *_), count in drained.requests.items():
+                by_family[family] += count
+            wall = self._wall_clock()
+            for scope, demand in self.demands.items():
+                counted = by_family.total() if scope is None else by_family[scope]
+                demand.history.add(counted, wall)
+        forecast = self.demand.forecast() if self.demand is not None else None
         return Heard(forecast.floor if forecast is not None else None, live)
 
     def set_rollout(self, family: str, gauges: RolloutGauges | None) -> None:
@@ -261,6 +285,30 @@ async def _flush_telemetry(
         telemetry.merge(drained)
         return None
     return heard
+
+
+async def follow_floor(family: str, on_floor: Callable[[int | None], None]) -> None:
+    """Hand ``on_floor`` the forecast floor of ``family``'s deployment, once a second.
+
+    A family replica sends no request telemetry (the ingress does, for it), so it
+    asks for its floor instead of hearing it in a heartbeat's answer. Like
+    ``flush_forever``, it outlives a failed pass; a failure means no floor.
+    """
+    target: Any = None
+    failing = False
+    while True:
+        await asyncio.sleep(4 * FLUSH_INTERVAL_S)
+        try:
+            if target is None:
+                target = collector()
+            on_floor(await target.floor.remote(family))
+        except Exception as exc:
+            if not failing:  # once per run of failures
+                logger.warning("could not read %s's forecast floor: %s", family, exc)
+            failing, target = True, None
+            on_floor(None)
+        else:
+            failing = False
 
 
 async def metrics_snapshot() -> MetricsSnapshot:

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from serving.app.demand_forecast import ForecastSettings
 from serving.dataplane.routing import Route
 
 CHALLENGER_SUFFIX = "-challenger"
 INGRESS_NAME = "ingress"
+
+
+class ForecastTerms(BaseModel):
+    """A family deployment's demand forecast, as its replicas hand it to the collector."""
+
+    settings: ForecastSettings
+    min_replicas: int = Field(ge=0)
+    max_replicas: int = Field(ge=1)
 
 
 class ReplicaConfig(BaseModel):
@@ -20,6 +29,9 @@ class ReplicaConfig(BaseModel):
     version: str | None = None
     max_batch_rows: int = Field(default=1024, ge=1)
     batch_wait_timeout_s: float = Field(default=0.002, ge=0)
+    forecast: ForecastTerms | None = Field(
+        default=None, description="The champion's forecast terms; None: reactive only."
+    )
 
 
 class IngressConfig(BaseModel):

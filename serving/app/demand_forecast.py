@@ -72,10 +72,15 @@ def forecast_rates(
             ).fit()  # fmt: skip
         return np.maximum(fitted.forecast(horizon), 0.0), "holt-winters"
     if len(values) >= season:
-        ahead = np.arange(horizon) % season
-        return values[len(values) - season + ahead], "seasonal-naive"
+        return _last_season(values, season, horizon), "seasonal-naive"
     last = float(values[-1]) if len(values) else 0.0
     return np.full(horizon, last), "last-value"
+
+
+def _last_season(values: np.ndarray, season: int, horizon: int) -> np.ndarray:
+    """The next ``horizon`` rates as they were one season ago."""
+    ahead = np.arange(horizon) % season
+    return values[len(values) - season + ahead]
 
 
 def forecast_floor(
@@ -86,6 +91,13 @@ def forecast_floor(
 ) -> Forecast:
     """The replica floor for the forecast peak of the next ``lead_s``, within min and max."""
     rates, method = forecast_rates(history, settings.season, settings.horizon)
+    if method == "holt-winters":
+        # A fit smooths a spike that recurs at the same time each season (two compressed
+        # days: the final's peak forecast at 4 replicas' worth when it needed 5, and 8% of
+        # its ticks fell back, benchmarks/event.py). Capacity short of a spike costs
+        # players; a replica too many costs node-minutes: never plan below last season.
+        values = np.asarray(history, dtype=np.float64)
+        rates = np.maximum(rates, _last_season(values, settings.season, settings.horizon))
     needed = math.ceil(float(rates.max()) * settings.headroom / settings.requests_per_replica_s)
     return Forecast(rates, method, min(max(needed, min_replicas), max_replicas))
 

@@ -12,8 +12,14 @@ from serving.dataplane.model_source import ModelSource
 from serving.settings import ServingSettings
 
 
-def build_application(settings: ServingSettings, plan: AppPlan, source: ModelSource) -> Any:
-    """Ray Serve deployments bound from ``plan`` (the config's deployments override its state)."""
+def build_application(
+    settings: ServingSettings, plan: AppPlan, source: ModelSource, family_model: Any = FamilyModel
+) -> Any:
+    """Ray Serve deployments bound from ``plan`` (the config's deployments override its state).
+
+    ``family_model``: the deployment that runs a family's model; benchmarks and cluster
+    tests give one that emulates an accelerator (tests/cluster/emulated_accelerator.py).
+    """
     models: dict[str, Any] = {}
     challengers: dict[str, Any] = {}
     # Families declared by spec files travel with the app: each replica registers them.
@@ -21,7 +27,7 @@ def build_application(settings: ServingSettings, plan: AppPlan, source: ModelSou
     for deployment in plan.families:
         assert deployment.family is not None
         threads = settings.family(deployment.family).intra_op_threads
-        bound = FamilyModel.options(
+        bound = family_model.options(
             name=deployment.name,
             user_config=deployment.user_config,
             **deployment.options,

@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models import FAMILIES
-from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig, ReplicaConfig
+from serving.app.config import (
+    CHALLENGER_SUFFIX,
+    INGRESS_NAME,
+    ForecastTerms,
+    IngressConfig,
+    ReplicaConfig,
+)
 from serving.dataplane.routing import Route
-from serving.settings import ServingSettings
+from serving.settings import MARKET_LABEL, ServingSettings
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,20 @@ def plan_application(
                 "num_cpus": family.num_cpus,
                 "num_gpus": family.num_gpus,
                 **({"resources": family.resources} if family.resources else {}),
+                # A reclaim at 30 s notice is a risk only a family that can afford it takes.
+                **({} if family.spot else {"label_selector": {MARKET_LABEL: "!spot"}}),
             },
         }
+        policy = family.fitted_policy(capacity)
+        forecast = (
+            ForecastTerms(
+                settings=policy.forecast,
+                min_replicas=policy.min_replicas,
+                max_replicas=policy.ceiling,
+            )
+            if policy is not None and policy.forecast is not None
+            else None
+        )
         # The challenger deployment is always declared, scaled to zero between
         # rollouts: adding one later would change the app's code and restart it all.
         for suffix, version, scale in (
@@ -98,6 +116,7 @@ def plan_application(
                 version=version,
                 max_batch_rows=family.max_batch_rows,
                 batch_wait_timeout_s=family.batch_wait_timeout_s,
+                forecast=forecast if not suffix else None,
             )
             families.append(DeploymentPlan(name + suffix, name, scale, config.model_dump(), code))
     max_ongoing = max(settings.family(name).max_ongoing_requests for name in FAMILIES)

@@ -15,7 +15,8 @@ from models import get_family
 from models.catalog import install_families
 from models.errors import DeadlineExceededError
 from models.spec import FamilySpec
-from serving.app.collector import flush_forever
+from serving.app.autoscaling import FORECAST_FLOOR_METRIC
+from serving.app.collector import collector, flush_forever, follow_floor
 from serving.app.config import ReplicaConfig
 from serving.app.replica_logging import route_to_serve_log
 from serving.dataplane.backend import Prediction
@@ -43,6 +44,8 @@ class FamilyReplica:
         self._expired = 0
         self._counters = GameTimeCounters()
         self._flusher: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._forecast_floor: int | None = None
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Swap the model in place; requests already batched finish on the old one."""
@@ -53,6 +56,21 @@ class FamilyReplica:
             await self._slot.load(settings.version)
         if self._flusher is None:
             self._flusher = asyncio.create_task(flush_forever(game_time=self._counters))
+        if settings.forecast is not None and self._follower is None:
+            name, terms = self._slot.family.name, settings.forecast
+            await collector().configure_forecast.remote(
+                terms.settings, terms.min_replicas, terms.max_replicas, name
+            )
+            self._follower = asyncio.create_task(follow_floor(name, self._floor_heard))
+
+    def _floor_heard(self, floor: int | None) -> None:
+        self._forecast_floor = floor
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve calls it for the queue-depth policy: the forecast's floor, if any."""
+        if self._forecast_floor is None:
+            return {}
+        return {FORECAST_FLOOR_METRIC: float(self._forecast_floor)}
 
     async def predict(
         self, inputs: dict[str, np.ndarray], wall_deadline: float | None = None
@@ -66,9 +84,13 @@ class FamilyReplica:
 
     @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.002, batch_size_fn=work_rows)
     async def _batched(self, requests: list[Work]) -> list[Prediction | DeadlineExceededError]:
+        return self._answer(requests, time.time())
+
+    def _answer(self, requests: list[Work], now: float) -> list[Prediction | DeadlineExceededError]:
+        """One batch on the model: the requests whose deadline is still ahead of ``now``."""
         # Read once: a swap during this batch must not mix versions within it.
         model, version = self._slot.current()
-        outputs, calls = run_live(requests, model.run_validated, time.time())
+        outputs, calls = run_live(requests, model.run_validated, now)
         dropped = outputs.count(None)
         if dropped:
             self._expired += dropped

@@ -148,8 +148,30 @@ def test_the_collector_forecasts_from_what_the_replicas_report_and_answers_the_f
     assert policy(context)[0] == 6  # raised to the forecast, within the ceiling
 
 
-def _answered(count: int) -> Telemetry:
+def test_a_family_deployment_forecasts_from_its_own_requests_only() -> None:
+    """A family with its own deployment (a GPU one) learns its own day: the collector
+    keeps its rate history apart from the ingress's, from the ingress's telemetry."""
+    settings = ForecastSettings(
+        bucket_s=0.2, season_s=0.8, lead_s=0.2, requests_per_replica_s=100.0
+    )  # fmt: skip
+    clock = iter(1000.1 + 0.2 * tick for tick in range(100))
+    collector = _Collector(wall_clock=lambda: next(clock))
+    collector.configure_forecast(settings, 1, 6, family="npc-behavior")
+    assert collector.floor("npc-behavior") == 1  # nothing seen yet: its minimum
+    for _ in range(8):  # 100 NPC requests per bucket (500/s), 400 of another family
+        mixed = _answered(100)
+        mixed.merge(_answered(400, family="difficulty-tuning"))
+        assert collector.merge_telemetry("r1", mixed, {}).floor is None  # the ingress's: none
+    assert collector.floor("npc-behavior") == 6  # 500/s x 1.2 / 100 per replica
+    assert collector.floor("difficulty-tuning") is None  # it asked for no forecast
+    assert collector.snapshot().forecast is None
+    # Its replicas restart and send the same terms: the history is kept.
+    collector.configure_forecast(settings, 1, 6, family="npc-behavior")
+    assert collector.floor("npc-behavior") == 6
+
+
+def _answered(count: int, family: str = "npc-behavior") -> Telemetry:
     telemetry = Telemetry()
     for _ in range(count):
-        telemetry.record("npc-behavior", "1", "champion", "ok", 0.001, 1)
+        telemetry.record(family, "1", "champion", "ok", 0.001, 1)
     return telemetry

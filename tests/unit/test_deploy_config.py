@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
@@ -14,14 +16,21 @@ from pipelines.cli import main
 from pipelines.deploy_config import (
     TRACKING_ENV,
     KubeRaySettings,
+    NodeGroup,
     cluster_serve_config,
+    ingress_disruption_budget,
     parse_versions,
     ray_env,
     rayservice,
 )
 from pipelines.settings import Settings
+from serving.app.autoscaling import Capacity
 from serving.app.plan import plan_application
+from serving.settings import MARKET_LABEL, FamilyServing, ServingSettings
 
+CRD_SCHEMA = (
+    Path(__file__).parents[2] / "deploy" / "schemas" / "kuberay-v1.7.0-rayservice-v1.schema.json"
+)
 VERSIONS = {"npc-behavior": "3", "difficulty-tuning": "2", "personalization": None}
 
 
@@ -45,7 +54,13 @@ def test_the_serve_config_is_one_ray_accepts_and_holds_the_plan() -> None:
 
 
 def test_the_rayservice_has_a_cpu_head_autoscaled_gpu_workers_and_the_same_config() -> None:
-    kuberay = KubeRaySettings(image="registry.example/gameserve:1", gpu_workers_max=6)
+    groups = [
+        NodeGroup(name="od", market="on_demand", min_workers=1, max_workers=2, grace_s=90),
+        NodeGroup(name="spot", market="spot", max_workers=6, grace_s=30,
+                  node_selector={"cloud.google.com/gke-spot": "true"}),
+    ]  # fmt: skip
+    kuberay = KubeRaySettings(image="registry.example/gameserve:1", gpu_groups=groups)
+    assert kuberay.capacity() == Capacity(cpus=4 + 4 * 8, gpus=8)
     serve = cluster_serve_config(Settings(), VERSIONS, kuberay)
     manifest = rayservice(serve, kuberay, ray_env(Settings(), kuberay))
     assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
@@ -54,12 +69,23 @@ def test_the_rayservice_has_a_cpu_head_autoscaled_gpu_workers_and_the_same_confi
     ServeDeploySchema.model_validate(embedded)
     cluster = manifest["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
-    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head_pod = cluster["headGroupSpec"]["template"]
+    head = head_pod["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in head["resources"]["limits"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
-    [workers] = cluster["workerGroupSpecs"]
-    assert (workers["minReplicas"], workers["maxReplicas"]) == (0, 6)
-    worker = workers["template"]["spec"]["containers"][0]
+    assert cluster["headGroupSpec"]["labels"] == {MARKET_LABEL: "on_demand"}
+    assert head_pod["metadata"]["labels"] == {"gameserve.io/role": "ingress"}
+    on_demand, spot = cluster["workerGroupSpecs"]
+    assert (on_demand["minReplicas"], on_demand["maxReplicas"]) == (1, 2)
+    assert (spot["minReplicas"], spot["maxReplicas"]) == (0, 6)
+    assert on_demand["labels"] == {MARKET_LABEL: "on_demand"}
+    assert spot["labels"] == {MARKET_LABEL: "spot"}
+    assert spot["template"]["spec"]["nodeSelector"] == {"cloud.google.com/gke-spot": "true"}
+    assert spot["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    pre_stop = spot["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]
+    assert "ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION" in pre_stop["command"][-1]
+    assert "--deadline-remaining-seconds 30" in pre_stop["command"][-1]
+    worker = on_demand["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert worker["image"] == head["image"] == "registry.example/gameserve:1"
     for container in (head, worker):
@@ -69,6 +95,31 @@ def test_the_rayservice_has_a_cpu_head_autoscaled_gpu_workers_and_the_same_confi
         assert container["volumeMounts"][0] == {
             "name": "gameserve-secrets", "mountPath": "/etc/gameserve", "readOnly": True,
         }  # fmt: skip
+    budget = ingress_disruption_budget(kuberay)
+    assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": {
+        "gameserve.io/role": "ingress"}}}  # fmt: skip
+
+
+def test_the_rayservice_validates_against_kuberays_crd_schema() -> None:
+    schema = json.loads(CRD_SCHEMA.read_text())
+    kuberay = KubeRaySettings()
+    serve = cluster_serve_config(Settings(), VERSIONS, kuberay)
+    manifest = rayservice(serve, kuberay, ray_env(Settings(), kuberay))
+    jsonschema.validate(manifest, schema)
+    # The check has teeth: a field KubeRay does not know is refused.
+    broken = yaml.safe_load(yaml.safe_dump(manifest))
+    broken["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "four"
+    with pytest.raises(jsonschema.ValidationError, match="'four' is not of type 'integer'"):
+        jsonschema.validate(broken, schema)
+
+
+def test_npc_never_runs_on_spot_and_personalization_may() -> None:
+    families = {name: FamilyServing(num_gpus=0.25) for name in ("npc-behavior", "personalization")}
+    plan = plan_application(ServingSettings(families=families), dict.fromkeys(families, "1"))
+    options = {d.name: d.code_options["ray_actor_options"] for d in plan.families}
+    assert options["npc-behavior"]["label_selector"] == {MARKET_LABEL: "!spot"}
+    assert options["npc-behavior-challenger"]["label_selector"] == {MARKET_LABEL: "!spot"}
+    assert "label_selector" not in options["personalization"]
 
 
 def test_versions_come_from_flags_without_a_registry(
@@ -84,7 +135,9 @@ def test_versions_come_from_flags_without_a_registry(
     ingress = serve["applications"][0]["deployments"][-1]
     assert set(ingress["user_config"]["champions"].values()) == {"7"}
     assert main(["build-config", "--kuberay", *flags]) == 0
-    assert yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])["kind"] == "RayService"
+    printed = list(yaml.safe_load_all(capsys.readouterr().out.split("\n", 1)[1]))
+    assert [doc["kind"] for doc in printed] == ["RayService", "PodDisruptionBudget"]
+    assert (tmp_path / "deploy" / "pdb.yaml").is_file()
 
 
 def test_a_malformed_version_flag_names_itself() -> None:
@@ -102,6 +155,8 @@ def test_the_manifests_in_deploy_are_what_build_config_renders() -> None:
     )
     rendered = rayservice(serve, kuberay, ray_env(Settings(), kuberay))
     assert yaml.safe_load((folder / "rayservice.yaml").read_text()) == rendered
+    budget = ingress_disruption_budget(kuberay)
+    assert yaml.safe_load((folder / "pdb.yaml").read_text()) == budget
 
 
 def test_rays_nodes_are_told_the_replica_http_port_wherever_the_config_is_rendered() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from serving.app.autoscaling import Capacity, QueueDepthSettings
 from serving.app.config import IngressConfig, ReplicaConfig
+from serving.app.demand_forecast import ForecastSettings
 from serving.app.plan import plan_application
 from serving.dataplane.routing import Route
 from serving.settings import FamilyServing, ServingSettings
@@ -45,3 +47,18 @@ def test_a_rollout_is_carried_by_the_plan() -> None:
     _, challenger = plan.families
     assert ReplicaConfig.model_validate(challenger.user_config).version == "3"
     assert challenger.options["autoscaling_config"]["min_replicas"] == 1
+
+
+def test_a_family_that_forecasts_hands_its_terms_to_its_champion_replicas() -> None:
+    forecast = ForecastSettings(bucket_s=3.0, season_s=90.0, requests_per_replica_s=200.0)
+    family = FamilyServing(
+        num_gpus=1.0, autoscaling=QueueDepthSettings(min_replicas=1, forecast=forecast)
+    )
+    settings = ServingSettings(families={DIFFICULTY: family}, capacity=Capacity(cpus=8, gpus=4))
+    champion, challenger = plan_application(settings, {DIFFICULTY: "2"}).families
+    terms = ReplicaConfig.model_validate(champion.user_config).forecast
+    assert terms is not None
+    assert (terms.settings, terms.min_replicas, terms.max_replicas) == (forecast, 1, 4)
+    assert champion.options["autoscaling_config"]["max_replicas"] == 4
+    # A challenger runs pinned for its rollout: it has nothing to forecast.
+    assert ReplicaConfig.model_validate(challenger.user_config).forecast is None
