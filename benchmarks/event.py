@@ -17,9 +17,10 @@ capacity, ten times that, the baseline again.
 
 Prints, per scenario, the measured day's offered requests, model answers,
 fallbacks, refusals (with and without Retry-After), failures, NPC p99, replicas
-when the spike starts, seconds from the spike's start to the last second with a
-fallback or refusal, peak nodes and node-minutes; writes the records under
-benchmarks/results/ and one picture to benchmarks/reference/event.png.
+when the spike starts, seconds from the spike's start until 90% of each second's
+ticks get the model's answer (for 5 s running), peak nodes and node-minutes;
+writes the records under benchmarks/results/ and one picture to
+benchmarks/reference/event.png.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ RESULTS = Path(__file__).parent / "results"
 REFERENCE = Path(__file__).parent / "reference"
 COLUMNS = (
     "how", "offered", "model", "fallback", "refused", "refused_without_retry_after",
-    "failed", "p99_ms", "late", "replicas_at_spike", "spike_replicas", "clean_after_s",
+    "failed", "p99_ms", "late", "replicas_at_spike", "spike_replicas", "served_after_s",
     "peak_nodes", "node_minutes",
 )  # fmt: skip
 

@@ -244,3 +244,44 @@ def test_work_that_expires_in_a_family_replicas_batch_queue_never_runs(
     print(f"\n8 requests with a 15 ms deadline: {ran} ran, {expired} dropped unrun from the "
           f"batch queue, {cancelled} cancelled before the replica took them")  # fmt: skip
     assert ran <= 2, (ran, expired)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the first call to a family scaled to zero waits out the cold start (3.2-3.8 s "
+    "here) instead of getting the fallback at its 50 ms deadline; where it waits is not "
+    "found yet (not in asyncio.wait_for's cancellation: replacing it changed nothing)",
+)
+def test_a_family_scaled_to_zero_answers_by_fallback_until_its_first_replica_is_ready(
+    gateway: ServeGateway, ray_cluster: str, test_keys: TestKeys
+) -> None:
+    """A rarely used family holds no replica; its first callers get the fallback at their
+    deadline (never an error, never a wait), and the demand they make brings one back."""
+    policy = aggressive(min_replicas=0, max_replicas=1, scale_down_cooldown_s=1.0)
+    npc = FamilyServing(autoscaling=policy, deadline_ms=50.0)
+    body = {"npcs": [npc_tick(1)["npcs"][0]]}
+    with _variant(gateway, ray_cluster, npc, "1") as served:
+        app = served.settings.app_name
+        with requests.Session() as session:  # every ingress replica has called it once
+            for _ in range(20):
+                session.post(f"{served.url}/v1/npc/act", json=body, headers=test_keys.headers)
+        deadline = time.monotonic() + 60  # deployed with one; calm takes it away
+        while _replicas(app, NPC) > 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _replicas(app, NPC) == 0
+        sources: list[str] = []
+        started = time.monotonic()
+        with requests.Session() as session:
+            while time.monotonic() - started < 90 and "model" not in sources[-1:]:
+                answer = session.post(
+                    f"{served.url}/v1/npc/act", json=body, headers=test_keys.headers, timeout=10
+                )
+                assert answer.status_code == 200, answer.text
+                sources.append(answer.json()["source"])
+                time.sleep(0.05)
+        cold_s = time.monotonic() - started
+    print(f"\nscaled to zero: {sources.count('fallback')} fallbacks, first model answer after "
+          f"{cold_s:.1f} s")  # fmt: skip
+    assert sources[0] == "fallback"
+    assert sources[-1] == "model", sources[-5:]
+    assert set(sources) == {"fallback", "model"}
