@@ -29,10 +29,10 @@ LIMITS = Thresholds(
 )
 
 
-def rollout_settings(preflight: bool) -> RolloutSettings:
+def rollout_settings(preflight: bool, limits: Thresholds = LIMITS) -> RolloutSettings:
     plan = FamilyRollout(
         steps=STEPS,
-        thresholds=LIMITS,
+        thresholds=limits,
         preflight=Preflight(enabled=preflight, quality_tolerance=0.03, eval_samples=2_000),
     )
     return RolloutSettings(poll_interval_s=0.5, decision_interval_s=0.25, families={NPC.name: plan})

@@ -28,9 +28,7 @@ from pipelines.registry import (
 from pipelines.rollout.commands import RegistryControls, describe
 from pipelines.rollout.controller import OUTCOME_TAG, RolloutController
 from pipelines.rollout.preflight import preflight
-from pipelines.rollout.settings import (
-    RolloutStep,
-)
+from pipelines.rollout.settings import RolloutStep, Thresholds
 from pipelines.tracking_server import EmbeddedTrackingServer
 from pipelines.training import register_onnx, train_and_register
 from serving.app.gateway import ServeGateway
@@ -38,7 +36,7 @@ from tests import bad_models as rollout_models
 from tests.attacks import move_champion, register_outside_the_pipeline
 from tests.auth import TestKeys
 from tests.e2e.load import Load
-from tests.e2e.rollouts import GOOD, NPC, STEPS, rollout_settings
+from tests.e2e.rollouts import GOOD, LIMITS, NPC, STEPS, rollout_settings
 from tests.notebooks import run_notebook
 from tests.payloads import npc, npc_tick
 from tests.scrape import Scraper, scrape, values
@@ -67,9 +65,11 @@ def _rollout(
     headers: dict[str, str],
     preflight: bool = False,
     scraper: Scraper | None = None,
+    limits: Thresholds = LIMITS,
 ) -> tuple[object, Load]:
     recorded = gateway.settings.payload_log.dir
-    controller = RolloutController(registry, gateway, rollout_settings(preflight), recorded)
+    settings = rollout_settings(preflight, limits)
+    controller = RolloutController(registry, gateway, settings, recorded)
     champion_before = registry.aliases(NPC.name)[CHAMPION]
     RegistryControls(registry).start(NPC.name, version)
     with Load(gateway.url, headers=headers) as load, scraper or contextlib.nullcontext():
@@ -88,7 +88,12 @@ def test_good_challenger_is_promoted_with_no_failed_request(
     old = registry.aliases(NPC.name)[CHAMPION]
     new = train_and_register(NPC, GOOD.model_copy(update={"seed": 2}), registry).version
     scraper = Scraper(gateway.url, test_keys.headers)
-    result, load = _rollout(registry, gateway, new, test_keys.headers, True, scraper)
+    # A good challenger's p99 differs from the champion's by noise alone, and a p99 over
+    # the 10% step's ~80 samples is near their maximum: on a shared 2-core CI runner it
+    # reached twice the champion's once (40.9 ms against 20.4). This test is about
+    # promotion without a failed request; the latency gate has its own (five times slower).
+    patient = LIMITS.model_copy(update={"p99_slack_ms": 40.0})
+    result, load = _rollout(registry, gateway, new, test_keys.headers, True, scraper, patient)
     assert result.decision == "promoted", result.reason  # type: ignore[attr-defined]
     time.sleep(1.0)  # the replicas' last counts reach the collector
     _metrics_followed_the_rollout(scraper, scrape(gateway.url, test_keys.headers), old, new)
