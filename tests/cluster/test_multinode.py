@@ -221,8 +221,16 @@ def _play(url: str, headers: dict[str, str], count: int) -> Counter[str]:
             headers=headers,
             timeout=30,
         )
-        seen[response.json()["source"] if response.ok else f"http {response.status_code}"] += 1
+        if response.ok:
+            seen[response.json()["source"]] += 1
+        else:  # the error's code too: a 503 may be the edge's use_local or an overload
+            code = response.json().get("error", {}).get("code", "") if _is_json(response) else ""
+            seen[f"http {response.status_code} {code}".rstrip()] += 1
     return seen
+
+
+def _is_json(response: requests.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("application/json")
 
 
 def test_replicas_on_a_second_node_serve_survive_its_loss_and_return_with_a_new_one(
