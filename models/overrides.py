@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -35,3 +35,10 @@ def merged(declared: Mapping[str, Any], given: Any) -> Any:
         else:
             out[field] = value
     return out
+
+
+def merged_each(given: Any, over: Callable[[str, Any], Any]) -> Any:
+    """Each family's block of a ``families`` map through ``over`` (a map as given otherwise)."""
+    if not isinstance(given, dict):
+        return given
+    return {name: over(name, block) for name, block in given.items()}

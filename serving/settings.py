@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from models import FAMILIES, get_family
 from models.errors import ModelNotFoundError
-from models.overrides import merged
+from models.overrides import merged, merged_each
 from models.spec import FamilySpec
 from serving.app.autoscaling import Capacity, QueueDepthSettings, autoscaling_config
 from serving.app.demand_forecast import ForecastSettings
@@ -411,9 +411,7 @@ class ServingSettings(BaseModel):
     @field_validator("families", mode="before")
     @classmethod
     def _over_declared_defaults(cls, given: Any) -> Any:
-        if not isinstance(given, dict):
-            return given
-        return {name: over_declared(name, block) for name, block in given.items()}
+        return merged_each(given, over_declared)
 
     def with_declared_defaults(self) -> ServingSettings:
         """These settings with each family's block merged again over its declared defaults.

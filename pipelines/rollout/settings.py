@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models import FAMILIES, get_family
 from models.errors import ModelNotFoundError
-from models.overrides import merged
+from models.overrides import merged, merged_each
 
 
 class RolloutStep(BaseModel):
@@ -88,9 +88,7 @@ class RolloutSettings(BaseModel):
     @field_validator("families", mode="before")
     @classmethod
     def _over_declared_defaults(cls, given: Any) -> Any:
-        if not isinstance(given, dict):
-            return given
-        return {name: over_declared(name, block) for name, block in given.items()}
+        return merged_each(given, over_declared)
 
     def with_declared_defaults(self) -> RolloutSettings:
         """Each family's block merged again over its declared thresholds (spec families)."""
