@@ -170,6 +170,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
         report["models"] = answer.json()["models"]
         scraped = requests.get(f"{state.api_url}/metrics", headers=headers, timeout=10)
         report["forecast"] = _forecast(scraped.text) if scraped.ok else None
+        report["capacity_exhausted"] = _exhausted(scraped.text) if scraped.ok else None
     except (requests.RequestException, ValueError, KeyError) as exc:
         report["api_error"] = str(exc)
     return report
@@ -187,6 +188,21 @@ def _forecast(metrics: str) -> dict[str, Any] | None:
             elif sample.name == "gameserve_forecast_replicas":
                 found["ingress_floor"] = int(sample.value)
     return found or None
+
+
+def _exhausted(metrics: str) -> dict[str, dict[str, int]]:
+    """The deployments whose cluster is full, from the stack's own /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    full: set[str] = set()
+    short: dict[str, int] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "gameserve_capacity_exhausted" and sample.value:
+                full.add(sample.labels["deployment"])
+            elif sample.name == "gameserve_capacity_short_replicas":
+                short[sample.labels["deployment"]] = int(sample.value)
+    return {name: {"short_replicas": short.get(name, 0)} for name in sorted(full)}
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -228,6 +244,11 @@ def _print_status(report: dict[str, Any]) -> None:
         print(
             f"Forecast:       peak {forecast['peak_requests_per_s']:,.0f} req/s ahead "
             f"({forecast['method']}): ingress floor {forecast['ingress_floor']} replicas"
+        )
+    for deployment, full in (report.get("capacity_exhausted") or {}).items():
+        print(
+            f"Capacity exhausted: {deployment} wants {full['short_replicas']} more replicas "
+            "than the cluster holds; the edge sheds and fallbacks answer the rest"
         )
 
 

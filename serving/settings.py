@@ -115,6 +115,13 @@ class FamilyServing(BaseModel):
         "labelled gameserve.io/market=spot, which a cloud may reclaim at 30 s notice). "
         "False: never (label_selector !spot); nodes without the label count as on demand.",
     )
+    shutdown_grace_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="How long a replica being stopped (scale-down, a drained node) may "
+        "finish what it holds before Serve kills it. A family's calls take milliseconds; "
+        "Serve's 20 s default also held each replica the policy withdrew from a full "
+        "cluster, never placed, for that long.",
+    )  # fmt: skip
     placement: Literal["auto", "ingress", "deployment"] = Field(
         default="auto",
         description="Where the model runs. 'ingress': in the ingress replica's process, no "

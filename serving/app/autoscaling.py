@@ -9,6 +9,7 @@ answer inside the budget; that is the per-replica target.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -17,6 +18,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from serving.app.demand_forecast import ForecastSettings
+from serving.app.placement import Exhausted, exhausted, held_ceiling, watch_placement
+
+logger = logging.getLogger(__name__)
 
 POLICY_PATH = "serving.app.autoscaling:QueueDepthPolicy"
 # The custom metric an ingress replica reports (record_autoscaling_stats): requests
@@ -30,6 +34,9 @@ RUNTIME_ENV_VARS = {
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRIC_PUSH_INTERVAL_S),
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(METRIC_PUSH_INTERVAL_S),
 }
+# How often a policy renews its report of a full cluster (the collector's
+# CAPACITY_REPORT_TTL_S forgets one not renewed).
+CAPACITY_REPORT_S = 10.0
 # Prefixed so they never collide with the keys Serve keeps in the same state.
 _LAST_UP, _LAST_DOWN, _CALM_SINCE = "gameserve_last_up", "gameserve_last_down", "gameserve_calm"
 
@@ -86,6 +93,16 @@ class QueueDepthSettings(BaseModel):
     )
     max_scale_up_step: int | None = Field(default=None, ge=1, description="None: jump at once")
     max_scale_down_step: int = Field(default=1, ge=1)
+    placement_patience_s: float = Field(
+        default=120.0, gt=0,
+        description="How long replicas asked for may wait for a node, none added, before "
+        "the cluster counts as full and the policy holds at what runs (serving/app/"
+        "placement.py); longer than a node's start plus a replica's.",
+    )  # fmt: skip
+    full_recheck_s: float = Field(
+        default=300.0, gt=0, description="How long a full cluster is believed before the "
+        "policy asks for the replicas it wants again.",
+    )  # fmt: skip
     calendar: list[CalendarEvent] = Field(default_factory=list)
     forecast: ForecastSettings | None = Field(
         default=None,
@@ -137,13 +154,22 @@ def decide(
     now: float,
     state: dict[str, Any],
     forecast: int = 0,
+    running: int | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Replicas for ``load`` requests in the system (ongoing plus queued), never under
-    the floor (min, calendar events, and ``forecast``: what the demand forecast asks)."""
+    the floor (min, calendar events, and ``forecast``: what the demand forecast asks),
+    nor over what the cluster was found to place (given the ``running`` replicas)."""
     state = dict(state)
     floor = settings.floor(now, forecast)
     target = settings.target_per_replica
     wanted = min(max(math.ceil(load / target), floor), settings.ceiling)
+    if running is not None:
+        watch_placement(state, current, running, wanted, now, settings.placement_patience_s)
+        held = held_ceiling(state, wanted, now, settings.full_recheck_s)
+        if held is not None:
+            if current > held:  # the asks no node took are withdrawn
+                return held, state
+            wanted = min(wanted, held)
     if wanted > current:
         state.pop(_CALM_SINCE, None)
         if now - state.get(_LAST_UP, -math.inf) < settings.scale_up_cooldown_s:
@@ -173,6 +199,7 @@ class QueueDepthPolicy:
 
     def __init__(self, **kwargs: Any) -> None:
         self.settings = QueueDepthSettings.model_validate(kwargs)
+        self._reported_at = -math.inf
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         now = ctx.current_time or time.time()
@@ -182,14 +209,37 @@ class QueueDepthPolicy:
         # flapped 2 -> 4 -> 2 and never scaled (benchmarks/spike.py, this round).
         # The target is what the policy decided last; it moves from there.
         target = getattr(ctx, "target_num_replicas", None)
-        return decide(
+        before = dict(ctx.policy_state or {})
+        replicas, state = decide(
             self.settings,
             int(target if target is not None else ctx.current_num_replicas),
             load(ctx),
             float(now),
-            dict(ctx.policy_state or {}),
+            before,
             forecast_floor(ctx) if self.settings.forecast is not None else 0,
+            running=int(ctx.current_num_replicas),
         )
+        name = str(getattr(ctx, "deployment_name", "deployment"))
+        report = exhausted(name, state)
+        # On a change, and again every CAPACITY_REPORT_S while full (the collector
+        # forgets a report not renewed: a redeployed policy starts with no state).
+        due = report is not None and now - self._reported_at >= CAPACITY_REPORT_S
+        if due or report != exhausted(name, before):
+            _report_capacity(name, report)
+            self._reported_at = now
+        return replicas, state
+
+
+def _report_capacity(deployment: str, report: Exhausted | None) -> None:
+    """Tell the collector (fire and forget: the policy runs in Serve's controller, which
+    must not wait on it); a failure costs the report, never the decision."""
+    # Imported here: the settings import this module, and must not import Ray.
+    from serving.app.collector import collector
+
+    try:
+        collector().set_capacity.remote(deployment, report)
+    except Exception:  # the collector restarting; the next change reports again
+        logger.warning("could not report %s's capacity to the collector", deployment)
 
 
 def _reported(ctx: Any, metric: str) -> list[float]:

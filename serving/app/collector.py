@@ -14,6 +14,7 @@ from typing import Any, cast
 import ray
 
 from serving.app.demand_forecast import Forecast, ForecastSettings, RateHistory, forecast_floor
+from serving.app.placement import Exhausted
 from serving.dataplane.game_time import FamilyCounts, GameTimeCounters
 from serving.dataplane.payload_log import PayloadLog
 from serving.dataplane.rollout_metrics import FamilyWindow, MetricsWindows, RolloutWindow
@@ -27,6 +28,9 @@ FLUSH_INTERVAL_S = 0.25
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 # A replica silent this long is gone (stopped, or killed): its gauges no longer count.
 REPLICA_SILENT_S = 5.0
+# A full cluster's report, renewed every CAPACITY_REPORT_S by the policy that found
+# it, is forgotten this long after its last renewal (a deployment redeployed or gone).
+CAPACITY_REPORT_TTL_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +55,8 @@ class _Collector:
         # The ingress's demand (key None: every request) and each family deployment's
         # that forecasts its own (key: the family, its requests only).
         self.demands: dict[str | None, Demand] = {}
+        # deployment -> (when last reported on the monotonic clock, its full cluster)
+        self.exhausted: dict[str, tuple[float, Exhausted]] = {}
 
     @property
     def demand(self) -> Demand | None:
@@ -124,6 +130,22 @@ class _Collector:
         else:
             self.rollouts[family] = gauges
 
+    def set_capacity(self, deployment: str, report: Exhausted | None) -> None:
+        """A policy found its cluster full (``report``), or no longer (None)."""
+        if report is None:
+            self.exhausted.pop(deployment, None)
+        else:
+            self.exhausted[deployment] = (time.monotonic(), report)
+
+    def capacity(self) -> dict[str, Exhausted]:
+        """The deployments whose cluster is full now, by their policies' latest reports."""
+        now = time.monotonic()
+        return {
+            name: report
+            for name, (at, report) in self.exhausted.items()
+            if now - at < CAPACITY_REPORT_TTL_S
+        }
+
     def snapshot(self) -> MetricsSnapshot:
         """Totals since the collector started, and the gauges of the replicas still heard."""
         now = time.monotonic()
@@ -147,6 +169,9 @@ class _Collector:
             in_flight=dict(in_flight),
             ingress_replicas=len(live),
             rollouts=rollouts,
+            exhausted={
+                name: (report.held, report.wanted) for name, report in self.capacity().items()
+            },
         )
 
     def read(self, family: str, reset: bool) -> RolloutWindow:

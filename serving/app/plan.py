@@ -80,6 +80,7 @@ def plan_application(
         code = {
             "max_ongoing_requests": family.max_ongoing_requests,
             "max_queued_requests": family.max_queued_requests,
+            "graceful_shutdown_timeout_s": family.shutdown_grace_s,
             "ray_actor_options": {
                 "num_cpus": family.num_cpus,
                 "num_gpus": family.num_gpus,

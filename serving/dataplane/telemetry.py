@@ -178,3 +178,5 @@ class MetricsSnapshot:
     # The ingress's demand forecast: the peak request rate of the next lead time,
     # the replica floor it asks for, and the method (None: no forecast configured).
     forecast: tuple[float, int, str] | None = None
+    # Deployments whose cluster was found full: (replicas held, replicas the load wanted).
+    exhausted: dict[str, tuple[int, int]] = field(default_factory=dict)

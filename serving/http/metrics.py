@@ -156,6 +156,7 @@ class _Rendered(Collector):
         replicas.add_metric(["ingress"], self.snapshot.ingress_replicas)
         yield queue
         yield replicas
+        yield from self._exhausted()
         if self.snapshot.forecast is not None:
             peak, floor, method = self.snapshot.forecast
             rate = GaugeMetricFamily(
@@ -171,6 +172,25 @@ class _Rendered(Collector):
             ingress_floor.add_metric([method], floor)
             yield rate
             yield ingress_floor
+
+    def _exhausted(self) -> Iterator[Metric]:
+        full = GaugeMetricFamily(
+            "gameserve_capacity_exhausted",
+            "1 where the cluster holds no more of a deployment's replicas than run: its "
+            "policy holds there, the edge sheds and fallbacks answer the rest.",
+            labels=["deployment"],
+        )
+        short = GaugeMetricFamily(
+            "gameserve_capacity_short_replicas",
+            "Replicas the load asked for that the full cluster could not place.",
+            labels=["deployment"],
+        )
+        for deployment in sorted(set(self.replicas) | set(self.snapshot.exhausted)):
+            held, wanted = self.snapshot.exhausted.get(deployment, (0, 0))
+            full.add_metric([deployment], 1.0 if deployment in self.snapshot.exhausted else 0.0)
+            short.add_metric([deployment], max(wanted - held, 0))
+        yield full
+        yield short
 
     def _rollouts(self) -> Iterator[Metric]:
         labels = ["family", "challenger"]

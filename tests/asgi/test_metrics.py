@@ -118,7 +118,9 @@ def test_every_dashboard_query_names_a_metric_the_app_exports(
     own = local_snapshot(plane)
 
     async def with_forecast() -> MetricsSnapshot:  # the collector adds it on a cluster
-        return dataclasses.replace(await own(), forecast=(840.0, 3, "seasonal-naive"))
+        return dataclasses.replace(
+            await own(), forecast=(840.0, 3, "seasonal-naive"), exhausted={"npc-behavior": (2, 6)}
+        )
 
     app = create_app(plane, settings_with_keys(key_file), metrics=with_forecast)
     headers = {"Authorization": f"Bearer {api_keys['ops']}"}
@@ -132,6 +134,9 @@ def test_every_dashboard_query_names_a_metric_the_app_exports(
     }
     assert 'gameserve_forecast_replicas{method="seasonal-naive"} 3.0' in text
     assert 'gameserve_forecast_requests_per_second{method="seasonal-naive"} 840.0' in text
+    assert 'gameserve_capacity_exhausted{deployment="npc-behavior"} 1.0' in text
+    assert 'gameserve_capacity_short_replicas{deployment="npc-behavior"} 4.0' in text
+    assert 'gameserve_capacity_exhausted{deployment="difficulty-tuning"} 0.0' in text
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     named = {name for query in queries for name in re.findall(r"\bgameserve_\w+", query)}

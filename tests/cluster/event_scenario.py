@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
 import numpy as np
 import ray
 from pydantic import BaseModel, Field
@@ -51,15 +50,12 @@ from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
 from serving.settings import AuthSettings, FamilyServing, ServingSettings
 from tests.cluster.emulated_accelerator import EmulatedAccelerator, EmulatedAcceleratorModel
+from tests.cluster.event_load import NPC, ROWS, Load, gpu_nodes, npc_replicas
 from tests.cluster.gpu_workers_scenario import FakeCluster
-from tests.payloads import npc_tick
 
 ROOT = Path(__file__).resolve().parents[2]
-NPC = "npc-behavior"
-ROWS = 64  # NPCs per tick (a busy server's)
 BATCH = 4  # ticks one accelerator call may take: what arrived while the last one ran
 ONGOING = 4  # per replica
-MAX_IN_FLIGHT = 2_000
 
 
 class EventSpec(BaseModel):
@@ -69,6 +65,13 @@ class EventSpec(BaseModel):
     accelerator: EmulatedAccelerator = Field(default_factory=EmulatedAccelerator)
     accelerators_per_node: int = Field(default=1, ge=1, description="GPUs a node holds")
     node_limit: int = Field(default=6, ge=1)
+    ceiling: int | None = Field(
+        default=None, ge=1, description="Replicas the policy may ask for (None: what the "
+        "node limit holds); more than that is a cluster that fills.",
+    )  # fmt: skip
+    placement_patience_s: float = Field(
+        default=120.0, gt=0, description="The policy's wait for a node before it holds"
+    )
     baseline_share: float = Field(default=0.3, description="Of one node's capacity")
     multiplier: float = 10.0
     baseline_s: float = 40.0
@@ -133,7 +136,8 @@ class EventSpec(BaseModel):
         # answers a tick in 53 ms of 150, at 2.8 ticks in the system each), and half
         # its ticks fell back (this benchmark's first run).
         return QueueDepthSettings(
-            min_replicas=1, max_replicas=self.max_replicas,
+            min_replicas=1, max_replicas=self.ceiling or self.max_replicas,
+            placement_patience_s=self.placement_patience_s,
             latency_budget_ms=self.deadline_ms * self.utilisation, service_time_ms=service_ms,
             calendar=calendar, forecast=forecast,
         )  # fmt: skip
@@ -145,104 +149,6 @@ class EventSpec(BaseModel):
             ("after", self.after_s, self.baseline_rps),
         ]
         return day * self.days
-
-
-def _gpu_nodes() -> int:
-    return sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0)
-
-
-def _npc_replicas(app: str) -> tuple[int, int]:
-    """(running, all) replicas of the NPC deployment."""
-    status = serve.status().applications.get(app)
-    if status is None or NPC not in status.deployments:
-        return 0, 0
-    states = status.deployments[NPC].replica_states
-    running = sum(n for s, n in states.items() if str(s).endswith("RUNNING"))
-    return running, sum(states.values())
-
-
-class Load:
-    """Open-loop NPC ticks by phase; per second: what was offered and what came back."""
-
-    def __init__(self, url: str, deadline_ms: float, app: str) -> None:
-        self.url, self.app = url, app
-        self.headers = {"X-Deadline-Ms": f"{deadline_ms:g}"}
-        self.seconds: list[dict[str, Any]] = []
-        self.in_flight = 0
-
-    def _second(self, t: float) -> dict[str, Any]:
-        while len(self.seconds) <= int(t):
-            self.seconds.append({"offered": 0, "model": 0, "fallback": 0, "refused": 0,
-                                 "refused_no_retry_after": 0, "failed": 0, "unsent": 0,
-                                 "latency_ms": [], "replicas": None, "nodes": None})  # fmt: skip
-        return self.seconds[int(t)]
-
-    async def _one(self, session: aiohttp.ClientSession, slot: dict[str, Any]) -> None:
-        self.in_flight += 1
-        sent = time.monotonic()
-        try:
-            async with session.post(f"{self.url}/v1/npc/act", data=self.body) as response:
-                body = await response.read()
-                took = (time.monotonic() - sent) * 1000
-                if response.status == 200:
-                    slot["model" if b'"source":"model"' in body else "fallback"] += 1
-                    slot["latency_ms"].append(round(took, 2))
-                elif response.status in (429, 503):
-                    slot["refused"] += 1
-                    if "Retry-After" not in response.headers:
-                        slot["refused_no_retry_after"] += 1
-                else:
-                    slot["failed"] += 1
-        except (aiohttp.ClientError, TimeoutError):
-            slot["failed"] += 1
-        finally:
-            self.in_flight -= 1
-
-    async def _sample(self, started: float, until: float) -> None:
-        loop = asyncio.get_running_loop()
-        while (now := time.monotonic() - started) < until:
-            replicas, nodes = await loop.run_in_executor(None, _observe, self.app)
-            slot = self._second(now)
-            slot["replicas"], slot["nodes"] = replicas, nodes
-            await asyncio.sleep(1.0)
-
-    async def play(self, phases: list[tuple[str, float, float]]) -> None:
-        self.body = json.dumps(npc_tick(ROWS)).encode()
-        headers = {**self.headers, "Content-Type": "application/json"}
-        total = sum(duration for _, duration, _ in phases)
-        connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=headers
-        ) as session:
-            started = time.monotonic()
-            sampler = asyncio.create_task(self._sample(started, total))
-            tasks: set[asyncio.Task[None]] = set()
-            edge = 0.0
-            for _, duration, rps in phases:
-                sent = 0
-                while (now := time.monotonic() - started) < edge + duration:
-                    due = edge + sent / rps
-                    if now < due:
-                        await asyncio.sleep(due - now)
-                        continue
-                    slot = self._second(now)
-                    slot["offered"] += 1
-                    sent += 1
-                    if self.in_flight >= MAX_IN_FLIGHT:
-                        slot["unsent"] += 1
-                        continue
-                    task = asyncio.create_task(self._one(session, slot))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                edge += duration
-            await asyncio.gather(*tasks)
-            await sampler
-
-
-def _observe(app: str) -> tuple[list[int], int]:
-    running, present = _npc_replicas(app)
-    return [running, present], _gpu_nodes()
 
 
 def run(spec: EventSpec, out: Path) -> None:
@@ -292,7 +198,7 @@ def run(spec: EventSpec, out: Path) -> None:
         deploy = threading.Thread(target=serve.run, args=(app,), kwargs={"name": "gameserve"})
         deploy.start()
         deploy.join(timeout=deploy_s * 3)
-        event("deployed", nodes=_gpu_nodes(), replicas=_npc_replicas("gameserve"))
+        event("deployed", nodes=gpu_nodes(), replicas=npc_replicas("gameserve"))
         if pinned:
             os.sched_setaffinity(0, {0})
         wait = day_zero - time.time()
@@ -378,6 +284,7 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "spike_replicas": spec.spike_replicas,
         "served_after_s": served_after,
         "peak_nodes": max(nodes, default=0),
+        "exhausted_s": sum(1 for second in seconds if second.get("exhausted")),
         "node_minutes": round(sum(nodes) / 60, 2),
     }
 

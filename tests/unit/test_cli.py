@@ -7,6 +7,7 @@ import pytest
 
 from models import trainable_family
 from models.runtime import OnnxModel
+from pipelines import stack_commands
 from pipelines.cli import main
 
 
@@ -58,3 +59,24 @@ def test_a_broken_family_spec_stops_the_cli_with_one_clear_line(
     assert "skill.toml" in error
     assert "inputs" in error  # the field it lacks
     assert "Traceback" not in error
+
+
+def test_status_names_a_deployment_whose_cluster_is_full(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scraped = (
+        "# TYPE gameserve_capacity_exhausted gauge\n"
+        'gameserve_capacity_exhausted{deployment="npc-behavior"} 1.0\n'
+        'gameserve_capacity_exhausted{deployment="personalization"} 0.0\n'
+        "# TYPE gameserve_capacity_short_replicas gauge\n"
+        'gameserve_capacity_short_replicas{deployment="npc-behavior"} 4.0\n'
+        'gameserve_capacity_short_replicas{deployment="personalization"} 0.0\n'
+    )
+    full = stack_commands._exhausted(scraped)
+    assert full == {"npc-behavior": {"short_replicas": 4}}
+    report = {"running": True, "pid": 1, "api_url": "http://127.0.0.1:1", "grpc_address": None,
+              "metrics_url": "m", "dashboard_url": "d", "tracking_uri": "t",
+              "mlflow_healthy": True, "admin_url": "a", "models": [],
+              "capacity_exhausted": full}  # fmt: skip
+    stack_commands._print_status(report)
+    assert "Capacity exhausted: npc-behavior wants 4 more replicas" in capsys.readouterr().out
