@@ -20,7 +20,7 @@ from serving.app.collector import collector, flush_forever, follow_floor
 from serving.app.config import ReplicaConfig
 from serving.app.replica_logging import route_to_serve_log
 from serving.dataplane.backend import Prediction
-from serving.dataplane.batching import Work, run_live, work_rows
+from serving.dataplane.batching import ServiceTime, Work, run_live, work_rows
 from serving.dataplane.game_time import GameTimeCounters, not_started
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
@@ -42,6 +42,7 @@ class FamilyReplica:
         self._requests = 0
         self._model_calls = 0
         self._expired = 0
+        self._service = ServiceTime()
         self._counters = GameTimeCounters()
         self._flusher: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
@@ -84,13 +85,20 @@ class FamilyReplica:
 
     @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.002, batch_size_fn=work_rows)
     async def _batched(self, requests: list[Work]) -> list[Prediction | DeadlineExceededError]:
-        return self._answer(requests, time.time())
+        started = time.time()
+        answers = self._answer(requests, started + self._service.expected_s())
+        if len(answers) > sum(isinstance(a, DeadlineExceededError) for a in answers):
+            self._service.observe(time.time() - started)
+        return answers
 
-    def _answer(self, requests: list[Work], now: float) -> list[Prediction | DeadlineExceededError]:
-        """One batch on the model: the requests whose deadline is still ahead of ``now``."""
+    def _answer(
+        self, requests: list[Work], finish_by: float
+    ) -> list[Prediction | DeadlineExceededError]:
+        """One batch on the model: the requests whose deadline is still ahead of
+        ``finish_by``, when the batch is expected to be done."""
         # Read once: a swap during this batch must not mix versions within it.
         model, version = self._slot.current()
-        outputs, calls = run_live(requests, model.run_validated, now)
+        outputs, calls = run_live(requests, model.run_validated, finish_by)
         dropped = outputs.count(None)
         if dropped:
             self._expired += dropped

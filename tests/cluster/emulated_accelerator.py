@@ -89,11 +89,13 @@ class EmulatedAcceleratorReplica(FamilyReplica):
 
     @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.002, batch_size_fn=work_rows)
     async def _batched(self, requests: list[Work]) -> list[Prediction | DeadlineExceededError]:
-        now = time.time()
-        live = [work for work in requests if work[1] is None or work[1] > now]
-        if live:  # expired work is dropped before the kernel, as the CPU model does
+        # What cannot finish before its deadline is dropped before the kernel, as the
+        # CPU replica does (its ServiceTime learns what this one knows).
+        finish_by = time.time() + self.accelerator.service_s(work_rows(requests))
+        live = [work for work in requests if work[1] is None or work[1] > finish_by]
+        if live:
             await asyncio.sleep(self.accelerator.service_s(work_rows(live)))
-        return self._answer(requests, now)
+        return self._answer(requests, finish_by)
 
 
 EmulatedAcceleratorModel = cast(Deployment, serve.deployment(EmulatedAcceleratorReplica))

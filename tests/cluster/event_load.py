@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.payloads import npc_tick
 NPC = "npc-behavior"
 ROWS = 64  # NPCs per tick (a busy server's)
 MAX_IN_FLIGHT = 2_000
+_REASON = re.compile(rb'"fallback_reason":"(\w+)"')
 
 
 def gpu_nodes() -> int:
@@ -48,7 +50,7 @@ class Load:
         while len(self.seconds) <= int(t):
             self.seconds.append({"offered": 0, "model": 0, "fallback": 0, "refused": 0,
                                  "refused_no_retry_after": 0, "failed": 0, "unsent": 0,
-                                 "latency_ms": [], "replicas": None, "nodes": None,
+                                 "reasons": {}, "latency_ms": [], "replicas": None, "nodes": None,
                                  "exhausted": None})  # fmt: skip
         return self.seconds[int(t)]
 
@@ -61,6 +63,10 @@ class Load:
                 took = (time.monotonic() - sent) * 1000
                 if response.status == 200:
                     slot["model" if b'"source":"model"' in body else "fallback"] += 1
+                    reason = _REASON.search(body)
+                    if reason:
+                        why = reason.group(1).decode()
+                        slot["reasons"][why] = slot["reasons"].get(why, 0) + 1
                     slot["latency_ms"].append(round(took, 2))
                 elif response.status in (429, 503):
                     slot["refused"] += 1

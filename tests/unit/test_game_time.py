@@ -13,7 +13,7 @@ from models import FAMILIES
 from models.errors import InvalidInputError, OverloadedError
 from models.spec import SpecFamily, read_spec
 from serving.dataplane.admission import Admission, AdmissionBounds
-from serving.dataplane.batching import run_batched, run_live
+from serving.dataplane.batching import ServiceTime, run_batched, run_live
 from serving.dataplane.game_time import Deadline, parse_budget_ms, parse_priority
 from serving.settings import ServingSettings
 
@@ -131,6 +131,20 @@ def test_expired_work_in_a_batch_never_reaches_the_model() -> None:
     assert outputs[2]["y"].shape == (4, 3)
     assert run_live([work[0]], model, now) == ([None], 0)
     assert run_batched([], model) == ([], 0)
+
+
+def test_work_that_cannot_finish_before_its_deadline_is_not_started() -> None:
+    """With batches taking 50 ms lately, a request 20 ms from its deadline would come
+    back after its caller gave up: it is dropped, and its caller falls back at once."""
+    service = ServiceTime()
+    assert service.expected_s() == 0.0  # nothing measured: only expired work is dropped
+    for seconds in (0.050, 0.050, 0.060):
+        service.observe(seconds)
+    assert service.expected_s() == pytest.approx(0.052)
+    now = time.time()
+    work = [({"x": np.ones((1, 3))}, now + 0.020), ({"x": np.ones((1, 3))}, now + 0.200)]
+    outputs, _ = run_live(work, lambda inputs: {"y": inputs["x"]}, now + service.expected_s())
+    assert [o is None for o in outputs] == [True, False]
 
 
 def test_admission_sheds_best_effort_first_and_critical_last() -> None:
