@@ -181,12 +181,18 @@ def _forecast(metrics: str) -> dict[str, Any] | None:
     from prometheus_client.parser import text_string_to_metric_families
 
     found: dict[str, Any] = {}
+    floors: dict[str, int] = {}
     for family in text_string_to_metric_families(metrics):
         for sample in family.samples:
-            if sample.name == "gameserve_forecast_requests_per_second":
+            ingress = sample.labels.get("deployment") == "ingress"
+            if sample.name == "gameserve_forecast_requests_per_second" and ingress:
                 found.update(peak_requests_per_s=sample.value, method=sample.labels["method"])
             elif sample.name == "gameserve_forecast_replicas":
-                found["ingress_floor"] = int(sample.value)
+                floors[sample.labels["deployment"]] = int(sample.value)
+    if "ingress" in floors:
+        found["ingress_floor"] = floors.pop("ingress")
+    if floors:
+        found["family_floors"] = floors
     return found or None
 
 
@@ -239,12 +245,14 @@ def _print_status(report: dict[str, Any]) -> None:
     for model in models:
         if model["problem"]:
             print(f"{model['name']}: {model['problem']}")
-    forecast = report.get("forecast")
-    if forecast:
+    forecast = report.get("forecast") or {}
+    if "ingress_floor" in forecast:
         print(
             f"Forecast:       peak {forecast['peak_requests_per_s']:,.0f} req/s ahead "
             f"({forecast['method']}): ingress floor {forecast['ingress_floor']} replicas"
         )
+    for deployment, floor in forecast.get("family_floors", {}).items():
+        print(f"Forecast:       {deployment} floor {floor} replicas")
     for deployment, full in (report.get("capacity_exhausted") or {}).items():
         print(
             f"Capacity exhausted: {deployment} wants {full['short_replicas']} more replicas "

@@ -28,6 +28,8 @@ FLUSH_INTERVAL_S = 0.25
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 # A replica silent this long is gone (stopped, or killed): its gauges no longer count.
 REPLICA_SILENT_S = 5.0
+# How /metrics names the ingress's deployment (serving.app.config.INGRESS_NAME).
+INGRESS_DEPLOYMENT = "ingress"
 # A full cluster's report, renewed every CAPACITY_REPORT_S by the policy that found
 # it, is forgotten this long after its last renewal (a deployment redeployed or gone).
 CAPACITY_REPORT_TTL_S = 30.0
@@ -160,9 +162,14 @@ class _Collector:
         payloads: Counter[tuple[str, str]] = Counter()
         for totals in self.payloads.values():
             payloads.update(totals)
-        forecast = self.demand.forecast() if self.demand is not None else None
+        forecasts = {}
+        for scope, demand in self.demands.items():
+            forecast = demand.forecast()
+            if forecast is not None:
+                name = INGRESS_DEPLOYMENT if scope is None else scope
+                forecasts[name] = (forecast.peak_rate, forecast.floor, forecast.method)
         return MetricsSnapshot(
-            forecast=(forecast.peak_rate, forecast.floor, forecast.method) if forecast else None,
+            forecasts=forecasts,
             payloads=dict(payloads),
             telemetry=self.telemetry,
             game_time=self.game_time.families,

@@ -175,8 +175,9 @@ class MetricsSnapshot:
     rollouts: dict[str, RolloutGauges] = field(default_factory=dict)
     # Payload log records by (family, outcome: offered, written, dropped, failed).
     payloads: dict[tuple[str, str], int] = field(default_factory=dict)
-    # The ingress's demand forecast: the peak request rate of the next lead time,
-    # the replica floor it asks for, and the method (None: no forecast configured).
-    forecast: tuple[float, int, str] | None = None
+    # Each forecasting deployment's demand forecast (the ingress's, and a family's
+    # that forecasts its own): the peak request rate of the next lead time, the
+    # replica floor it asks for, and the method.
+    forecasts: dict[str, tuple[float, int, str]] = field(default_factory=dict)
     # Deployments whose cluster was found full: (replicas held, replicas the load wanted).
     exhausted: dict[str, tuple[int, int]] = field(default_factory=dict)

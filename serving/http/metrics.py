@@ -157,21 +157,21 @@ class _Rendered(Collector):
         yield queue
         yield replicas
         yield from self._exhausted()
-        if self.snapshot.forecast is not None:
-            peak, floor, method = self.snapshot.forecast
+        if self.snapshot.forecasts:
             rate = GaugeMetricFamily(
                 "gameserve_forecast_requests_per_second",
                 "The demand forecast: the peak request rate of the next lead time.",
-                labels=["method"],
+                labels=["deployment", "method"],
             )
-            rate.add_metric([method], peak)
-            ingress_floor = GaugeMetricFamily(
+            floors = GaugeMetricFamily(
                 "gameserve_forecast_replicas",
-                "The ingress replica floor the forecast asks for.", labels=["method"],
+                "The replica floor the forecast asks for.", labels=["deployment", "method"],
             )  # fmt: skip
-            ingress_floor.add_metric([method], floor)
+            for deployment, (peak, floor, method) in sorted(self.snapshot.forecasts.items()):
+                rate.add_metric([deployment, method], peak)
+                floors.add_metric([deployment, method], floor)
             yield rate
-            yield ingress_floor
+            yield floors
 
     def _exhausted(self) -> Iterator[Metric]:
         full = GaugeMetricFamily(

@@ -119,7 +119,9 @@ def test_every_dashboard_query_names_a_metric_the_app_exports(
 
     async def with_forecast() -> MetricsSnapshot:  # the collector adds it on a cluster
         return dataclasses.replace(
-            await own(), forecast=(840.0, 3, "seasonal-naive"), exhausted={"npc-behavior": (2, 6)}
+            await own(),
+            forecasts={"ingress": (840.0, 3, "seasonal-naive"), "npc-behavior": (90.0, 4, "x")},
+            exhausted={"npc-behavior": (2, 6)},
         )
 
     app = create_app(plane, settings_with_keys(key_file), metrics=with_forecast)
@@ -132,8 +134,10 @@ def test_every_dashboard_query_names_a_metric_the_app_exports(
         for family in text_string_to_metric_families(text)
         for sample_name in _series_names(family.name, family.type)
     }
-    assert 'gameserve_forecast_replicas{method="seasonal-naive"} 3.0' in text
-    assert 'gameserve_forecast_requests_per_second{method="seasonal-naive"} 840.0' in text
+    ingress = 'deployment="ingress",method="seasonal-naive"'
+    assert f"gameserve_forecast_replicas{{{ingress}}} 3.0" in text
+    assert f"gameserve_forecast_requests_per_second{{{ingress}}} 840.0" in text
+    assert 'gameserve_forecast_replicas{deployment="npc-behavior",method="x"} 4.0' in text
     assert 'gameserve_capacity_exhausted{deployment="npc-behavior"} 1.0' in text
     assert 'gameserve_capacity_short_replicas{deployment="npc-behavior"} 4.0' in text
     assert 'gameserve_capacity_exhausted{deployment="difficulty-tuning"} 0.0' in text

@@ -129,8 +129,8 @@ def test_the_collector_forecasts_from_what_the_replicas_report_and_answers_the_f
     assert floors[0] == 2  # nothing closed yet: the last value of nothing is 0
     assert floors[-1] == 8  # the forecast peak needs more than the ceiling
     snapshot = collector.snapshot()
-    assert snapshot.forecast is not None
-    peak, floor, method = snapshot.forecast
+    assert set(snapshot.forecasts) == {"ingress"}
+    peak, floor, method = snapshot.forecasts["ingress"]
     # Seven buckets closed, each at the steady rate: any method forecasts it.
     assert floor == 8
     assert method in {"last-value", "seasonal-naive", "holt-winters"}
@@ -164,7 +164,9 @@ def test_a_family_deployment_forecasts_from_its_own_requests_only() -> None:
         assert collector.merge_telemetry("r1", mixed, {}).floor is None  # the ingress's: none
     assert collector.floor("npc-behavior") == 6  # 500/s x 1.2 / 100 per replica
     assert collector.floor("difficulty-tuning") is None  # it asked for no forecast
-    assert collector.snapshot().forecast is None
+    forecasts = collector.snapshot().forecasts  # the family's, exported under its name
+    assert set(forecasts) == {"npc-behavior"}
+    assert forecasts["npc-behavior"][1] == 6
     # Its replicas restart and send the same terms: the history is kept.
     collector.configure_forecast(settings, 1, 6, family="npc-behavior")
     assert collector.floor("npc-behavior") == 6
