@@ -40,8 +40,10 @@ def npc_replicas(app: str) -> tuple[int, int]:
 class Load:
     """Open-loop NPC ticks by phase; per second: what was offered and what came back."""
 
-    def __init__(self, url: str, deadline_ms: float, app: str) -> None:
+    def __init__(self, url: str, deadline_ms: float, app: str, watch_capacity: bool) -> None:
         self.url, self.app = url, app
+        # A /metrics scrape a second is load on the stack measured: only where asked.
+        self.capacity_url = url if watch_capacity else None
         self.headers = {"X-Deadline-Ms": f"{deadline_ms:g}"}
         self.seconds: list[dict[str, Any]] = []
         self.in_flight = 0
@@ -82,7 +84,7 @@ class Load:
     async def _sample(self, started: float, until: float) -> None:
         loop = asyncio.get_running_loop()
         while (now := time.monotonic() - started) < until:
-            seen = await loop.run_in_executor(None, _observe, self.app, self.url)
+            seen = await loop.run_in_executor(None, _observe, self.app, self.capacity_url)
             self._second(now).update(seen)
             await asyncio.sleep(1.0)
 
@@ -129,6 +131,7 @@ def _exhausted(url: str) -> bool | None:
     return f'gameserve_capacity_exhausted{{deployment="{NPC}"}} 1.0' in text
 
 
-def _observe(app: str, url: str) -> dict[str, Any]:
+def _observe(app: str, url: str | None) -> dict[str, Any]:
     running, present = npc_replicas(app)
-    return {"replicas": [running, present], "nodes": gpu_nodes(), "exhausted": _exhausted(url)}
+    exhausted = _exhausted(url) if url is not None else None
+    return {"replicas": [running, present], "nodes": gpu_nodes(), "exhausted": exhausted}

@@ -30,7 +30,7 @@ from serving.app.plan import plan_application
 from serving.dataplane.model_source import DirectoryModelSource
 from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime
-from serving.settings import AuthSettings, FamilyServing, ServingSettings
+from serving.settings import MARKET_LABEL, AuthSettings, FamilyServing, ServingSettings
 
 NPC = "npc-behavior"
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "ray-cluster.yaml"
@@ -89,7 +89,8 @@ class FakeCluster(AutoscalingCluster):
 
 
 def worker_types() -> dict[str, Any]:
-    """The GPU worker types of ray-cluster.yaml, on the fake provider."""
+    """The on-demand GPU worker types of ray-cluster.yaml, on the fake provider (the
+    spot type holds what may run on spot; the scenario's families may not)."""
     declared = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
     return {
         name: {
@@ -100,6 +101,7 @@ def worker_types() -> dict[str, Any]:
         }
         for name, spec in declared.items()
         if spec.get("resources", {}).get("GPU", 0) > 0
+        and spec.get("labels", {}).get(MARKET_LABEL) != "spot"
     }
 
 

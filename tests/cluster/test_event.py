@@ -38,17 +38,18 @@ def test_an_announced_spike_finds_its_replicas_running_and_nothing_fails(
 def test_a_full_cluster_is_reported_its_asks_withdrawn_and_nothing_fails(
     no_shared_ray: None,
 ) -> None:
-    # Two nodes at most; the spike wants six replicas. After 15 s with no node added
+    # Two nodes at most; the spike wants six replicas. After 10 s with no node added
     # the policy holds at two, /metrics says so, and the edge and fallbacks take the rest.
     spec = EventSpec(
         how="reactive",
         accelerator=EmulatedAccelerator(node_start_s=3.0),
         node_limit=2,
         ceiling=6,
-        placement_patience_s=15.0,
-        baseline_s=15.0,
-        spike_s=50.0,
-        after_s=10.0,
+        placement_patience_s=10.0,
+        baseline_s=10.0,
+        spike_s=40.0,
+        after_s=8.0,
+        deploy_s=35.0,  # no calendar to count from: the load may start once deployed
     )
     record = run_in_own_process(spec, timeout_s=480)
     figures = summary(record)

@@ -182,3 +182,19 @@ def test_null_in_the_environment_turns_off_what_none_turns_off(
     assert settings.serving.runtime.replica_http_port is None
     assert settings.serving.grpc.port is None
     assert "GAMESERVE_HAPROXY_REPLICA_PORT" not in ray_env(settings, KubeRaySettings())
+
+
+def test_the_cluster_launcher_yaml_validates_against_rays_schema_and_labels_markets() -> None:
+    import ray.autoscaler
+
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    config = yaml.safe_load((Path(__file__).parents[2] / "ray-cluster.yaml").read_text())
+    jsonschema.validate(config, schema)
+    markets = {
+        name: spec.get("labels", {}).get(MARKET_LABEL)
+        for name, spec in config["available_node_types"].items()
+        if spec["resources"].get("GPU")
+    }
+    assert markets == {"gpu-worker": "on_demand", "gpu-spot": "spot"}
+    spot = config["available_node_types"]["gpu-spot"]["node_config"]
+    assert spot["InstanceMarketOptions"]["MarketType"] == "spot"
