@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from models import FAMILIES, trainable_family
 from models.errors import GameserveError
 from pipelines import key_commands, progress, stack_commands
@@ -239,7 +241,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a mistyped variable: which, and why; no traceback
+        print(f"invalid_settings: {_settings_problems(exc)}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -264,6 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return code
+
+
+def _settings_problems(error: ValidationError) -> str:
+    """Each wrong setting as its dotted path (``train.epochs``: GAMESERVE_TRAIN__EPOCHS)
+    and pydantic's reason."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+        for problem in error.errors()
+    )
 
 
 if __name__ == "__main__":
