@@ -39,7 +39,7 @@ REFERENCE = Path(__file__).parent / "reference"
 COLUMNS = (
     "how", "offered", "model", "fallback", "refused", "refused_without_retry_after",
     "failed", "p99_ms", "late", "replicas_at_spike", "spike_replicas", "served_after_s",
-    "peak_nodes", "node_minutes",
+    "clean_after_s", "peak_nodes", "node_minutes",
 )  # fmt: skip
 
 

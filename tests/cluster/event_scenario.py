@@ -271,6 +271,9 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
     good = [t < len(seconds) and seconds[t]["model"] >= 0.9 * seconds[t]["offered"]
             for t in spike]  # fmt: skip
     served_after = next((i for i in range(len(good)) if all(good[i : i + 5])), len(good))
+    # Clean: from the spike's start to the end of its last second with a refusal (0:
+    # none); a collapse after a good start shows here, where served_after misses it.
+    refused = [t - spike.start + 1 for t in spike if t < len(seconds) and seconds[t]["refused"]]
     # A sample under load can take over a second: the last one taken by the spike's start.
     sampled = [s["replicas"] for s in seconds[: spike.start + 1] if s["replicas"] is not None]
     nodes = [second["nodes"] for second in seconds if second["nodes"] is not None]
@@ -288,6 +291,7 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "replicas_at_spike": sampled[-1][0] if sampled else 0,
         "spike_replicas": spec.spike_replicas,
         "served_after_s": served_after,
+        "clean_after_s": max(refused, default=0),
         "peak_nodes": max(nodes, default=0),
         "exhausted_s": sum(1 for second in seconds if second.get("exhausted")),
         "node_minutes": round(sum(nodes) / 60, 2),
