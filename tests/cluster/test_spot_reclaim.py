@@ -15,9 +15,9 @@ servers play throughout and no request fails.
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,10 +29,12 @@ import requests
 
 from serving.settings import MARKET_LABEL
 from tests.cluster.ray_nodes import BIN, RayNode, State, gameserve, ray_cluster, stack_env
+from tests.e2e.load import Load, Outcome
 from tests.payloads import rank_request
 
 FAMILY = "personalization"
 GRACE_S = 30  # the spot group's terminationGracePeriodSeconds
+RANKING = rank_request(16)
 # No CPU on either: only the family's replicas land there, never an ingress.
 ON_DEMAND = ["--num-cpus=0", '--resources={"gpu_worker": 1}', f"--labels={MARKET_LABEL}=on_demand"]
 SPOT = [
@@ -48,58 +50,18 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield started
 
 
-class GameServers:
-    """Two game servers asking for rankings until told to stop (at most ``limit_s``):
-    what answered each request, by the second it was sent."""
-
-    def __init__(self, url: str, headers: dict[str, str], limit_s: float = 240.0) -> None:
-        self.url, self.headers, self.limit_s = url, headers, limit_s
-        self.seen: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._play) for _ in range(2)]
-        self.started = time.monotonic()
-
-    def __enter__(self) -> GameServers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-    def _play(self) -> None:
-        body = rank_request(16)
-        with requests.Session() as session:  # a game server keeps its connection
-            while not self._stop.is_set() and time.monotonic() - self.started < self.limit_s:
-                sent = time.monotonic() - self.started
-                try:
-                    answer = session.post(
-                        f"{self.url}/v1/personalization/rank",
-                        json=body, headers=self.headers, timeout=10,
-                    )  # fmt: skip
-                    what = _what(answer)
-                except requests.RequestException as exc:
-                    what = f"error {type(exc).__name__}"
-                self.seen.append((sent, what))
-                time.sleep(0.01)
-
-    def between(self, start_s: float, end_s: float) -> Counter[str]:
-        return Counter(what for at, what in self.seen if start_s <= at < end_s)
-
-    def now_s(self) -> float:
-        return time.monotonic() - self.started
-
-
-def _what(answer: requests.Response) -> str:
-    """model, fallback, refused (a fast 503 with Retry-After: a client's use_local), or
-    the failure."""
+def rank(session: requests.Session, url: str, player: str, _: random.Random) -> Outcome:
+    """One ranking; its ``detail`` says what answered: model, fallback, or refused (a
+    fast 503 with Retry-After, a client's use_local). Anything else is a failure."""
+    answer = session.post(f"{url}/v1/personalization/rank", json=RANKING, timeout=10)
     if answer.ok:
-        return str(answer.json()["source"])
-    if answer.status_code in (429, 503) and "Retry-After" in answer.headers:
-        return "refused"
-    return f"http {answer.status_code}"
+        return Outcome(player, 200, None, True, str(answer.json()["source"]))
+    refused = answer.status_code in (429, 503) and "Retry-After" in answer.headers
+    return Outcome(player, answer.status_code, None, refused, "refused" if refused else "")
+
+
+def between(outcomes: list[Outcome], start_s: float, end_s: float) -> Counter[str]:
+    return Counter(o.detail or f"http {o.status}" for o in outcomes if start_s <= o.sent_s < end_s)
 
 
 def _drain(cluster: dict[str, Any], node_id: str) -> None:
@@ -137,7 +99,8 @@ def test_a_spot_node_reclaimed_under_load_drains_with_no_failed_request(
         while spot not in ray_state.replica_nodes(FAMILY):
             assert time.monotonic() < deadline, ray_state.replica_nodes(FAMILY)
             time.sleep(0.5)
-        with GameServers(url, headers) as servers:
+        # Two game servers, each keeping its connection.
+        with Load(url, workers=2, headers=headers, call=rank, max_s=240) as servers:
             time.sleep(5)
             drained_at = servers.now_s()
             _drain(cluster, spot)
@@ -164,9 +127,10 @@ def test_a_spot_node_reclaimed_under_load_drains_with_no_failed_request(
             time.sleep(5)
     finally:
         gameserve(env, "down", timeout=180)
-    before = servers.between(0, drained_at)
-    during = servers.between(drained_at, gone_at)
-    after = servers.between(gone_at, servers.now_s())
+    outcomes = servers.snapshot()
+    before = between(outcomes, 0, drained_at)
+    during = between(outcomes, drained_at, gone_at)
+    after = between(outcomes, gone_at, servers.now_s())
     moved = "moved off" if moved_s < GRACE_S - 5 else "still there at SIGTERM"
     print(f"\nspot reclaim: the replica {moved} {moved_s:.1f} s after the drain; before "
           f"{dict(before)}, during {dict(during)}, after {dict(after)}")  # fmt: skip

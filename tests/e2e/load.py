@@ -21,6 +21,7 @@ class Outcome:
     version: str | None
     sound: bool  # every probability finite, each NPC's summing to 1
     detail: str = ""  # what a failure said: the body, or the client's exception
+    sent_s: float = 0.0  # when it was sent, in seconds since the load started
 
 
 Call = Callable[[requests.Session, str, str, random.Random], Outcome]
@@ -62,9 +63,11 @@ class Load:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float = field(default=0.0, init=False)  # monotonic, set on entry
 
     def __enter__(self) -> Load:
-        deadline = time.monotonic() + self.max_s
+        self.started = time.monotonic()
+        deadline = self.started + self.max_s
         for worker in range(self.workers):
             thread = threading.Thread(target=self._run, args=(worker, deadline), daemon=True)
             thread.start()
@@ -85,12 +88,17 @@ class Load:
                 if len(self.outcomes) >= self.max_requests:
                     return
             player = f"player-{rng.randrange(self.players)}"
+            sent_s = self.now_s()
             try:
                 outcome = self.call(session, self.url, player, rng)
             except requests.RequestException as exc:
                 outcome = Outcome(player, 0, None, False, repr(exc)[:300])
+            outcome.sent_s = sent_s
             with self._lock:
                 self.outcomes.append(outcome)
+
+    def now_s(self) -> float:
+        return time.monotonic() - self.started
 
     def snapshot(self) -> list[Outcome]:
         with self._lock:
