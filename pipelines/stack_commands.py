@@ -170,7 +170,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
         report["models"] = answer.json()["models"]
         scraped = requests.get(f"{state.api_url}/metrics", headers=headers, timeout=10)
         report["forecast"] = _forecast(scraped.text) if scraped.ok else None
-        report["capacity_exhausted"] = _exhausted(scraped.text) if scraped.ok else None
+        report["capacity_exhausted"] = capacity_exhausted(scraped.text) if scraped.ok else None
     except (requests.RequestException, ValueError, KeyError) as exc:
         report["api_error"] = str(exc)
     return report
@@ -196,7 +196,7 @@ def _forecast(metrics: str) -> dict[str, Any] | None:
     return found or None
 
 
-def _exhausted(metrics: str) -> dict[str, dict[str, int]]:
+def capacity_exhausted(metrics: str) -> dict[str, dict[str, int]]:
     """The deployments whose cluster is full, from the stack's own /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import ray
 
+from serving.app.config import INGRESS_NAME
 from serving.app.demand_forecast import Forecast, ForecastSettings, RateHistory, forecast_floor
 from serving.app.placement import Exhausted
 from serving.dataplane.game_time import FamilyCounts, GameTimeCounters
@@ -28,8 +29,6 @@ FLUSH_INTERVAL_S = 0.25
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 # A replica silent this long is gone (stopped, or killed): its gauges no longer count.
 REPLICA_SILENT_S = 5.0
-# How /metrics names the ingress's deployment (serving.app.config.INGRESS_NAME).
-INGRESS_DEPLOYMENT = "ingress"
 # A full cluster's report, renewed every CAPACITY_REPORT_S by the policy that found
 # it, is forgotten this long after its last renewal (a deployment redeployed or gone).
 CAPACITY_REPORT_TTL_S = 30.0
@@ -166,7 +165,7 @@ class _Collector:
         for scope, demand in self.demands.items():
             forecast = demand.forecast()
             if forecast is not None:
-                name = INGRESS_DEPLOYMENT if scope is None else scope
+                name = INGRESS_NAME if scope is None else scope
                 forecasts[name] = (forecast.peak_rate, forecast.floor, forecast.method)
         return MetricsSnapshot(
             forecasts=forecasts,

@@ -15,6 +15,7 @@ import ray
 import requests
 from ray import serve
 
+from pipelines.stack_commands import capacity_exhausted
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
@@ -128,7 +129,7 @@ def _exhausted(url: str) -> bool | None:
         text = requests.get(f"{url}/metrics", timeout=2).text
     except requests.RequestException:
         return None
-    return f'gameserve_capacity_exhausted{{deployment="{NPC}"}} 1.0' in text
+    return NPC in capacity_exhausted(text)
 
 
 def _observe(app: str, url: str | None) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def test_status_names_a_deployment_whose_cluster_is_full(
         'gameserve_capacity_short_replicas{deployment="npc-behavior"} 4.0\n'
         'gameserve_capacity_short_replicas{deployment="personalization"} 0.0\n'
     )
-    full = stack_commands._exhausted(scraped)
+    full = stack_commands.capacity_exhausted(scraped)
     assert full == {"npc-behavior": {"short_replicas": 4}}
     report = {"running": True, "pid": 1, "api_url": "http://127.0.0.1:1", "grpc_address": None,
               "metrics_url": "m", "dashboard_url": "d", "tracking_uri": "t",
