@@ -30,7 +30,7 @@ from typing import Any
 from benchmarks import h2load
 from benchmarks.local_ray import train_models
 from benchmarks.serving import KEY_FILE, gameserve
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from serving.runtime.haproxy_edge import plan_for
 from serving.runtime.haproxy_listeners import harden
 from serving.runtime.ports import free_port

@@ -27,7 +27,7 @@ from serving.dataplane.backend import LocalBackend, Prediction
 from serving.dataplane.game_time import Deadline
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from serving.settings import AuthSettings, ServingSettings
 from tests.payloads import npc_tick
 

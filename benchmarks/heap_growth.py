@@ -66,7 +66,7 @@ def _serve(exported: dict[str, bytes], requests: int, players: int) -> list[str]
     from serving.dataplane.backend import LocalBackend
     from serving.dataplane.plane import DataPlane
     from serving.http.app import create_app
-    from serving.http.keys import KeyStore
+    from serving.protocol.keys import KeyStore
     from serving.settings import AuthSettings, ServingSettings
 
     keys = Path(tempfile.mkdtemp(prefix="gameserve-heap-")) / "keys.json"

@@ -35,6 +35,7 @@ from serving.dataplane.game_time import GameTimeCounters
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import DirectoryModelSource
 from serving.dataplane.plane import DataPlane
+from serving.http.game_api import answer_game_request
 from tests.payloads import npc_tick
 
 NPC = "npc-behavior"
@@ -86,7 +87,7 @@ async def _plane_paths(root: Path, request: NpcActRequest) -> tuple[float, float
         call, ticket = plane.admit(NPC, "game", received=time.monotonic(), deadline_ms=1000)
         call.admitted = admitted
         with ticket:
-            _, answer = await plane.infer_domain(NPC, request, call=call)
+            _, answer = await answer_game_request(plane, NPC, request, call=call)
         assert (answer.source == "model") is admitted
 
     model = await _async_us(lambda: answered(True), 1000)

@@ -36,7 +36,7 @@ from benchmarks import h2load
 from benchmarks.local_ray import train_models
 from benchmarks.serving import KEY_FILE, gameserve
 from models import get_family
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from serving.settings import ServingSettings
 from tests.payloads import difficulty_request, npc_tick, rank_request
 

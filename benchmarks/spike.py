@@ -36,7 +36,7 @@ from benchmarks.local_ray import local_ray, train_models
 from models import FAMILIES
 from serving.app.builder import SourceSpec
 from serving.app.gateway import ServeGateway
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from serving.runtime.haproxy_edge import plan_for
 from serving.runtime.ports import free_port
 from serving.runtime.substrate import ServeRuntime

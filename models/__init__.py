@@ -1,13 +1,15 @@
 """The gameplay model families: declared here, pure torch → ONNX, no serving or tracking code.
 
-``FAMILIES`` holds every family this process serves or trains: the built-in
-ones, then those added with ``register``: from installed packages (the
-``gameserve.families`` entry-point group, see ``models.catalog``) and from
-spec files (``models.spec``).
+``FAMILIES`` is a read-only view of the catalog this process installed
+(``models.catalog``): the built-in families until the process installs
+another, with installed packages' and spec files' families, at start. It
+cannot be changed in place (``FAMILIES[name] = ...`` raises TypeError); a
+process replaces its whole catalog with ``install_catalog``, in one step.
 """
 
 from __future__ import annotations
 
+from models.catalog import FAMILIES, Catalog, install_catalog, installed_catalog
 from models.contract import FamilyContract, TensorSpec
 from models.difficulty import DifficultyTuning
 from models.errors import InvalidInputError, ModelNotFoundError
@@ -22,10 +24,6 @@ from models.family import (
 from models.npc import NpcBehavior
 from models.personalization import Personalization
 
-FAMILIES: dict[str, AnyFamily] = {
-    family.name: family for family in (NpcBehavior(), DifficultyTuning(), Personalization())
-}
-
 
 def get_family(name: str) -> AnyFamily:
     """The family called ``name``; raises ``ModelNotFoundError`` otherwise."""
@@ -33,7 +31,11 @@ def get_family(name: str) -> AnyFamily:
         return FAMILIES[name]
     except KeyError:
         known = ", ".join(sorted(FAMILIES))
-        raise ModelNotFoundError(f"unknown model family {name!r} (known: {known})") from None
+        raise ModelNotFoundError(
+            f"unknown model family {name!r} (known: {known}); families from spec files "
+            "and packages are known once the process loads them "
+            "(pipelines.registry.connect_to_stack does)"
+        ) from None
 
 
 def trainable_family(name: str) -> AnyTrainableFamily:
@@ -52,22 +54,9 @@ def trainable_families() -> dict[str, AnyTrainableFamily]:
     return {name: f for name, f in FAMILIES.items() if isinstance(f, TrainableFamily)}
 
 
-def register(family: AnyFamily) -> AnyFamily:
-    """Add ``family``; the same declaration again is a no-op, a different one an error."""
-    known = FAMILIES.get(family.name)
-    if known is None:
-        FAMILIES[family.name] = family
-        return family
-    if known == family:
-        return known
-    raise InvalidInputError(
-        f"family: {family.name!r} is declared twice, differently "
-        f"({type(known).__name__} and {type(family).__name__})"
-    )
-
-
 __all__ = [
     "FAMILIES",
+    "Catalog",
     "DifficultyTuning",
     "FamilyContract",
     "GameRoute",
@@ -78,7 +67,8 @@ __all__ = [
     "TrainableFamily",
     "TrainedModel",
     "get_family",
-    "register",
+    "install_catalog",
+    "installed_catalog",
     "trainable_families",
     "trainable_family",
 ]

@@ -12,7 +12,8 @@ from models.errors import ModelNotFoundError
 from models.family import AnyFamily, TrainableFamily
 from models.training import TrainSettings
 from pipelines import progress
-from pipelines.registry import CHAMPION, ModelRegistry, ResolvedModel
+from pipelines.model_cache import ResolvedModel
+from pipelines.registry import CHAMPION, ModelRegistry
 from pipelines.training import train_and_register
 
 logger = logging.getLogger(__name__)

@@ -27,11 +27,11 @@ from serving.app.autoscaling import Capacity
 from serving.app.serve_config import serve_config
 from serving.runtime.haproxy_edge import plan_for
 from serving.runtime.haproxy_listeners import (
-    BINARY_VARIABLE,
     HOST_VARIABLE,
 )
 from serving.runtime.substrate import HAPROXY_WRAPPER
 from serving.settings import MARKET_LABEL, Market
+from serving.upstream import RAY_HAPROXY_BINARY_VARIABLE
 
 TRACKING_ENV = "GAMESERVE_TRACKING__URI"
 ROLE_LABEL = "gameserve.io/role"
@@ -107,7 +107,7 @@ def ray_env(settings: Settings, kuberay: KubeRaySettings) -> dict[str, str]:
     env = serving.runtime.env_vars(serving.limits.max_body_bytes, serving.app_name, edge)
     if "RAY_SERVE_ENABLE_HA_PROXY" in env:
         env.update(RAY_SERVE_HAPROXY_STATS_PORT="8404", RAY_SERVE_HAPROXY_METRICS_PORT="9101")
-        env[BINARY_VARIABLE] = kuberay.haproxy_wrapper
+        env[RAY_HAPROXY_BINARY_VARIABLE] = kuberay.haproxy_wrapper
         # Whether or not the wrapper is installed where this renders.
         env.update(
             serving.runtime.wrapper_env(serving.limits.max_body_bytes, serving.app_name, edge)

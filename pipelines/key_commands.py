@@ -1,6 +1,6 @@
 """``gameserve keys ...``, and the admin key a local stack makes on its first start.
 
-The key file is the store of record (``serving/http/keys.py``); running replicas
+The key file is the store of record (``serving/protocol/keys.py``); running replicas
 re-read it within ``serving.auth.reload_interval_s``, so nothing restarts.
 """
 
@@ -13,7 +13,7 @@ from pipelines.private_files import write_private
 from pipelines.report import table
 from pipelines.settings import Settings
 from serving.dataplane.game_time import Priority
-from serving.http.keys import KeyStore, Scope, parse_scopes
+from serving.protocol.keys import KeyStore, Scope, parse_scopes
 
 ADMIN_KEY_NAME = "admin"
 

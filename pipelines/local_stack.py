@@ -36,9 +36,9 @@ from pipelines.tracking_server import (
 )
 from serving.app.gateway import ServeGateway
 from serving.app.log_follower import ReplicaErrorFollower
-from serving.http.admin import create_admin_app
-from serving.http.admin_server import AdminServer
-from serving.http.keys import KeyStore
+from serving.control.admin import create_admin_app
+from serving.control.admin_server import AdminServer
+from serving.protocol.keys import KeyStore
 from serving.runtime.haproxy_edge import plan_for
 from serving.runtime.ports import port_in_use
 

@@ -9,14 +9,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models import get_family
+from pipelines.signing import VersionSigner
+
+logger = logging.getLogger(__name__)
+
 MODEL_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A version's ONNX file on local disk, verified."""
+
+    family: str
+    version: str
+    path: Path
+    sha256: str
+    source: str  # "registry" when MLflow answered, "cache" when it did not
 
 
 def sha256_of(path: Path) -> str:
@@ -73,6 +91,26 @@ class ModelCache:
         if entry is None:
             return None
         return str(entry["version"]), float(entry["resolved_at"])
+
+    def verified(self, family: str, version: str, signer: VersionSigner) -> ResolvedModel | None:
+        """The cached file of ``version`` if intact and signed by this platform, else None.
+
+        A version's file never changes once registered, and the signature covers its
+        checksum and the family's contract: a file that passes is the one MLflow holds,
+        so a replica may load it without asking MLflow (or importing its client)."""
+        meta = self.meta(family, version)
+        path = self.get(family, version, str(meta["sha256"])) if meta else None
+        if meta is None or path is None:
+            return None
+        contract = get_family(family).contract.fingerprint()
+        if not signer.verifies_version(
+            family, str(meta["sha256"]), contract, meta.get("signature")
+        ):
+            logger.error(
+                "%s v%s: cached file is not signed by this platform; ignored", family, version
+            )
+            return None
+        return ResolvedModel(family, version, path, str(meta["sha256"]), "cache")
 
     def _aliases(self, family: str) -> dict[str, Any]:
         path = self.root / family / "aliases.json"

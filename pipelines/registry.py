@@ -25,6 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from models import get_family
+from models.catalog import load_families
 from models.errors import (
     GameserveError,
     ModelArtifactError,
@@ -32,7 +33,7 @@ from models.errors import (
     RegistryUnavailableError,
 )
 from models.runtime import open_verified
-from pipelines.model_cache import MODEL_FILE, ModelCache, sha256_of
+from pipelines.model_cache import MODEL_FILE, ModelCache, ResolvedModel, sha256_of
 from pipelines.rollout.record import RolloutRecord, recent_rollouts, rollout_steps
 from pipelines.settings import Settings, TrackingSettings
 from pipelines.signing import VersionSigner
@@ -51,17 +52,6 @@ TAG_SIGNED_CHAMPION = "gameserve.signed_alias.champion"
 EVENT_TAG_PREFIX = "gameserve.event."
 _T = TypeVar("_T")
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A version's ONNX file on local disk, verified."""
-
-    family: str
-    version: str
-    path: Path
-    sha256: str
-    source: str  # "registry" when MLflow answered, "cache" when it did not
 
 
 @dataclass(frozen=True)
@@ -98,7 +88,12 @@ def connect(
 
 def connect_to_stack(settings: Settings) -> ModelRegistry:
     """The registry ``settings`` name, or the one of the stack running from its data dir,
-    with the stack's signing key and MLflow login (both in the data dir)."""
+    with the stack's signing key and MLflow login (both in the data dir).
+
+    It installs the stack's families too (built-in, installed packages, the spec
+    files of its families folder): a script that connects and then asks for a
+    spec-file family finds it, as the stack does."""
+    load_families(settings.family_specs_dir)
     state = StackState.read(settings)
     uri = settings.tracking.uri or (state.tracking_uri if state else None)
     if uri is None:
@@ -171,19 +166,7 @@ class ModelRegistry:
             )
 
     def _cached(self, family: str, version: str) -> ResolvedModel | None:
-        meta = self.cache.meta(family, version)
-        path = self.cache.get(family, version, str(meta["sha256"])) if meta else None
-        if meta is None or path is None:
-            return None
-        contract = get_family(family).contract.fingerprint()
-        if not self.signer.verifies_version(
-            family, str(meta["sha256"]), contract, meta.get("signature")
-        ):
-            logger.error(
-                "%s v%s: cached file is not signed by this platform; ignored", family, version
-            )
-            return None
-        return ResolvedModel(family, version, path, str(meta["sha256"]), "cache")
+        return self.cache.verified(family, version, self.signer)
 
     def _resolve_from_cache(self, family: str, alias: str, exc: MlflowException) -> ResolvedModel:
         remembered = self.cache.alias(family, alias)

@@ -1,19 +1,27 @@
 """The registry as a serving ``ModelSource``: what replicas fetch champions from.
 
 It is named by import path in the Serve config and built inside each replica,
-so it carries only plain settings and opens its MLflow client lazily there.
+so it carries only plain settings. A replica needs artifacts, not the tracking
+client: a version already in the model cache and signed by this platform is
+loaded from there, and MLflow's client is imported only on a miss (a node that
+has not seen the version). On one machine the stack has always resolved the
+version into the cache before any replica asks, so replicas never import MLflow.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipelines.registry import ModelRegistry, connect
+from pipelines.model_cache import ModelCache
 from pipelines.settings import TrackingSettings
 from pipelines.signing import VersionSigner
 from pipelines.tracking_server import MlflowCredentials
 from serving.app.builder import SourceSpec
+
+if TYPE_CHECKING:
+    from pipelines.registry import ModelRegistry
 
 
 class RegistryModelSource:
@@ -41,8 +49,13 @@ class RegistryModelSource:
         self._registry: ModelRegistry | None = None
 
     def fetch(self, family: str, version: str) -> Path:
+        signer = VersionSigner.at(self.signing_key)
+        cached = ModelCache(self.cache_dir).verified(family, version, signer)
+        if cached is not None:
+            return cached.path
         if self._registry is None:
-            signer = VersionSigner.at(self.signing_key)
+            from pipelines.registry import connect  # MLflow's client, on a miss only
+
             credentials = (
                 None
                 if self.credentials_file is None

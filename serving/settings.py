@@ -186,7 +186,7 @@ class FamilyServing(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """API keys (``serving/http/keys.py``) and their default rate limits."""
+    """API keys (``serving/protocol/keys.py``) and their default rate limits."""
 
     mode: Literal["on", "off"] = Field(
         default="on",

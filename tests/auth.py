@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 
 from serving.dataplane.game_time import DEADLINE_HEADER
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from serving.settings import AuthSettings
 
 PATIENT_DEADLINE_MS = "5000"

@@ -2,7 +2,7 @@
 
 Each command writes to the registry (an alias or a tag) with the stack's own
 MLflow credentials; the controller reads it and acts. Operators and notebooks
-reach these through the authenticated admin API (``serving/http/admin.py``),
+reach these through the authenticated admin API (``serving/control/admin.py``),
 never by writing MLflow themselves.
 """
 
@@ -16,11 +16,11 @@ from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from pipelines.report import table
 from pipelines.rollout.controller import COMMAND_TAG
 from pipelines.rollout.record import STATE_TAG
-from serving.http.admin import Command
+from serving.control.admin import Command
 
 
 class RegistryControls:
-    """``serving.http.admin.RolloutControls`` over the MLflow registry."""
+    """``serving.control.admin.RolloutControls`` over the MLflow registry."""
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry

@@ -15,7 +15,7 @@ from ray.serve import Deployment
 from ray.serve.handle import DeploymentHandle
 
 from models import FAMILIES, get_family
-from models.catalog import install_families
+from models.catalog import catalog_of, install_catalog
 from serving.app.autoscaling import FORECAST_FLOOR_METRIC, IN_SYSTEM_METRIC
 from serving.app.collector import (
     Heard,
@@ -35,13 +35,13 @@ from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
 from serving.dataplane.payload_log import PayloadLog, PayloadLogConfig
 from serving.dataplane.plane import DataPlane
-from serving.dataplane.telemetry import Telemetry
-from serving.http.access import Access
 from serving.http.app import create_app
 from serving.http.listener import HttpListener
+from serving.protocol.access import Access
 from serving.rpc.server import GrpcServer
 from serving.rpc.service import InferenceService
 from serving.settings import ServingSettings
+from serving.upstream import late_app_ingress
 
 # Calls an in-process challenger may have in flight: a sound model finishes each
 # in well under a millisecond, so more only ever means a slow one's backlog.
@@ -60,11 +60,10 @@ class IngressReplica:
     ) -> None:
         route_to_serve_log()
         serving = ServingSettings.model_validate(settings)
-        install_families(serving.family_specs)
+        install_catalog(catalog_of(serving.family_specs))
         self.colocated: dict[str, tuple[ColocatedBackend, ColocatedBackend]] = {}
         self.watch = ReplicaWatch(serving.app_name)
         self.counters = GameTimeCounters()
-        self.telemetry = Telemetry()
 
         def backends(handles: dict[str, DeploymentHandle[Any]]) -> dict[str, Backend]:
             return {
@@ -92,9 +91,9 @@ class IngressReplica:
             admission=self.admission,
             counters=self.counters,
             shipped_counts=game_time_totals,
-            telemetry=self.telemetry,
-            payloads=self.payloads,
+            listeners=[] if self.payloads is None else [self.payloads.listen],
         )
+        self.telemetry = self.plane.telemetry
         self._flusher: asyncio.Task[None] | None = None
         self.access = Access.from_settings(serving)  # one key check and rate for both protocols
         self.grpc: GrpcServer | None = None
@@ -116,7 +115,7 @@ class IngressReplica:
         await asyncio.gather(*loads)
         for name, (champion, _) in self.colocated.items():
             champion.inline = name not in parsed.routes  # see serving/dataplane/colocated.py
-        self.plane.set_routes(parsed.routes)
+        self.plane.canary.set_routes(parsed.routes)
         await asyncio.gather(*unloads)
         if self._flusher is None:
             await self._start_grpc()
@@ -129,10 +128,13 @@ class IngressReplica:
                 )
             self._flusher = asyncio.create_task(
                 flush_forever(
-                    self.plane.metrics, self.counters, (replica, self.telemetry), self.payloads,
+                    self.plane.canary.metrics,
+                    self.counters,
+                    (replica, self.telemetry),
+                    self.payloads,
                     on_heard=self._heard,
                 )
-            )  # fmt: skip
+            )
 
     async def _start_grpc(self) -> None:
         """Once routes are set (the first reconfigure), on the loop the data plane runs on."""
@@ -154,7 +156,7 @@ class IngressReplica:
         port = self.settings.runtime.replica_http_port
         if port is None:
             return
-        listener = HttpListener(self.__serve_build_asgi_app__(), self.settings.host, port)
+        listener = HttpListener(self.build_app(), self.settings.host, port)
         await listener.start()
         self.http = listener
 
@@ -180,7 +182,7 @@ class IngressReplica:
         backend = challenger if deployment.endswith(CHALLENGER_SUFFIX) else champion
         return backend.stats()
 
-    async def __del__(self) -> None:
+    async def drain(self) -> None:
         """Serve's graceful shutdown (SIGTERM, a scale-down, a redeploy), after its HTTP
         requests drained: let HTTP requests and gRPC calls in flight finish, then write
         what is queued."""
@@ -196,7 +198,7 @@ class IngressReplica:
         if payloads is not None:
             payloads.close()
 
-    def __serve_build_asgi_app__(self) -> Any:
+    def build_app(self) -> Any:
         # The collector's totals only, never this replica's unsent rest: a scrape
         # must never see a counter go down (Prometheus would read it as a reset).
         return create_app(self.plane, self.settings, metrics=metrics_snapshot, access=self.access)
@@ -249,4 +251,6 @@ def _colocated(
 
 
 # Ray's overloads type a decorated class as the decorator factory; it is a Deployment.
-Ingress = cast(Deployment, serve.deployment(serve.ingress()(IngressReplica)))
+# Serve's hooks (the late-built app, the shutdown drain) are wired in serving/upstream.py.
+_Hooked = late_app_ingress(IngressReplica, build_app="build_app", drain="drain")
+Ingress = cast(Deployment, serve.deployment(serve.ingress()(_Hooked)))

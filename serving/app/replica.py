@@ -12,7 +12,7 @@ from ray import serve
 from ray.serve import Deployment
 
 from models import get_family
-from models.catalog import install_families
+from models.catalog import catalog_of, install_catalog
 from models.errors import DeadlineExceededError
 from models.spec import FamilySpec
 from serving.app.autoscaling import FORECAST_FLOOR_METRIC
@@ -37,7 +37,7 @@ class FamilyReplica:
         family_specs: list[dict[str, Any]] | None = None,
     ) -> None:
         route_to_serve_log()
-        install_families(FamilySpec.model_validate(spec) for spec in family_specs or [])
+        install_catalog(catalog_of(FamilySpec.model_validate(s) for s in family_specs or []))
         self._slot = ModelSlot(get_family(family), source, intra_op_threads)
         self._requests = 0
         self._model_calls = 0

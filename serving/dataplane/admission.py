@@ -24,8 +24,17 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models.errors import OverloadedError
-from serving.dataplane.game_time import Priority
+from models.errors import OverloadedError, UseLocalError
+from serving.dataplane.events import Events, Shed
+from serving.dataplane.game_time import (
+    Call,
+    FamilyTiming,
+    GameTimeCounters,
+    Priority,
+    Protocol,
+    outranks,
+    parse_priority,
+)
 
 # How often the probe looks, and over how many looks lateness must persist.
 PROBE_INTERVAL_S = 0.005
@@ -200,3 +209,50 @@ class Admission:
         return total < bounds.max_in_flight * bounds.best_effort_share and (
             self.lag.now_s() * 1000 < bounds.best_effort_lag_ms
         )
+
+
+# A request's terms and its place in its class, settled before any body is read: the
+# gate lowers an X-Priority above the caller's ceiling, refuses a request whose budget
+# was spent before this replica read it (UseLocalError) and one whose class is shed
+# (OverloadedError); each is counted and sent to the plane's listeners as Shed.
+class Gate:
+    def __init__(self, admission: Admission, counters: GameTimeCounters, events: Events) -> None:
+        self.admission = admission
+        self.counters = counters
+        self.events = events
+
+    def admit(
+        self,
+        name: str,
+        timing: FamilyTiming,
+        protocol: Protocol,
+        received: float,
+        deadline_ms: float | None,
+        priority: str | None,
+        ceiling: Priority | None,
+    ) -> tuple[Call, Ticket]:
+        """``received``: when the edge received it; ``ceiling``: the highest class the
+        caller's key may ask for (None: the family's own)."""
+        counts = self.counters.family(name)
+        chosen = parse_priority(priority, timing.priority)
+        allowed = ceiling or timing.priority
+        if outranks(chosen, allowed):
+            chosen = allowed
+            counts.priority_lowered += 1
+        call = timing.call(protocol, received, deadline_ms, chosen)
+        if call.deadline.remaining_s() <= 0:
+            counts.spent_on_arrival += 1
+            self.events.emit(Shed(name, UseLocalError.code, received))
+            raise UseLocalError(
+                f"{name}: the {call.deadline.budget_ms:g} ms deadline was spent before the "
+                "model could be asked (queued at the edge or in this replica); decide locally",
+                retry_after_s=self.admission.bounds.retry_after_s,
+            )
+        try:
+            ticket = self.admission.admit(chosen, received)
+        except OverloadedError as exc:
+            counts.shed[chosen] += 1
+            self.events.emit(Shed(name, exc.code, received))
+            raise
+        call.admitted = ticket.admitted
+        return call, ticket

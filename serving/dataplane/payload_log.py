@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.dataplane.events import Answered, Event
 from serving.dataplane.payload_files import (
     Ledger,
     Record,
@@ -64,6 +65,25 @@ class PayloadLog:
         if share is None:
             share = self._sample[family] = self.config.sample(family)
         return share >= 1.0 or (share > 0.0 and self._rng.random() < share)
+
+    def listen(self, event: Event) -> None:
+        """Sample an answered request (the data plane's event) into the log."""
+        if not isinstance(event, Answered) or not self.wanted(event.family):
+            return
+        answer = event.answer
+        record = Record(
+            at_s=time.time(),
+            request_id=new_request_id(),
+            version=answer.version,
+            role=answer.role,
+            source=answer.source,
+            fallback_reason=answer.fallback_reason,
+            latency_ms=(time.monotonic() - event.call.received) * 1000,
+            routing_key=event.routing_key,
+            inputs=event.tensors,
+            outputs=answer.outputs,
+        )
+        self.offer(event.family, record)
 
     def offer(self, family: str, record: Record) -> None:
         """Queue ``record`` for writing; a full queue drops it, counted."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from models.errors import GameserveError
+from serving.dataplane.events import Event, Shed
 from serving.dataplane.game_time import Answer, AnsweredBy, FamilyCounts
 
 # 1 ms steps up to a 50 Hz tick, then coarser: a tick's budget is where the detail matters.
@@ -92,6 +93,12 @@ class Telemetry:
             if counted is None:
                 counted = self.rows[key] = Histogram(ROWS_BUCKETS)
             counted.observe(rows)
+
+    def listen(self, event: Event) -> None:
+        """A request refused before any model counts as one that no version answered."""
+        if isinstance(event, Shed):
+            latency_s = time.monotonic() - event.received
+            self.record(event.family, None, "none", event.code, latency_s, 0)
 
     def busy(self) -> dict[str, int]:
         """Requests in flight now, for the families that have any."""

@@ -6,7 +6,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from serving.dataplane.plane import DataPlane
-from serving.http.access import Access
 from serving.http.direct import install_direct_routes
 from serving.http.errors import install_error_handlers
 from serving.http.game_api import game_router, request_models
@@ -14,6 +13,7 @@ from serving.http.guard import Guard
 from serving.http.json_body import register_schemas
 from serving.http.metrics import Snapshot, local_snapshot, metrics_router
 from serving.http.v2 import v2_router
+from serving.protocol.access import Access
 from serving.settings import ServingSettings
 
 

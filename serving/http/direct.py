@@ -14,9 +14,7 @@ document, ``/docs`` and every other route are FastAPI's as before.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
@@ -26,27 +24,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.http.errors import response_for
+from serving.upstream import takes_only_the_request
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def takes_only_the_request(route: APIRoute) -> bool:
-    """True when FastAPI would call ``route``'s endpoint with the request alone."""
-    dependant = route.dependant
-    params: list[Any] = [
-        dependant.path_params,
-        dependant.query_params,
-        dependant.header_params,
-        dependant.cookie_params,
-        dependant.body_params,
-        dependant.dependencies,
-    ]
-    return (
-        dependant.request_param_name is not None
-        and not any(params)
-        and inspect.iscoroutinefunction(route.endpoint)
-        and inspect.signature(route.endpoint).return_annotation in (Response, "Response")
-    )
 
 
 class DirectRoutes:

@@ -1,15 +1,13 @@
 """One handler turns every error into the error body of the protocol the route speaks.
 
-The game API answers ``{"error": {"code", "message"}}``. The Open Inference
-Protocol routes (``/v2``) answer Triton's ``{"error": "<message>"}``: that is
-the body tritonclient parses (it calls ``str`` on what it finds there, and
-crashes on an object).
+The game API answers ``{"error": {"code", "message"}}``, the Open Inference
+Protocol routes (``/v2``) Triton's body: the table is the protocol's
+(``serving/protocol/errors.py``); this adds FastAPI's own errors and the path.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from http import HTTPStatus
 from typing import Any
 
@@ -18,15 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from models.errors import (
-    DeadlineExceededError,
-    GameserveError,
-    InvalidInputError,
-    ModelNotReadyError,
-    OverloadedError,
-    UnauthorizedError,
-)
+from models.errors import GameserveError, InvalidInputError
 from serving.http.json_body import describe
+from serving.protocol import errors as protocol_errors
+from serving.protocol.errors import http_headers, report
 
 logger = logging.getLogger(__name__)
 
@@ -39,33 +32,13 @@ def speaks_v2(path: str) -> bool:
 
 def error_body(path: str, code: str, message: str) -> dict[str, Any]:
     """Triton's body on the v2 routes, the game API's everywhere else."""
-    if speaks_v2(path):
-        return {"error": message}
-    return {"error": {"code": code, "message": message}}
+    return protocol_errors.error_body(code, message, triton=speaks_v2(path))
 
 
 def error_response(error: GameserveError, path: str = "") -> JSONResponse:
-    headers: dict[str, str] = {}
-    if isinstance(error, OverloadedError):
-        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
-    if isinstance(error, UnauthorizedError):
-        headers["WWW-Authenticate"] = "Bearer"
     body = error_body(path, error.code, error.message)
+    headers = http_headers(error)
     return JSONResponse(body, status_code=error.status, headers=headers or None)
-
-
-def report(exc: GameserveError, where: str) -> None:
-    """Log an error answered at ``where`` (a path, a gRPC method) as an operator needs it."""
-    if isinstance(exc, ModelNotReadyError):
-        logger.warning("%s %s: %s", where, exc.code, exc.message)
-    elif exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
-        exc, OverloadedError | DeadlineExceededError
-    ):
-        # With its traceback: a 5xx is a bug or a broken model until shown otherwise.
-        # Shed requests (503 overloaded) and missed deadlines (504) are deliberate
-        # answers, counted (/v1/models) rather than logged one by one; not-ready is
-        # a state a probe asks about, logged without a traceback.
-        logger.error("%s %s: %s", where, exc.code, exc.message, exc_info=exc)
 
 
 def response_for(exc: Exception, path: str = "") -> JSONResponse:

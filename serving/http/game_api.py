@@ -7,18 +7,19 @@ request and response models): serving names no family.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, create_model
 
+from models.errors import ModelNotFoundError
 from models.family import GameRoute
-from serving.dataplane.game_time import FallbackReason, Source
+from serving.dataplane.game_time import Answer, Call, FallbackReason, FamilyCounts, Source
 from serving.dataplane.plane import DataPlane
 from serving.http.direct import Endpoint
-from serving.http.game_time import admit
+from serving.http.guard import admit
 from serving.http.json_body import body_schema, parse, respond
+from serving.protocol.terms import routing_key_of
 
 
 class ModelRef(BaseModel):
@@ -97,17 +98,9 @@ class ModelList(BaseModel):
     models: list[ServedModel]
 
 
-ROUTING_HEADERS = ("x-session-id", "x-player-id")
-
-
 def routing_key(request: Request, fallback: str | None = None) -> str | None:
     """The id that keeps a match or player on one version during a rollout."""
     return routing_key_of(request.headers) or fallback
-
-
-def routing_key_of(headers: Mapping[str, str]) -> str | None:
-    """The routing key among ``headers`` (HTTP headers, gRPC metadata), if any."""
-    return next((headers[h] for h in ROUTING_HEADERS if headers.get(h)), None)
 
 
 def game_routes(plane: DataPlane) -> dict[str, GameRoute[Any, Any]]:
@@ -146,7 +139,7 @@ def _endpoint(
         with ticket, plane.observe(name, call.received) as seen:
             request = parse(route.request_model, await http.body())
             key = routing_key(http, pick(request) if pick is not None else None)
-            response, answer = await plane.infer_domain(name, request, key, call)
+            response, answer = await answer_game_request(plane, name, request, key, call)
             seen.answered(answer)
         return respond(
             result(
@@ -161,6 +154,37 @@ def _endpoint(
     return endpoint
 
 
+async def answer_game_request(
+    plane: DataPlane,
+    name: str,
+    request: BaseModel,
+    routing_key: str | None = None,
+    call: Call | None = None,
+) -> tuple[Any, Answer]:
+    """A game API request through the data plane: encode, infer, decode."""
+    family = plane.family(name)
+    route = family.game_route
+    if route is None:
+        raise ModelNotFoundError(f"model {name!r} has no game route")
+    answer = await plane.infer(
+        name, family.encode(request), field=route.batch_field, routing_key=routing_key,
+        call=call, row_keys=route.row_keys(request) if route.row_keys else None,
+    )  # fmt: skip
+    return family.decode(request, answer.outputs), answer
+
+
+async def game_time_counts(plane: DataPlane, name: str) -> FamilyCounts:
+    """What game time did to ``name``'s requests: shipped totals plus this replica's rest."""
+    counts = FamilyCounts()
+    if plane.shipped_counts is not None:
+        shipped = await plane.shipped_counts()
+        if name in shipped:
+            counts.add(shipped[name])
+    if name in plane.counters.families:
+        counts.add(plane.counters.families[name])
+    return counts
+
+
 def _add_model_list(router: APIRouter, plane: DataPlane) -> None:
     @router.get("/models", tags=["operations"])
     async def list_models() -> ModelList:
@@ -171,7 +195,7 @@ def _add_model_list(router: APIRouter, plane: DataPlane) -> None:
 async def _served(plane: DataPlane, name: str) -> ServedModel:
     status = await plane.status(name)
     timing = plane.timing(name)
-    counts = await plane.game_time_counts(name)
+    counts = await game_time_counts(plane, name)
     return ServedModel(
         name=status.family,
         version=status.version,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import (
@@ -27,10 +28,13 @@ from models.errors import (
     OverloadedError,
     PayloadTooLargeError,
 )
-from serving.dataplane.game_time import STAMP_HEADER, edge_received
-from serving.http.access import Access, bearer_token
+from serving.dataplane.admission import Ticket
+from serving.dataplane.game_time import STAMP_HEADER, Call, Protocol, edge_received
+from serving.dataplane.plane import DataPlane
 from serving.http.errors import error_response
-from serving.http.keys import Scope as KeyScope
+from serving.protocol.access import Access
+from serving.protocol.keys import Scope as KeyScope
+from serving.protocol.terms import admit_by_headers, bearer_token
 
 # Where the guard leaves the moment it received a request, in the ASGI scope's
 # state (Starlette's ``request.state``), as time.monotonic().
@@ -149,3 +153,20 @@ class Guard:
             return message
 
         return counted
+
+
+# A request's game-time terms from HTTP, for the routes that run models: the header
+# lookups are the protocol's (serving/protocol/terms.py); these add what only HTTP
+# has, the edge's receipt stamp and the key's ceiling the guard left in the scope.
+def received(request: Request) -> float:
+    """When the edge received ``request``, as the guard found (now, without the guard)."""
+    stamp = request.scope.get("state", {}).get(RECEIVED)
+    return time.monotonic() if stamp is None else float(stamp)
+
+
+def admit(plane: DataPlane, request: Request, name: str, protocol: Protocol) -> tuple[Call, Ticket]:
+    """The request's terms and its admission ticket; raises what a shed request gets."""
+    state = request.scope.get("state", {})
+    return admit_by_headers(
+        plane, request.headers, name, protocol, received(request), ceiling=state.get(CEILING)
+    )

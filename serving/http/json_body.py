@@ -19,6 +19,7 @@ from fastapi import FastAPI, Response
 from pydantic import BaseModel, ValidationError
 
 from models.errors import InvalidInputError
+from serving.upstream import extend_openapi
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -66,17 +67,12 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def register_schemas(app: FastAPI, models: list[type[BaseModel]]) -> None:
     """Add ``models`` (and the models they refer to) to the app's OpenAPI components."""
-    generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        fresh = app.openapi_schema is None
-        document = generate()  # FastAPI's own document, which it caches on the app
-        if fresh:
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in models:
-                schema = model.model_json_schema(ref_template=_REF)
-                schemas.update(schema.pop("$defs", {}))
-                schemas[model.__name__] = schema
-        return document
+    def add(document: dict[str, Any]) -> None:
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            schema = model.model_json_schema(ref_template=_REF)
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    extend_openapi(app, add)

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.errors import GameserveError
 from serving.settings import host_port
+from serving.upstream import server_without_signals
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,8 @@ class HttpListener:
             # headers, slow clients and connections in front of this server.
             server_header=False,
         )
-        self._server = uvicorn.Server(config)
         # uvicorn would take over SIGINT and SIGTERM, which are Serve's in a replica.
-        self._server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+        self._server = server_without_signals(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

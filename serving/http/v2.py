@@ -1,20 +1,22 @@
-"""The Open Inference Protocol v2 (KServe / Triton REST), as tritonclient speaks it."""
+"""The Open Inference Protocol v2 over HTTP (KServe / Triton REST), as tritonclient speaks it.
+
+The handlers are the protocol's (``serving/protocol/v2.py``); routes convert JSON.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from models.contract import TensorSpec
 from models.errors import ModelNotReadyError
 from serving.dataplane.plane import DataPlane
-from serving.dataplane.v2_inference import V2Request, infer_v2
 from serving.http.game_api import routing_key
-from serving.http.game_time import admit
-from serving.http.v2_codec import HEADER_LENGTH, datatype_of, encode_response, parse_request
+from serving.http.guard import admit
+from serving.http.v2_codec import HEADER_LENGTH, encode_response, parse_request
+from serving.protocol.tensors import V2Request
+from serving.protocol.v2 import V2Handlers
 
 
 def _path_parameter(name: str) -> dict[str, Any]:
@@ -38,39 +40,21 @@ def _infer_doc(*path_parameters: str) -> dict[str, Any]:
     }
 
 
-def server_version() -> str:
-    try:
-        return package_version("gameserve")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "datatype": datatype_of(spec.dtype),
-        "shape": [-1 if d is None else d for d in spec.shape],
-    }
-
-
 def v2_router(plane: DataPlane) -> APIRouter:
+    handlers = V2Handlers(plane)
     router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
     @router.get("")
     async def server_metadata() -> dict[str, Any]:
-        return {
-            "name": "gameserve",
-            "version": server_version(),
-            "extensions": ["binary_tensor_data"],
-        }
+        return asdict(handlers.server_metadata())
 
     @router.get("/health/live")
     async def live() -> dict[str, bool]:
-        return {"live": True}
+        return {"live": handlers.live()}
 
     @router.get("/health/ready")
     async def ready() -> dict[str, bool]:
-        unready = await plane.unready()
+        unready = await handlers.unready()
         if unready:
             raise ModelNotReadyError(f"model {unready[0]!r} is not ready")
         return {"ready": True}
@@ -78,26 +62,12 @@ def v2_router(plane: DataPlane) -> APIRouter:
     @router.get("/models/{model_name}")
     @router.get("/models/{model_name}/versions/{model_version}")
     async def model_metadata(model_name: str, model_version: str | None = None) -> dict[str, Any]:
-        family = plane.family(model_name)
-        if model_version is None:
-            status = await plane.status(model_name)
-        else:
-            status = await plane.require_version(model_name, model_version)
-        return {
-            "name": model_name,
-            "versions": [status.version] if status.version else [],
-            "platform": "onnxruntime_onnx",
-            "inputs": [tensor_metadata(s) for s in family.contract.inputs],
-            "outputs": [tensor_metadata(s) for s in family.contract.outputs],
-        }
+        return asdict(await handlers.model_metadata(model_name, model_version))
 
     @router.get("/models/{model_name}/ready")
     @router.get("/models/{model_name}/versions/{model_version}/ready")
     async def model_ready(model_name: str, model_version: str | None = None) -> dict[str, Any]:
-        if model_version is None:
-            status = await plane.status(model_name)
-        else:
-            status = await plane.require_version(model_name, model_version)
+        status = await handlers.model_status(model_name, model_version)
         if not status.ready:
             raise ModelNotReadyError(f"model {model_name!r} is not ready")
         return {"name": model_name, "ready": True}
@@ -115,8 +85,7 @@ def v2_router(plane: DataPlane) -> APIRouter:
             # The raw body: tritonclient sends binary tensors without a Content-Type.
             return parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
 
-        parsed, answer = await infer_v2(
-            plane,
+        parsed, answer = await handlers.infer(
             model_name,
             admit(plane, request, model_name, "v2"),
             decode,

@@ -10,7 +10,6 @@ tensor bytes, in input order, for each input whose parameters carry
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,34 +17,16 @@ import numpy as np
 import orjson
 
 from models.errors import InvalidInputError
-from serving.dataplane.v2_inference import TIMEOUT_PARAMETER, V2Request
+from serving.protocol.tensors import (
+    MAX_ELEMENTS,
+    TIMEOUT_PARAMETER,
+    V2Request,
+    datatype_of,
+    elements,
+    tensor_dtype,
+)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DATATYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-_NAMES = {dtype: name for name, dtype in DATATYPES.items()}
-MAX_DIMENSIONS = 8
-
-
-def datatype_of(dtype: np.dtype[Any] | str) -> str:
-    return _NAMES[np.dtype(dtype)]
-
-
-# Beyond any batch a request may carry (serving.max_rows_per_request rows of a
-# few hundred values): a shape that asks for more is refused before any allocation.
-MAX_ELEMENTS = 1 << 24
 
 
 def parse_request(body: bytes, header_length: str | None) -> V2Request:
@@ -132,25 +113,6 @@ def _load_json(text: bytes) -> Any:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def tensor_dtype(where: str, datatype: Any) -> np.dtype[Any]:
-    """The numpy type of a v2 ``datatype``; InvalidInputError naming ``where`` if none."""
-    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
-    if dtype is None:
-        raise InvalidInputError(f"{where}.datatype: unsupported {datatype!r}")
-    return dtype
-
-
-def elements(where: str, shape: list[int]) -> int:
-    """How many values ``shape`` holds, refused before any allocation when too many.
-
-    The bound is on the non-zero dimensions: ``[0, 10**6, 10**6, ...]`` holds no value
-    but is no shape numpy can give an array (it answered ValueError, a 500)."""
-    expected = math.prod(shape)
-    if len(shape) > MAX_DIMENSIONS or math.prod(d for d in shape if d) > MAX_ELEMENTS:
-        raise InvalidInputError(f"{where}.shape: {shape} is larger than any request may be")
-    return expected
 
 
 def _decode_input(index: int, tensor: Any, binary: memoryview) -> tuple[np.ndarray, int]:

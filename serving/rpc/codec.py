@@ -15,8 +15,13 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from models.errors import InvalidInputError
-from serving.dataplane.v2_inference import TIMEOUT_PARAMETER, V2Request
-from serving.http.v2_codec import datatype_of, elements, tensor_dtype
+from serving.protocol.tensors import (
+    TIMEOUT_PARAMETER,
+    V2Request,
+    datatype_of,
+    elements,
+    tensor_dtype,
+)
 
 # Where typed (non-raw) values of each datatype travel in InferTensorContents.
 _CONTENTS = {

@@ -12,49 +12,33 @@ as one more deadline (the earliest wins).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from http import HTTPStatus
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 from tritonclient.grpc import service_pb2 as pb
 
-from models.errors import GameserveError, InvalidInputError, OverloadedError
+from models.errors import GameserveError, InvalidInputError
 from serving.dataplane.game_time import Priority
 from serving.dataplane.plane import DataPlane
-from serving.dataplane.v2_inference import V2Request, infer_v2
-from serving.http.access import Access, bearer_token
-from serving.http.errors import report
-from serving.http.game_api import routing_key_of
-from serving.http.game_time import admit_by_headers
-from serving.http.keys import Scope
-from serving.http.v2 import server_version, tensor_metadata
+from serving.protocol.access import Access
+from serving.protocol.errors import grpc_status_name, grpc_trailers, report
+from serving.protocol.keys import Scope
+from serving.protocol.tensors import V2Request
+from serving.protocol.terms import admit_by_headers, bearer_token, routing_key_of
+from serving.protocol.v2 import V2Handlers
 from serving.rpc.codec import decode_request, encode_response
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
-ERROR_CODE_METADATA = "gameserve-error-code"  # the game API's code for the same error
-
-_STATUS: dict[int, grpc.StatusCode] = {
-    HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
-    HTTPStatus.UNPROCESSABLE_ENTITY: grpc.StatusCode.INVALID_ARGUMENT,
-    HTTPStatus.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
-    HTTPStatus.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
-    HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    HTTPStatus.TOO_MANY_REQUESTS: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    HTTPStatus.GATEWAY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 
 def grpc_status(error: GameserveError) -> grpc.StatusCode:
-    return _STATUS.get(error.status, grpc.StatusCode.INTERNAL)
+    return grpc.StatusCode[grpc_status_name(error)]
 
 
 @dataclass(frozen=True)
@@ -75,6 +59,7 @@ class InferenceService:
 
     def __init__(self, plane: DataPlane, access: Access) -> None:
         self.plane = plane
+        self.handlers = V2Handlers(plane)
         self.access = access
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -116,11 +101,7 @@ class InferenceService:
                 return await method(request, Invocation(metadata, received, budget, ceiling))
             except GameserveError as exc:
                 report(exc, name)
-                trailing: list[tuple[str, str]] = [(ERROR_CODE_METADATA, exc.code)]
-                if isinstance(exc, OverloadedError):
-                    retry = str(max(1, math.ceil(exc.retry_after_s)))
-                    trailing.append(("retry-after", retry))
-                context.set_trailing_metadata(tuple(trailing))
+                context.set_trailing_metadata(grpc_trailers(exc))
                 await context.abort(grpc_status(exc), exc.message)
             except Exception:
                 logger.exception("%s: unhandled error", name)
@@ -130,36 +111,22 @@ class InferenceService:
         return call
 
     async def server_live(self, _: Message, __: Invocation) -> Message:
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self.handlers.live())
 
     async def server_ready(self, _: Message, __: Invocation) -> Message:
-        return pb.ServerReadyResponse(ready=not await self.plane.unready())
+        return pb.ServerReadyResponse(ready=not await self.handlers.unready())
 
     async def model_ready(self, request: Any, _: Invocation) -> Message:
-        status = await self._status(request.name, request.version)
+        status = await self.handlers.model_status(request.name, request.version)
         return pb.ModelReadyResponse(ready=status.ready)
 
     async def server_metadata(self, _: Message, __: Invocation) -> Message:
-        return pb.ServerMetadataResponse(
-            name="gameserve", version=server_version(), extensions=["binary_tensor_data"]
-        )
+        return pb.ServerMetadataResponse(**asdict(self.handlers.server_metadata()))
 
     async def model_metadata(self, request: Any, _: Invocation) -> Message:
-        family = self.plane.family(request.name)
-        status = await self._status(request.name, request.version)
-        tensor = pb.ModelMetadataResponse.TensorMetadata
-        return pb.ModelMetadataResponse(
-            name=request.name,
-            versions=[status.version] if status.version else [],
-            platform="onnxruntime_onnx",
-            inputs=[tensor(**tensor_metadata(s)) for s in family.contract.inputs],
-            outputs=[tensor(**tensor_metadata(s)) for s in family.contract.outputs],
-        )
-
-    async def _status(self, name: str, version: str) -> Any:
-        if version:
-            return await self.plane.require_version(name, version)
-        return await self.plane.status(name)
+        # asdict turns the TensorMetadata too; protobuf takes dicts for message fields.
+        found = await self.handlers.model_metadata(request.name, request.version)
+        return pb.ModelMetadataResponse(**asdict(found))
 
     async def model_infer(self, request: Any, invocation: Invocation) -> Message:
         name: str = request.model_name
@@ -170,8 +137,7 @@ class InferenceService:
         async def decode() -> V2Request:
             return decode_request(request)
 
-        parsed, answer = await infer_v2(
-            self.plane,
+        parsed, answer = await self.handlers.infer(
             name,
             admit_by_headers(
                 self.plane,

@@ -1,8 +1,8 @@
 """HAProxy as Ray starts it, with the config hardened first.
 
 Ray renders HAProxy's config from a template with no setting for several things
-a public ingress needs, and starts whatever ``RAY_SERVE_HAPROXY_BINARY_PATH``
-names as ``BINARY -db -f CONFIG ...``. ``ServeRuntime`` points it at this
+a public ingress needs, and starts whatever its binary hook names
+(``serving/upstream.py``) as ``BINARY -db -f CONFIG ...``. ``ServeRuntime`` points it at this
 program (the ``gameserve-haproxy`` console script), which rewrites CONFIG and
 then becomes the real HAProxy (``exec``: same process, same arguments, so Ray's
 reloads and its process checks see HAProxy itself). The rewrite:
@@ -45,6 +45,7 @@ import sys
 from pathlib import Path
 
 from serving.runtime.haproxy_edge import EdgePlan, render, use_local_body
+from serving.upstream import RAY_HAPROXY_BINARY_VARIABLE, real_haproxy_binary
 
 HOST_VARIABLE = "GAMESERVE_HAPROXY_HOST"
 MAX_BODY_VARIABLE = "GAMESERVE_HAPROXY_MAX_BODY"
@@ -74,7 +75,6 @@ OVERLOADED_RESPONSE = (
     "cache-control: no-cache\r\n"
     "\r\n" + _OVERLOADED_BODY
 )
-BINARY_VARIABLE = "RAY_SERVE_HAPROXY_BINARY_PATH"
 # `bind *:8404` and `bind :9101`, alone on their line; `bind 127.0.0.1:8000` is left be.
 _ANY_INTERFACE = re.compile(r"^(\s*bind\s+)\*?:(\d+)[ \t]*$", re.MULTILINE)
 _SOCKET_MODE = re.compile(r"^(\s*stats socket \S+ mode )\d+", re.MULTILINE)
@@ -209,8 +209,6 @@ def main() -> None:
     if "-f" in args:
         _rewrite(Path(args[args.index("-f") + 1]))
     # The real binary: ray-haproxy's own lookup, minus the override that names this program.
-    os.environ.pop(BINARY_VARIABLE, None)
-    from ray_haproxy import get_haproxy_binary
-
-    binary = get_haproxy_binary()
+    os.environ.pop(RAY_HAPROXY_BINARY_VARIABLE, None)
+    binary = real_haproxy_binary()
     os.execv(binary, [binary, *args])

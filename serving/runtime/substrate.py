@@ -36,7 +36,6 @@ What each knob does, and why it has its default (the figures are in
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -47,7 +46,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from serving.runtime.haproxy_edge import EdgePlan, backend_name
 from serving.runtime.haproxy_listeners import (
-    BINARY_VARIABLE,
     EDGE_VARIABLE,
     HOST_VARIABLE,
     HTTP_REQUEST_TIMEOUT_VARIABLE,
@@ -59,14 +57,10 @@ from serving.runtime.haproxy_listeners import (
     TIMEOUT_QUEUE_VARIABLE,
 )
 from serving.runtime.ports import free_port
+from serving.upstream import RAY_HAPROXY_BINARY_VARIABLE, haproxy_installed
 
 # The console script of serving/runtime/haproxy_listeners.py, beside this Python.
 HAPROXY_WRAPPER = "gameserve-haproxy"
-
-
-def _haproxy_installed() -> bool:
-    # The ray-haproxy wheel exists for Linux x86_64 only; elsewhere Serve's proxy serves.
-    return importlib.util.find_spec("ray_haproxy") is not None
 
 
 # Beside Serve's 8000 and Triton's gRPC 8001 (GrpcSettings.port).
@@ -84,7 +78,7 @@ class ServeRuntime(BaseModel):
         description="Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED bundle (implied by haproxy_ingress).",
     )
     haproxy_ingress: bool = Field(
-        default_factory=_haproxy_installed,
+        default_factory=haproxy_installed,
         description="HAProxy (the ray-haproxy wheel) replaces Serve's proxy; on wherever "
         "the wheel is installed. HAProxy's frontend and the replicas' ports bind to "
         "serving.host; its stats and Prometheus listeners get free ports (not 8404 and "
@@ -243,7 +237,7 @@ class ServeRuntime(BaseModel):
                 env["RAY_SERVE_HAPROXY_SERVER_STATE_FILE"] = str(folder / "server-state")
             wrapper = Path(sys.executable).with_name(HAPROXY_WRAPPER)
             if wrapper.exists():
-                env[BINARY_VARIABLE] = str(wrapper)
+                env[RAY_HAPROXY_BINARY_VARIABLE] = str(wrapper)
                 env.update(self.wrapper_env(max_body_bytes, app_name, edge))
         return env
 

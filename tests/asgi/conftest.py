@@ -14,7 +14,7 @@ from serving.dataplane.backend import LocalBackend
 from serving.dataplane.game_time import FamilyTiming
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from serving.settings import AuthSettings, GameTimeSettings, ServingSettings
 
 FAST = TrainSettings(train_samples=4_000, eval_samples=500, epochs=2)

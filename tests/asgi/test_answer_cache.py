@@ -77,4 +77,4 @@ def test_a_family_without_a_cache_never_answers_from_one(
         client.post("/v1/npc/act", json=npc_tick(2), headers=PATIENT)
         missed = client.post("/v1/npc/act", json=npc_tick(2), headers=UNAFFORDABLE).json()
     assert missed["fallback_reason"] == "deadline"
-    assert len(plane.answers) == 0
+    assert len(plane.answering.answers) == 0

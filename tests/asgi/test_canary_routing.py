@@ -30,7 +30,7 @@ def _plane(onnx_models: dict[str, bytes], challenger: bytes, route: Route) -> Da
         challengers={NPC: backend(NPC, challenger, version=route.challenger_version)},
         admission=calm_admission(),
     )
-    plane.set_routes({NPC: route})
+    plane.canary.set_routes({NPC: route})
     return plane
 
 
@@ -55,7 +55,7 @@ def test_each_session_stays_on_one_version(canary: tuple[TestClient, DataPlane])
             seen.setdefault(f"match-{session}", set()).add(response.json()["model"]["version"])
     assert all(len(versions) == 1 for versions in seen.values())
     assert {v for versions in seen.values() for v in versions} == {"1", "2"}
-    window = plane.metrics.family(NPC).summary()
+    window = plane.canary.metrics.family(NPC).summary()
     assert window.challenger.requests > 0
     assert window.challenger.compared == window.challenger.requests
 
@@ -69,7 +69,7 @@ def test_an_invalid_challenger_answer_is_replaced_by_the_champions(
             response = client.post("/v1/npc/act", json=npc_tick(3), headers={"X-Player-Id": str(i)})
             assert response.status_code == 200
             assert response.json()["model"]["version"] == "1"
-    challenger = plane.metrics.family(NPC).summary().challenger
+    challenger = plane.canary.metrics.family(NPC).summary().challenger
     assert (challenger.requests, challenger.invalid_rate) == (20, 1.0)
 
 
@@ -83,10 +83,13 @@ def test_shadow_compares_without_changing_answers(
             for _ in range(15)
         }
         deadline = time.monotonic() + 5
-        while plane.metrics.family(NPC).challenger.requests < 15 and time.monotonic() < deadline:
+        while (
+            plane.canary.metrics.family(NPC).challenger.requests < 15
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
     assert versions == {"1"}
-    challenger = plane.metrics.family(NPC).summary().challenger
+    challenger = plane.canary.metrics.family(NPC).summary().challenger
     assert challenger.requests == 15
     assert challenger.divergence is not None
     assert 0 <= challenger.divergence < 1

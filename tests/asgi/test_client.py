@@ -23,12 +23,12 @@ from gameserve_client import (
     RankRequest,
     RetryPolicy,
 )
+from serving.control.admin_server import AdminServer
 from serving.dataplane.admission import Admission, AdmissionBounds
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
-from serving.http.admin_server import AdminServer
 from serving.http.app import create_app
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from tests.asgi.conftest import (
     FALLBACK_DEADLINE_MS,
     MAX_ROWS,

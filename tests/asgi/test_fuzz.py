@@ -24,7 +24,8 @@ from models.errors import InvalidInputError
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
-from serving.http.v2_codec import DATATYPES, HEADER_LENGTH, MAX_ELEMENTS, parse_request
+from serving.http.v2_codec import HEADER_LENGTH, parse_request
+from serving.protocol.tensors import DATATYPES, MAX_ELEMENTS
 from serving.rpc.codec import decode_request
 from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
 from tests.payloads import npc

@@ -27,9 +27,10 @@ from tritonclient.utils import InferenceServerException
 from models import trainable_family
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
-from serving.http.access import Access
+from serving.protocol.access import Access
+from serving.protocol.errors import ERROR_CODE_METADATA
 from serving.rpc.server import GrpcServer
-from serving.rpc.service import ERROR_CODE_METADATA, InferenceService
+from serving.rpc.service import InferenceService
 from serving.runtime.ports import free_port
 from tests.asgi.conftest import MAX_ROWS, calm_admission, settings_with_keys
 from tests.grpc_calls import GrpcCalls

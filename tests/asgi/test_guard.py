@@ -13,11 +13,10 @@ from starlette.types import Receive, Scope, Send
 
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.plane import DataPlane
-from serving.http.access import Access
 from serving.http.app import create_app
 from serving.http.guard import Guard
-from serving.http.keys import KeyStore
-from serving.http.rate_limit import RateLimiter
+from serving.protocol.access import Access, RateLimiter
+from serving.protocol.keys import KeyStore
 from serving.settings import AuthSettings, LimitSettings, ServingSettings
 from tests.asgi.conftest import MAX_ROWS, calm_admission
 from tests.payloads import npc_tick

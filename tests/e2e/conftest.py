@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models import FAMILIES
+from models import install_catalog, installed_catalog
 from models.build import build
 from models.catalog import load_families
 from models.spec import FamilySpec
@@ -105,11 +105,10 @@ SPEC_FOLDER = Path(__file__).parent / "families"
 @pytest.fixture(scope="package")
 def spec_families() -> Iterator[list[FamilySpec]]:
     """The families ``families/`` declares in spec files, registered for this package only."""
-    before = dict(FAMILIES)
+    before = installed_catalog()
     specs = load_families(SPEC_FOLDER)
     yield specs
-    FAMILIES.clear()
-    FAMILIES.update(before)
+    install_catalog(before)
 
 
 @pytest.fixture(scope="package")

@@ -386,19 +386,26 @@ def test_a_champion_moved_outside_the_pipeline_is_refused_and_logged_once(
 
 def test_the_rollout_notebook_plots_the_last_finished_rollout(
     registry: ModelRegistry,
+    gateway: ServeGateway,
+    champion: object,
+    test_keys: TestKeys,
     signing_key: Path,
     credentials_file: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    finished = [r for r in registry.recent_rollouts(NPC.name, 20) if r["decision"] != "running"]
-    # The latest that took traffic: one stopped in pre-flight has no steps to plot.
-    finished = [r for r in finished if registry.rollout_steps(r["run_id"])]
-    assert finished, "the rollout tests above leave finished rollouts"
+    # A rollout of its own that takes traffic (latency is judged from the first
+    # step), so the test needs nothing another test left behind.
+    slow = _register_bad(registry, rollout_models.Slow(champion), seed=19)  # type: ignore[arg-type]
+    result, _ = _rollout(registry, gateway, slow, test_keys.headers)
+    assert result.decision == "rolled_back"  # type: ignore[attr-defined]
+    latest = registry.recent_rollouts(NPC.name, 1)[0]
+    assert latest["challenger"] == slow
+    assert registry.rollout_steps(latest["run_id"]), "a rollout that took traffic has steps"
     # The notebook logs in to MLflow with the stack's credentials from the data dir.
     shutil.copy(signing_key, tmp_path / "signing.key")
     shutil.copy(credentials_file, tmp_path / "mlflow-credentials.json")
     env = {"GAMESERVE_TRACKING__URI": registry.tracking_uri, "GAMESERVE_DATA_DIR": str(tmp_path)}
-    result = run_notebook("analyze_rollout.ipynb", env, tmp_path, monkeypatch)
-    assert f"'run_id': '{finished[0]['run_id']}'" in result
-    assert "'p99_ms'" in result
+    result_text = run_notebook("analyze_rollout.ipynb", env, tmp_path, monkeypatch)
+    assert f"'run_id': '{latest['run_id']}'" in result_text
+    assert "'p99_ms'" in result_text

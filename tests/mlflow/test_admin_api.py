@@ -15,9 +15,9 @@ from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
 from pipelines.rollout.controller import COMMAND_TAG
 from pipelines.training import train_and_register
-from serving.http.admin import create_admin_app
-from serving.http.admin_server import AdminServer
-from serving.http.keys import KeyStore
+from serving.control.admin import create_admin_app
+from serving.control.admin_server import AdminServer
+from serving.protocol.keys import KeyStore
 from tests.auth import TestKeys, bearer
 from tests.mlflow.conftest import FAST
 

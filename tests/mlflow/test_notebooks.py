@@ -15,11 +15,11 @@ from pipelines.registry import CHALLENGER, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
 from pipelines.tracking_server import EmbeddedTrackingServer
 from pipelines.training import train_and_register
+from serving.control.admin import create_admin_app
+from serving.control.admin_server import AdminServer
 from serving.dataplane.payload_files import Record
 from serving.dataplane.payload_log import PayloadLog, PayloadLogConfig, new_request_id
-from serving.http.admin import create_admin_app
-from serving.http.admin_server import AdminServer
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from tests.auth import TestKeys
 from tests.mlflow.conftest import FAST
 from tests.notebooks import run_notebook

@@ -12,7 +12,7 @@ from models.errors import UseLocalError
 from serving.dataplane.backend import LocalBackend
 from serving.dataplane.game_time import MAX_DEADLINE_MS, edge_received
 from serving.dataplane.plane import DataPlane
-from serving.http.keys import KeyStore
+from serving.protocol.keys import KeyStore
 from serving.settings import FamilyServing, ServingSettings
 
 NPC, RANKING = "npc-behavior", "personalization"

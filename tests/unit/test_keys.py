@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from models.errors import InvalidInputError, RateLimitedError, UnauthorizedError
-from serving.http import keys as keys_module
-from serving.http.keys import KeyStore, parse_scopes
-from serving.http.rate_limit import RateLimiter, TokenBucket
+from serving.protocol import keys as keys_module
+from serving.protocol.access import RateLimiter, TokenBucket
+from serving.protocol.keys import KeyStore, parse_scopes
 from serving.settings import AuthSettings, ServingSettings
 
 
@@ -124,7 +124,7 @@ def test_a_key_file_others_can_read_works_and_is_warned_about(
     """It holds digests, never keys (a Kubernetes Secret mounts 0644 by default)."""
     key = _store(tmp_path).create("game-server", ["infer"])
     os.chmod(tmp_path / "keys.json", 0o644)
-    with caplog.at_level(logging.WARNING, logger="serving.http.keys"):
+    with caplog.at_level(logging.WARNING, logger="serving.protocol.keys"):
         assert _store(tmp_path).authenticate(key).name == "game-server"
     assert any("readable by others" in r.getMessage() for r in caplog.records)
 

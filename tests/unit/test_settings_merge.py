@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from models import FAMILIES, get_family
+from models import get_family, install_catalog, installed_catalog
 from pipelines.settings import Settings
 from serving.settings import FamilyServing, ServingSettings
 
@@ -27,10 +27,9 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
 
 @pytest.fixture(autouse=True)
 def registry_restored() -> Iterator[None]:
-    before = dict(FAMILIES)
+    before = installed_catalog()
     yield
-    FAMILIES.clear()
-    FAMILIES.update(before)
+    install_catalog(before)
 
 
 @pytest.mark.parametrize("family", BUILT_IN)

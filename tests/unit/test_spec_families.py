@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import FAMILIES, get_family, register
-from models.catalog import ENTRY_POINT_GROUP, install_families, load_entry_points, load_families
+from models import FAMILIES, get_family, install_catalog, installed_catalog
+from models.catalog import (
+    ENTRY_POINT_GROUP,
+    Catalog,
+    builtin_catalog,
+    catalog_of,
+    entry_point_families,
+    load_families,
+)
 from models.errors import InvalidInputError
 from models.spec import FamilySpec, SpecFamily, read_spec
 
@@ -19,10 +26,9 @@ SPEC = Path(__file__).parents[1] / "e2e" / "families" / "match-outcome.toml"
 
 @pytest.fixture(autouse=True)
 def registry_restored() -> Iterator[None]:
-    before = dict(FAMILIES)
+    before = installed_catalog()
     yield
-    FAMILIES.clear()
-    FAMILIES.update(before)
+    install_catalog(before)
 
 
 def _spec(tmp_path: Path, text: str) -> Path:
@@ -128,13 +134,15 @@ def test_a_spec_folder_registers_once_and_a_conflicting_declaration_is_refused(
     specs = load_families(tmp_path)
     assert [spec.name for spec in specs] == ["match-outcome"]
     assert isinstance(get_family("match-outcome"), SpecFamily)
-    install_families(specs)  # what each replica does with the specs it is given: a no-op here
+    # What each replica builds from the specs it is given: the same catalog.
+    assert catalog_of(specs) == installed_catalog()
     changed = FamilySpec.model_validate(
         {**specs[0].model_dump(), "description": "something else entirely"}
     )
     with pytest.raises(InvalidInputError, match="declared twice"):
-        register(SpecFamily(changed))
+        installed_catalog().with_families([SpecFamily(changed)])
     assert load_families(tmp_path / "absent") == []
+    assert "match-outcome" not in FAMILIES  # the folder's catalog replaced the last, whole
 
 
 def test_an_installed_package_adds_families_through_its_entry_point(
@@ -152,12 +160,14 @@ def test_an_installed_package_adds_families_through_its_entry_point(
     (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nskill = studio_models:SKILL\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "studio_models", raising=False)
-    added = load_entry_points()
+    added = entry_point_families()
     assert [family.name for family in added] == ["match-outcome"]
-    assert get_family("match-outcome") is added[0]
+    assert "match-outcome" not in FAMILIES  # found, not installed
+    load_families(None)
+    assert get_family("match-outcome") == added[0]
     (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nskill = pathlib:Path\n")
     with pytest.raises(InvalidInputError, match="not a ModelFamily"):
-        load_entry_points()
+        entry_point_families()
 
 
 def test_settings_load_the_families_folder_and_refuse_bad_defaults_at_start(
@@ -171,9 +181,34 @@ def test_settings_load_the_families_folder_and_refuse_bad_defaults_at_start(
     settings = Settings(data_dir=tmp_path).with_families()
     assert [spec.name for spec in settings.serving.family_specs] == ["match-outcome"]
     assert settings.rollout.family("match-outcome").thresholds.max_divergence == 0.3
-    FAMILIES.pop("match-outcome")
+    install_catalog(builtin_catalog())
     (folder / "match-outcome.toml").write_text(
         SPEC.read_text().replace("max_divergence = 0.3", "max_divergance = 0.3")
     )
     with pytest.raises(InvalidInputError, match="max_divergance"):
         Settings(data_dir=tmp_path).with_families()
+
+
+def test_the_catalog_cannot_be_changed_in_place() -> None:
+    catalog = installed_catalog()
+    npc = catalog["npc-behavior"]
+    with pytest.raises(TypeError):
+        FAMILIES["npc-behavior"] = npc  # type: ignore[index]
+    with pytest.raises(TypeError):
+        catalog["npc-behavior"] = npc  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        FAMILIES.clear()  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        catalog._families = {}
+    with pytest.raises(TypeError):
+        catalog._families["x"] = npc  # type: ignore[index]
+    assert list(catalog) == ["npc-behavior", "difficulty-tuning", "personalization"]
+
+
+def test_a_catalog_survives_pickling_as_replicas_receive_it() -> None:
+    import pickle
+
+    catalog = Catalog([*builtin_catalog().values(), SpecFamily(read_spec(SPEC))])
+    loaded = pickle.loads(pickle.dumps(catalog))
+    assert list(loaded) == list(catalog)
+    assert loaded["match-outcome"] == catalog["match-outcome"]

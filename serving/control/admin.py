@@ -16,11 +16,10 @@ from pydantic import BaseModel, Field
 from models.contract import RequestModel
 from models.errors import ModelNotFoundError
 from serving.dataplane.game_time import Priority
-from serving.http.access import Access
 from serving.http.errors import install_error_handlers
 from serving.http.guard import ADMIN_PREFIX, Guard
-from serving.http.keys import KeyRecord, KeyStore, Scope
-from serving.http.rate_limit import RateLimiter
+from serving.protocol.access import Access, RateLimiter
+from serving.protocol.keys import KeyRecord, KeyStore, Scope
 
 Command = Literal["pause", "resume", "abort", "promote"]
 
