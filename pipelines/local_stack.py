@@ -84,6 +84,11 @@ class LocalStack:
         if serving.payload_log.dir is None:
             payloads = serving.payload_log.model_copy(update={"dir": settings.payloads_dir})
             serving = serving.model_copy(update={"payload_log": payloads})
+        if serving.payload_log.salt_file is None:  # the signing key: rotated together
+            payloads = serving.payload_log.model_copy(
+                update={"salt_file": settings.signing_key_file.resolve()}
+            )
+            serving = serving.model_copy(update={"payload_log": payloads})
         if settings.ray.address is None:
             stop_leftovers(settings.data_dir)  # a killed stack's HAProxy holds the API port
         for field, host, port in (

@@ -240,6 +240,12 @@ class PayloadLogSettings(BaseModel):
     )
     rotate_rows: int = Field(default=50_000, ge=1, description="Rows per file at most.")
     rotate_s: float = Field(default=60.0, gt=0, description="A file is written this often.")
+    salt_file: Path | None = Field(
+        default=None,
+        description="A secret whose bytes salt the routing-key hash in the files, so knowing a "
+        "player id does not find that player's rows. The local stack uses its signing key, so "
+        "the salt rotates with it; None: unsalted.",
+    )
 
 
 class GameTimeSettings(BaseModel):

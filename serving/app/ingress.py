@@ -33,6 +33,7 @@ from serving.dataplane.colocated import ColocatedBackend
 from serving.dataplane.game_time import GameTimeCounters
 from serving.dataplane.model_slot import ModelSlot
 from serving.dataplane.model_source import ModelSource
+from serving.dataplane.payload_files import salt_from
 from serving.dataplane.payload_log import PayloadLog, PayloadLogConfig
 from serving.dataplane.plane import DataPlane
 from serving.http.app import create_app
@@ -216,6 +217,7 @@ def _payload_log(serving: ServingSettings) -> PayloadLog | None:
             max_queue=settings.max_queue,
             rotate_rows=settings.rotate_rows,
             rotate_s=settings.rotate_s,
+            salt=b"" if settings.salt_file is None else salt_from(settings.salt_file.read_bytes()),
         )
     )
 

@@ -48,14 +48,22 @@ class Record:
     outputs: dict[str, np.ndarray]
 
 
-def hashed(key: str | None) -> str | None:
-    """A routing key's stand-in: the same player maps to the same value, the id itself stays out."""
+def salt_from(secret: bytes) -> bytes:
+    """The routing-key salt derived from a stack secret (its signing key): a separate value,
+    so the files never hold anything that could help forge a signature."""
+    return hashlib.blake2b(secret, digest_size=32, person=b"gameserve-salt").digest()
+
+
+def hashed(key: str | None, salt: bytes = b"") -> str | None:
+    """A routing key's stand-in: the same player maps to the same value within a stack's
+    salt; without the salt, knowing a player id does not find its rows."""
     if key is None:
         return None
-    return hashlib.blake2b(key.encode(), digest_size=8, person=b"gameserve-key").hexdigest()
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt, person=b"gameserve-key")
+    return digest.hexdigest()
 
 
-def to_table(records: Sequence[Record]) -> pa.Table:
+def to_table(records: Sequence[Record], salt: bytes = b"") -> pa.Table:
     columns: dict[str, pa.Array] = {
         "at": pa.array([int(r.at_s * 1e6) for r in records], pa.timestamp("us", tz="UTC")),
         "request_id": pa.array([r.request_id for r in records], pa.string()),
@@ -64,7 +72,7 @@ def to_table(records: Sequence[Record]) -> pa.Table:
         "source": pa.array([r.source for r in records], pa.string()),
         "fallback_reason": pa.array([r.fallback_reason for r in records], pa.string()),
         "latency_ms": pa.array([r.latency_ms for r in records], pa.float64()),
-        "routing_key_hash": pa.array([hashed(r.routing_key) for r in records], pa.string()),
+        "routing_key_hash": pa.array([hashed(r.routing_key, salt) for r in records], pa.string()),
     }
     for side in ("inputs", "outputs"):
         for name in getattr(records[0], side):

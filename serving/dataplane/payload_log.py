@@ -41,6 +41,7 @@ class PayloadLogConfig:
     max_queue: int = 10_000
     rotate_rows: int = 50_000
     rotate_s: float = 60.0
+    salt: bytes = b""  # for the routing-key hash (payload_files.salt_from)
 
 
 class PayloadLog:
@@ -160,7 +161,9 @@ class PayloadLog:
         day = time.strftime("%Y-%m-%d", time.gmtime(records[0].at_s))
         name = f"{self.config.replica}-{self._sequence:06d}.parquet"
         try:
-            write_atomically(to_table(records), self.config.root / family / day / name)
+            write_atomically(
+                to_table(records, self.config.salt), self.config.root / family / day / name
+            )
         except Exception:  # a full disk must not stop serving: counted, and said
             logger.exception(
                 "payload log: %d %s records could not be written", len(records), family

@@ -19,6 +19,7 @@ from serving.dataplane.payload_files import (
     hashed,
     ledgers,
     read,
+    salt_from,
     tensors,
     write_atomically,
 )
@@ -46,6 +47,22 @@ def record(i: int, rows: int = 2) -> Record:
 def config(root: Path, **changes: object) -> PayloadLogConfig:
     base: dict[str, object] = {"root": root, "replica": "r1", "sample": lambda _: 1.0}
     return PayloadLogConfig(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_the_routing_key_hash_is_salted_by_the_stacks_secret(tmp_path: Path) -> None:
+    """Knowing a player id is not enough to find its rows: the hash needs the stack's
+    secret, and a new secret (a rotated signing key) gives new hashes."""
+    salt = salt_from(b"the stack's signing key")
+    log = PayloadLog(config(tmp_path, salt=salt))
+    log.offer(NPC, record(3))
+    log.close()
+    table = read(tmp_path, NPC)
+    assert table is not None
+    written = table.column("routing_key_hash")[0].as_py()
+    assert written == hashed("match-3", salt)
+    assert written != hashed("match-3")  # unsalted: what anyone could compute
+    assert written != hashed("match-3", salt_from(b"a rotated key"))
+    assert salt != b"the stack's signing key"[:32]  # the files never carry the key itself
 
 
 def test_records_come_back_whole_with_their_tensors(tmp_path: Path) -> None:
