@@ -138,6 +138,10 @@ def cluster_serve_config(
             "auth": settings.serving.auth.model_copy(
                 update={"mode": "on", "keys_file": Path(secrets / "keys.json")}
             ),
+            # Where a payload log is kept, its routing-key hashes are salted as locally.
+            "payload_log": settings.serving.payload_log.model_copy(
+                update={"salt_file": Path(secrets / "signing.key")}
+            ),
         }
     )
     source = registry_source_spec(

@@ -305,6 +305,13 @@ class GrpcSettings(BaseModel):
         description="On a scale-down or redeploy, how long calls in flight may finish "
         "after the replica stops taking new ones.",
     )
+    threads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="grpcio's threads per replica reading and writing HTTP/2; each call's "
+        "work runs on the replica's event loop.",
+    )
 
 
 class AdminSettings(BaseModel):

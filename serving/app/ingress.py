@@ -148,6 +148,7 @@ class IngressReplica:
             serving.grpc.port,
             max_message_bytes=serving.limits.max_body_bytes,
             max_concurrent_rpcs=serving.grpc.max_concurrent_rpcs,
+            threads=serving.grpc.threads,
         )
         await server.start()
         self.grpc = server

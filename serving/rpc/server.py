@@ -1,9 +1,18 @@
-"""The gRPC server an ingress replica runs on its own event loop, beside Serve's HTTP."""
+"""The gRPC server an ingress replica runs beside its HTTP: grpcio's threads, its loop's work.
+
+grpcio's synchronous server reads and writes HTTP/2 on a few threads of its
+own; each call's work runs on the replica's event loop (``InferenceService``).
+Measured on 2 cores (``benchmarks/grpc_servers.py``), it spends less CPU per
+call than grpcio's asyncio server, whose poller thread hands every event to
+the loop, and than grpclib's pure-Python HTTP/2.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -34,7 +43,10 @@ class GrpcServer:
         *,
         max_message_bytes: int,
         max_concurrent_rpcs: int,
+        threads: int = 4,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """``loop``: where the calls' work runs (the running loop when None)."""
         self.address = host_port(host, port)
         options = [
             ("grpc.so_reuseport", 1),
@@ -43,8 +55,9 @@ class GrpcServer:
             # servers keep theirs busy, so one idle for minutes is a leak elsewhere.
             ("grpc.max_connection_idle_ms", 300_000),
         ]
-        self._server = grpc.aio.server(
-            handlers=[service.handler()],
+        self._server = grpc.server(
+            ThreadPoolExecutor(threads, thread_name_prefix="grpc"),
+            handlers=[service.handler(loop or asyncio.get_running_loop())],
             options=options,
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
@@ -61,11 +74,13 @@ class GrpcServer:
         return int(bound)
 
     async def start(self) -> None:
-        await self._server.start()
+        self._server.start()
         logger.info("OIP v2 over gRPC on %s", self.address)
 
     async def stop(self, drain_s: float) -> None:
         """Refuse new calls at once; let those in flight finish within ``drain_s``."""
         started = time.monotonic()
-        await self._server.stop(drain_s)
+        stopped = self._server.stop(drain_s)
+        # Waited for off the loop: the calls still draining need it to finish.
+        await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
         logger.info("gRPC on %s stopped in %.2f s", self.address, time.monotonic() - started)
