@@ -96,6 +96,19 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def _with_env(name: str, value: str) -> list[int]:
+    """The processes whose environment holds ``name=value`` (Linux /proc)."""
+    wanted = f"{name}={value}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if wanted in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 def stack_env(cluster: dict[str, Any], data_dir: Path, families: dict[str, Any]) -> dict[str, str]:
     """The stack's own environment on ``cluster``: the token, never the Serve knobs the
     nodes carry (a driver under RAY_SERVE_THROUGHPUT_OPTIMIZED cannot call handles
@@ -184,10 +197,11 @@ def ray_cluster(tmp_path: Path, workers: list[list[str]]) -> Iterator[dict[str, 
     # it (ServeRuntime.replica_http_port): the nodes and the stack must agree on it.
     replica_http = {"GAMESERVE_SERVING__RUNTIME__REPLICA_HTTP_PORT": str(free_port())}
     printed = gameserve({**os.environ, **replica_http}, "build-config", "--ray-env")
+    stats_port = str(free_port())  # in every process of this cluster's: how we find them
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
         **dict(shlex.split(line)[1].split("=", 1) for line in printed.splitlines()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": stats_port,
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         **FAST_HEALTH_CHECKS,
     }
@@ -225,6 +239,11 @@ def ray_cluster(tmp_path: Path, workers: list[list[str]]) -> Iterator[dict[str, 
             node.signal(signal.SIGTERM)
         for node in nodes:
             node.wait()
+        # An HAProxy that Serve reloaded (-sf) while its node stopped outlives it, adopted
+        # by init (found after a CI run). Ours carry this cluster's stats port.
+        for pid in set(_with_env("RAY_SERVE_HAPROXY_STATS_PORT", stats_port)) - {os.getpid()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         # Serve's own logs (the controller's decisions) outlive the cluster, for a failure.
         with contextlib.suppress(OSError):
             shutil.copytree(temp / "session_latest" / "logs" / "serve", tmp_path / "serve-logs")

@@ -394,13 +394,13 @@ def test_the_rollout_notebook_plots_the_last_finished_rollout(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A rollout of its own that takes traffic (latency is judged from the first
-    # step), so the test needs nothing another test left behind.
-    slow = _register_bad(registry, rollout_models.Slow(champion), seed=19)  # type: ignore[arg-type]
-    result, _ = _rollout(registry, gateway, slow, test_keys.headers)
+    # A rollout of its own that takes traffic (a challenger stopped at its first step,
+    # whose window is still recorded), so the test needs nothing another test left behind.
+    bad = _register_bad(registry, rollout_models.NanForWoundedNpcs(champion), seed=19)  # type: ignore[arg-type]
+    result, _ = _rollout(registry, gateway, bad, test_keys.headers)
     assert result.decision == "rolled_back"  # type: ignore[attr-defined]
     latest = registry.recent_rollouts(NPC.name, 1)[0]
-    assert latest["challenger"] == slow
+    assert latest["challenger"] == bad
     assert registry.rollout_steps(latest["run_id"]), "a rollout that took traffic has steps"
     # The notebook logs in to MLflow with the stack's credentials from the data dir.
     shutil.copy(signing_key, tmp_path / "signing.key")
