@@ -8,7 +8,7 @@ FastAPI is then one test run, not archaeology through the request path.
 What is here, and why we lean on it:
 
 - Ray Serve's late-bound ASGI app (``__serve_build_asgi_app__``, documented in
-  ``serve.ingress`` since 2.5x): the app needs the replica's own data plane,
+  Ray 2.60's ``serve.ingress``): the app needs the replica's own data plane,
   which exists only after the constructor.
 - Ray Serve's shutdown hook (an ``async __del__`` Serve awaits on a graceful
   stop): where a replica drains its own HTTP listener and gRPC server.
