@@ -21,6 +21,7 @@ from models.errors import (
     OverloadedError,
 )
 from models.family import AnyFamily
+from serving.dataplane.admission import Admission
 from serving.dataplane.answer_cache import AnswerCache
 from serving.dataplane.backend import Backend, Prediction
 from serving.dataplane.canary import Canary, check_outputs
@@ -42,13 +43,13 @@ class Answering:
         canary: Canary,
         counters: GameTimeCounters,
         events: Events,
-        retry_after_s: float,
+        admission: Admission,
     ) -> None:
         self.backends = backends
         self.canary = canary
         self.counters = counters
         self.events = events
-        self.retry_after_s = retry_after_s
+        self.admission = admission  # its bounds are read per miss: they may be replaced
         # The model's recent answers per player, for families with a cache_ttl_s.
         self.answers = AnswerCache()
 
@@ -150,7 +151,7 @@ class Answering:
         if reason == "overload" and error is None:
             raise OverloadedError(
                 f"{family.name}: {call.priority} work is over this replica's bound; retry shortly",
-                retry_after_s=self.retry_after_s,
+                retry_after_s=self.admission.bounds.retry_after_s,
             )
         assert error is not None
         raise error

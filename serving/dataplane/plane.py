@@ -59,9 +59,8 @@ class DataPlane:
         self.telemetry = Telemetry()
         self.events = Events([self.telemetry.listen, FailureLog().listen, *listeners])
         self.gate = Gate(self.admission, self.counters, self.events)
-        retry_after_s = self.admission.bounds.retry_after_s
         self.answering = Answering(
-            self.backends, self.canary, self.counters, self.events, retry_after_s
+            self.backends, self.canary, self.counters, self.events, self.admission
         )
         self._timing_of = timing or _declared_timing
         # Resolved once per family, not per request: every request reads both.
