@@ -25,6 +25,7 @@ from pipelines.registry import ModelRegistry, connect
 from pipelines.registry_source import registry_source_spec
 from pipelines.rollout.commands import RegistryControls
 from pipelines.rollout.controller import RolloutController
+from pipelines.rollout.state import RolloutStore
 from pipelines.settings import Settings
 from pipelines.signing import VersionSigner
 from pipelines.stack_state import StackLock, StackState
@@ -124,12 +125,16 @@ class LocalStack:
         )
         self.gateway.deploy({c.resolved.family: c.resolved.version for c in self.champions})
         self.controller = RolloutController(
-            self.registry, self.gateway, settings.rollout, serving.payload_log.dir
+            self.registry,
+            self.gateway,
+            settings.rollout,
+            RolloutStore(settings.data_dir / "rollouts"),
+            serving.payload_log.dir,
         )
         self.controller.start()
         self._exit.callback(self.controller.stop)
         keys = KeyStore(key_file(settings)) if serving.auth.mode == "on" else None
-        admin_app = create_admin_app(RegistryControls(self.registry), keys)
+        admin_app = create_admin_app(RegistryControls(self.registry, self.controller), keys)
         self.admin = AdminServer(admin_app, serving.admin.host, serving.admin.port).start()
         self._exit.callback(self.admin.stop)
         state = StackState(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import mlflow
 import onnx
@@ -34,7 +34,12 @@ from models.errors import (
 )
 from models.runtime import open_verified
 from pipelines.model_cache import MODEL_FILE, ModelCache, ResolvedModel, sha256_of
-from pipelines.rollout.record import RolloutRecord, recent_rollouts, rollout_steps
+from pipelines.rollout.record import (
+    RolloutRecord,
+    recent_rollouts,
+    rollout_steps,
+    rollout_timeline,
+)
 from pipelines.settings import Settings, TrackingSettings
 from pipelines.signing import VersionSigner
 from pipelines.stack_state import StackState
@@ -336,7 +341,11 @@ class ModelRegistry:
 
     def rollout_record(self, family: str, champion: str, challenger: str) -> RolloutRecord:
         """A new MLflow run for one rollout, written behind (``pipelines/rollout/record.py``)."""
-        return RolloutRecord(self._client, family, champion, challenger)
+        return RolloutRecord.open(self._client, family, champion, challenger)
+
+    def resume_record(self, family: str, run_id: str, started_at: float) -> RolloutRecord:
+        """The run of a rollout a restarted controller carries on."""
+        return RolloutRecord.resume(self._client, family, run_id, started_at)
 
     def recent_rollouts(self, family: str, limit: int = 5) -> list[dict[str, str]]:
         """The family's latest rollout runs, newest first."""
@@ -345,6 +354,10 @@ class ModelRegistry:
     def rollout_steps(self, run_id: str) -> dict[str, list[tuple[int, float]]]:
         """A rollout run's judged figures per step (champion_p99_ms, challenger_error_rate...)."""
         return rollout_steps(self._client, run_id)
+
+    def rollout_timeline(self, run_id: str) -> list[dict[str, Any]]:
+        """A rollout run's events in order: steps started and judged, commands, resumptions."""
+        return rollout_timeline(self._client, run_id)
 
     def record_event(
         self, family: str, version: str, event: str, details: dict[str, object] | None = None

@@ -1,7 +1,9 @@
 """What the admin API's rollout routes do: the stack's side of ``RolloutControls``.
 
-Each command writes to the registry (an alias or a tag) with the stack's own
-MLflow credentials; the controller reads it and acts. Operators and notebooks
+Starting a rollout and moving a champion write the registry's aliases with the
+stack's own MLflow credentials; the controller reconciles serving to them.
+Pause, resume, abort and promote go straight to the controller running in the
+same process, which applies them on its next pass. Operators and notebooks
 reach these through the authenticated admin API (``serving/control/admin.py``),
 never by writing MLflow themselves.
 """
@@ -9,21 +11,29 @@ never by writing MLflow themselves.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from models import FAMILIES
+from models.errors import ConflictError
 from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from pipelines.report import table
-from pipelines.rollout.controller import COMMAND_TAG
 from pipelines.rollout.record import STATE_TAG
+from pipelines.rollout.state import Command as RolloutCommand
 from serving.control.admin import Command
 
 
-class RegistryControls:
-    """``serving.control.admin.RolloutControls`` over the MLflow registry."""
+class CommandSink(Protocol):
+    """Where an operator's command goes: the controller (``RolloutController.send``)."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def send(self, family: str, command: RolloutCommand) -> None: ...
+
+
+class RegistryControls:
+    """``serving.control.admin.RolloutControls`` over the registry and the controller."""
+
+    def __init__(self, registry: ModelRegistry, controller: CommandSink | None = None) -> None:
         self.registry = registry
+        self.controller = controller
 
     def families(self) -> list[str]:
         return sorted(FAMILIES)
@@ -35,7 +45,9 @@ class RegistryControls:
         return f"{family} v{version} is the challenger; the controller starts its rollout"
 
     def command(self, family: str, action: Command) -> str:
-        self.registry.set_family_tag(family, COMMAND_TAG, action)
+        if self.controller is None:
+            raise ConflictError("no rollout controller runs beside this admin API")
+        self.controller.send(family, RolloutCommand(action))
         return f"{family}: asked the controller to {action}"
 
     def rollback(self, family: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 from pipelines.rollout.settings import Thresholds
@@ -74,3 +75,30 @@ def judge(
             f"(champion {champion.p99_ms:.1f} ms)",
         )
     return Verdict("pass", "within every threshold")
+
+
+class StepOutcome(StrEnum):
+    PASS = "pass"  # the step is over: next step, or promotion after the last
+    FAIL = "fail"  # roll back
+    HOLD = "hold"  # judge again on the next pass
+
+
+def step_outcome(verdict: Verdict, baked: bool, paused: bool, registry_down: bool) -> StepOutcome:
+    """What a step does with a verdict.
+
+    A failure ends it even while paused or while MLflow is down: safety does not
+    wait. A pass needs the full bake, no operator's pause, and a registry that
+    can record it (a step's result that is never recorded did not happen).
+    """
+    if verdict.action == "fail":
+        return StepOutcome.FAIL
+    if verdict.action == "pass" and baked and not paused and not registry_down:
+        return StepOutcome.PASS
+    return StepOutcome.HOLD
+
+
+def held_because(verdict: Verdict, paused: bool, registry_down: bool) -> str:
+    """Why a step is held past its bake, in words."""
+    if verdict.action != "pass":
+        return verdict.reason
+    return "paused by an operator" if paused else "MLflow unreachable" if registry_down else "-"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -29,13 +31,27 @@ STATE_TAG = "gameserve.rollout.state"
 class RolloutRecord:
     """An MLflow run written through the client, safe from a background thread."""
 
-    def __init__(self, client: MlflowClient, family: str, champion: str, challenger: str) -> None:
+    def __init__(self, client: MlflowClient, family: str, run_id: str, started_at: float) -> None:
         self.client = client
+        self.run_id = run_id
+        self.family = family
+        self.started_at = started_at  # wall clock: a resumed record keeps its time line
+        self.timeline: list[dict[str, Any]] = []
+        # Events written before a restart, read back before the first new one is
+        # written (None: not read yet), so a resumed rollout's timeline is whole.
+        self._earlier: list[dict[str, Any]] | None = []
+        self._pending: deque[Callable[[], object]] = deque()
+
+    @classmethod
+    def open(
+        cls, client: MlflowClient, family: str, champion: str, challenger: str
+    ) -> RolloutRecord:
+        """A new run for a new rollout."""
         experiment = client.get_experiment_by_name(EXPERIMENT)
         experiment_id = (
             experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
         )
-        self.run_id: str = client.create_run(
+        run_id: str = client.create_run(
             experiment_id,
             run_name=f"{family} v{champion} -> v{challenger}",
             tags={
@@ -44,10 +60,16 @@ class RolloutRecord:
                 "gameserve.challenger": challenger,
             },
         ).info.run_id
-        self.family = family
-        self.timeline: list[dict[str, Any]] = []
-        self.started = time.monotonic()
-        self._pending: deque[Callable[[], object]] = deque()
+        return cls(client, family, run_id, time.time())
+
+    @classmethod
+    def resume(
+        cls, client: MlflowClient, family: str, run_id: str, started_at: float
+    ) -> RolloutRecord:
+        """The run of a rollout a restarted controller carries on; no MLflow call yet."""
+        record = cls(client, family, run_id, started_at)
+        record._earlier = None
+        return record
 
     def write(self, action: Callable[[], object]) -> bool:
         """Send ``action`` after what is pending; False if it had to be kept for later."""
@@ -74,11 +96,18 @@ class RolloutRecord:
         self.write(lambda: self.client.set_registered_model_tag(self.family, STATE_TAG, state))
 
     def event(self, event: str, **detail: Any) -> None:
-        self.timeline.append(
-            {"t_s": round(time.monotonic() - self.started, 3), "event": event, **detail}
-        )
-        events = {"events": list(self.timeline)}
-        self.write(lambda: self.client.log_dict(self.run_id, events, "timeline.json"))
+        t_s = round(time.time() - self.started_at, 3)
+        self.timeline.append({"t_s": t_s, "event": event, **detail})
+        self.write(self._write_timeline)
+
+    def _write_timeline(self) -> None:
+        if self._earlier is None:
+            self._earlier = self._read_timeline()
+        events = {"events": self._earlier + self.timeline}
+        self.client.log_dict(self.run_id, events, "timeline.json")
+
+    def _read_timeline(self) -> list[dict[str, Any]]:
+        return rollout_timeline(self.client, self.run_id)
 
     def params(self, values: dict[str, Any]) -> None:
         for key, value in values.items():
@@ -135,3 +164,16 @@ def rollout_steps(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int
         name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
         for name in sorted(figures)
     }
+
+
+def rollout_timeline(client: MlflowClient, run_id: str) -> list[dict[str, Any]]:
+    """A rollout run's events in order (``timeline.json``); empty before its first."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, "timeline.json", folder)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise
+        events: list[dict[str, Any]] = json.loads(Path(path).read_text())["events"]
+    return events

@@ -8,7 +8,7 @@ from pipelines import progress
 from pipelines.admin_client import AdminClient
 from pipelines.settings import Settings
 
-FINAL_PHASES = ("promoted", "rolled back")
+FINAL_PHASES = ("promoted", "rolled back", "interrupted")
 
 
 def watch_rollout(

@@ -57,6 +57,7 @@ class ServeGateway:
         self._versions: dict[str, str | None] = {}
         self._challengers: dict[str, str] = {}
         self._routes: dict[str, Route] = {}
+        self._steps: dict[str, int] = {}  # the rollout step each route stands for
         # Each family's rollout loop calls in from its own thread; every change
         # redeploys the whole application from this state, so changes take turns.
         self._lock = threading.RLock()
@@ -78,6 +79,15 @@ class ServeGateway:
     @property
     def challengers(self) -> dict[str, str]:
         return dict(self._challengers)
+
+    def traffic(self, family: str) -> tuple[str, int] | None:
+        """``(salt, step)`` of the split ``family``'s traffic has now; None without one.
+
+        A controller that comes back reads it to tell a step whose traffic (and
+        window) still runs from one that a restart of serving took away.
+        """
+        route = self._routes.get(family)
+        return None if route is None else (route.salt, self._steps.get(family, 0))
 
     def config(self) -> dict[str, Any]:
         """The declarative Serve config of the current state: the plan, written out."""
@@ -109,6 +119,7 @@ class ServeGateway:
             self._check_fetchable({family: version}, self._challengers)
             self._challengers[family] = version
             self._routes.pop(family, None)
+            self._steps.pop(family, None)
             self._apply()
 
     def set_traffic(
@@ -129,6 +140,7 @@ class ServeGateway:
             self._routes[family] = Route(
                 challenger_version=version, weight=weight, shadow=shadow, salt=salt
             )
+            self._steps[family] = step
             self._apply()
             gauges = RolloutGauges(version, step, step_name, weight, shadow)
             collector().set_rollout.remote(family, gauges)
@@ -142,6 +154,7 @@ class ServeGateway:
                 # moves to the same version before the challenger replicas drain.
                 self.set_version(family, version)
             self._routes.pop(family, None)
+            self._steps.pop(family, None)
             self._challengers.pop(family, None)
             self._apply()
             collector().set_rollout.remote(family, None)

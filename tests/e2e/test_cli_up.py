@@ -22,8 +22,13 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 
 from models import FAMILIES, trainable_family
+from models.training import TrainSettings
 from pipelines.leftovers import haproxy_dir, processes_under
+from pipelines.registry import connect_to_stack
+from pipelines.rollout.state import Phase, RolloutState, RolloutStore
+from pipelines.settings import Settings
 from pipelines.tracking_server import MlflowCredentials
+from pipelines.training import train_and_register
 from serving.dataplane.payload_files import ledgers, read
 from serving.runtime.ports import free_port, port_in_use
 from tests.scrape import scrape, values
@@ -228,14 +233,15 @@ def test_detached_stack_serves_the_readme_curl_and_tritonclient(stack_env: dict[
 @pytest.fixture
 def foreground(
     stack_env: dict[str, str],
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Starts `gameserve up` in the foreground when called; killed if a test leaves it."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [GAMESERVE, "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+            [GAMESERVE, "up"], env=env or stack_env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
         started.append(process)
         return process
 
@@ -246,19 +252,69 @@ def foreground(
         process.wait(timeout=60)
 
 
+# A rollout whose first step passes on a few seconds of traffic and whose second
+# bakes for an hour: the SIGKILL lands in the second.
+RESUMED_PLAN = {
+    "steps": [
+        {"name": "shadow", "weight": 0.0, "shadow": 1.0, "bake_s": 1.0},
+        {"name": "10%", "weight": 0.1, "bake_s": 3600.0},
+    ],
+    "thresholds": {
+        "min_requests": 10, "min_latency_samples": 10, "max_p99_ratio": 100.0,
+        "p99_slack_ms": 1000.0, "max_divergence": 1.0,
+    },
+    "preflight": {"enabled": False},
+}  # fmt: skip
+NPC = "npc-behavior"
+
+
+def _rollout_state(data_dir: Path) -> RolloutState | None:
+    return RolloutStore(data_dir / "rollouts").load(NPC)
+
+
+def _challenger_at_second_step(env: dict[str, str], data_dir: Path, api_url: str) -> RolloutState:
+    """Register a challenger as a data scientist would, start its rollout through the
+    CLI, and send NPC calls until the controller saves its second step's traffic."""
+    settings = Settings(data_dir=data_dir)
+    registry = connect_to_stack(settings)
+    budget = TrainSettings(train_samples=2000, eval_samples=500, epochs=1, seed=3)
+    version = train_and_register(trainable_family(NPC), budget, registry).version
+    _gameserve(env, "rollout", "start", NPC, version)
+    key_file, body = _readme_curl()
+    headers = {
+        "Authorization": f"Bearer {(data_dir / key_file).read_text().strip()}",
+        "X-Deadline-Ms": "5000",
+    }
+    deadline = time.monotonic() + 180
+    with requests.Session() as session:
+        while True:
+            state = _rollout_state(data_dir)
+            if state is not None and state.step == 1 and state.step_started is not None:
+                assert state.challenger == version
+                return state
+            assert time.monotonic() < deadline, (
+                f"the rollout never reached its second step: {state}"
+            )
+            answer = session.post(f"{api_url}/v1/npc/act", json=body, headers=headers, timeout=30)
+            assert answer.status_code == 200, answer.text
+
+
 def test_a_sigkilled_stack_leaves_nothing_and_a_foreground_start_comes_up_and_stops_on_ctrl_c(
-    stack_env: dict[str, str], foreground: Callable[[], subprocess.Popen[bytes]]
+    stack_env: dict[str, str], foreground: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    """Scenario: `gameserve up` SIGKILLed. Ray's processes share its fate and MLflow
-    dies with its parent; HAProxy (started by Serve's proxy actor) can outlive it,
-    holding the API port: the next start stops it, by its config path, and comes up,
-    reusing the champions; Ctrl-C then stops it cleanly."""
+    """Scenario: `gameserve up` SIGKILLed mid-rollout. Ray's processes share its fate
+    and MLflow dies with its parent; HAProxy (started by Serve's proxy actor) can
+    outlive it, holding the API port: the next start stops it, by its config path,
+    and comes up, reusing the champions, and resumes the rollout at the step it was
+    in (same MLflow run, no earlier step again); Ctrl-C then stops it cleanly."""
     data_dir = Path(stack_env["GAMESERVE_DATA_DIR"])
     state_file = data_dir / "stack.json"
-    _gameserve(stack_env, "up", "--detach")
+    env = {**stack_env, "GAMESERVE_ROLLOUT__FAMILIES": json.dumps({NPC: RESUMED_PLAN})}
+    _gameserve(env, "up", "--detach")
     state = json.loads(state_file.read_text())
+    before = _challenger_at_second_step(env, data_dir, state["api_url"])
     os.kill(state["pid"], signal.SIGKILL)
-    killed = time.monotonic()
+    killed, killed_at = time.monotonic(), time.time()
     tracking, serving, dashboard, admin, grpc_port, replica_port = _ports(stack_env)
     deadline = killed + 60
     # The ingress replicas' gRPC and HTTP listeners go with Ray's processes.
@@ -276,7 +332,7 @@ def test_a_sigkilled_stack_leaves_nothing_and_a_foreground_start_comes_up_and_st
         ).stdout
     )
 
-    process = foreground()
+    process = foreground(env)
     deadline = time.monotonic() + 300
     while not state_file.is_file() or json.loads(state_file.read_text())["pid"] != process.pid:
         assert process.poll() is None, "gameserve up exited early"
@@ -296,6 +352,28 @@ def test_a_sigkilled_stack_leaves_nothing_and_a_foreground_start_comes_up_and_st
     assert requests.get(f"{again['api_url']}/v2/health/ready", timeout=10).status_code == 200
     assert not set(left) & set(processes_under(haproxy_dir(data_dir)))
     print(f"gameserve up SIGKILLed: serving again {time.monotonic() - killed:.1f} s later")
+
+    # The restarted controller carries the same rollout on at the step it was in;
+    # the step's window starts again (serving restarted with the stack).
+    while True:
+        after = _rollout_state(data_dir)
+        assert after is not None
+        if after.step_started is not None and after.step_started > killed_at:
+            break
+        assert process.poll() is None, "gameserve up exited early"
+        assert time.monotonic() < deadline, f"the rollout was not resumed: {after}"
+        time.sleep(0.5)
+    assert (after.run_id, after.challenger, after.phase, after.step) == (
+        before.run_id, before.challenger, Phase.STEP, 1,
+    )  # fmt: skip
+    registry = connect_to_stack(Settings(data_dir=data_dir))
+    timeline = registry.rollout_timeline(after.run_id)
+    started = [e["index"] for e in timeline if e["event"] == "step_started"]
+    assert started == [0, 1, 1], timeline  # the shadow step never ran again
+    assert [e["event"] for e in timeline].count("resumed") == 1
+    runs = [r for r in registry.recent_rollouts(NPC) if r["challenger"] == after.challenger]
+    assert [(r["run_id"], r["decision"]) for r in runs] == [(after.run_id, "running")]
+    print(f"rollout of v{after.challenger} resumed at step 1 in run {after.run_id}")
 
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=180)[0].decode()

@@ -26,8 +26,8 @@ from pipelines.registry import (
     ModelRegistry,
 )
 from pipelines.rollout.commands import RegistryControls, describe
-from pipelines.rollout.controller import OUTCOME_TAG, RolloutController
 from pipelines.rollout.preflight import preflight
+from pipelines.rollout.reconcile import OUTCOME_TAG
 from pipelines.rollout.settings import RolloutStep, Thresholds
 from pipelines.tracking_server import EmbeddedTrackingServer
 from pipelines.training import register_onnx, train_and_register
@@ -36,7 +36,7 @@ from tests import bad_models as rollout_models
 from tests.attacks import move_champion, register_outside_the_pipeline
 from tests.auth import TestKeys
 from tests.e2e.load import Load
-from tests.e2e.rollouts import GOOD, LIMITS, NPC, STEPS, rollout_settings
+from tests.e2e.rollouts import GOOD, LIMITS, NPC, STEPS, controlled, rollout_settings
 from tests.notebooks import run_notebook
 from tests.payloads import npc, npc_tick
 from tests.scrape import Scraper, scrape, values
@@ -69,12 +69,14 @@ def _rollout(
 ) -> tuple[object, Load]:
     recorded = gateway.settings.payload_log.dir
     settings = rollout_settings(preflight, limits)
-    controller = RolloutController(registry, gateway, settings, recorded)
-    champion_before = registry.aliases(NPC.name)[CHAMPION]
     RegistryControls(registry).start(NPC.name, version)
-    with Load(gateway.url, headers=headers) as load, scraper or contextlib.nullcontext():
+    with (
+        controlled(registry, gateway, settings, recorded) as controller,
+        Load(gateway.url, headers=headers) as load,
+        scraper or contextlib.nullcontext(),
+    ):
         time.sleep(0.5)
-        result = controller.run_rollout(NPC.name, champion_before, version)
+        result = controller.run_rollout(NPC.name)
         time.sleep(0.5)
     assert load.snapshot(), "the load generator sent nothing"
     return result, load
@@ -276,12 +278,11 @@ def test_operator_abort_and_rollback_to_previous_while_other_families_move_on(
     candidate = train_and_register(NPC, GOOD.model_copy(update={"seed": 4}), registry).version
     settings = rollout_settings(preflight=False)
     settings.families[NPC.name].steps = [RolloutStep(name="5%", weight=0.05, bake_s=600)]
-    controller = RolloutController(registry, gateway, settings)
     champion_version = registry.aliases(NPC.name)[CHAMPION]
-    controls = RegistryControls(registry)
-    controls.start(NPC.name, candidate)
-    controller.start()  # a loop per family, as in the stack
-    try:
+    with controlled(registry, gateway, settings) as controller:
+        controls = RegistryControls(registry, controller)
+        controls.start(NPC.name, candidate)
+        controller.start()  # a loop per family, as in the stack
         with Load(gateway.url, headers=test_keys.headers):
             deadline = time.monotonic() + 60
             while NPC.name not in gateway.challengers and time.monotonic() < deadline:
@@ -303,22 +304,20 @@ def test_operator_abort_and_rollback_to_previous_while_other_families_move_on(
             while not controller.history:
                 assert time.monotonic() < deadline + 120, controls.status(NPC.name)
                 time.sleep(0.2)
-    finally:
         controller.stop()
-    (result,) = controller.history
-    assert result.decision == "rolled_back"
-    assert "aborted by an operator" in result.reason
+        (result,) = controller.history
+        assert result.decision == "rolled_back"
+        assert "aborted by an operator" in result.reason
+        assert registry.aliases(NPC.name)[CHAMPION] == champion_version
 
-    assert registry.aliases(NPC.name)[CHAMPION] == champion_version
-
-    # By hand in MLflow (a notebook, say): serving follows the champion alias both ways.
-    registry.promote(NPC.name, candidate)
-    controller.run_once()
-    assert gateway.versions[NPC.name] == candidate
-    controls.rollback(NPC.name)
-    controller.run_once()
-    assert gateway.versions[NPC.name] == champion_version
-    assert registry.aliases(NPC.name)[CHAMPION] == champion_version
+        # By hand in MLflow (a notebook, say): serving follows the champion alias both ways.
+        registry.promote(NPC.name, candidate)
+        controller.run_once()
+        assert gateway.versions[NPC.name] == candidate
+        controls.rollback(NPC.name)
+        controller.run_once()
+        assert gateway.versions[NPC.name] == champion_version
+        assert registry.aliases(NPC.name)[CHAMPION] == champion_version
 
 
 def _rollout_runs(registry: ModelRegistry, challenger: str) -> int:
@@ -344,10 +343,10 @@ def test_an_unloadable_challenger_is_rejected_once_and_never_retried(
         NPC.name, version, TAG_SIGNATURE, signature
     )
     registry.set_alias(NPC.name, CHALLENGER, version)
-    controller = RolloutController(registry, gateway, rollout_settings(preflight=True))
     champion_before = gateway.versions[NPC.name]
-    for _ in range(3):  # the controller's loop, three polls
-        controller.run_once()
+    with controlled(registry, gateway, rollout_settings(preflight=True)) as controller:
+        for _ in range(3):  # the controller's loop, three polls
+            controller.run_once()
     assert [r.decision for r in controller.history] == ["rolled_back"]
     assert "ONNX Runtime cannot load it" in controller.history[0].reason
     assert _rollout_runs(registry, version) == 1
@@ -368,9 +367,11 @@ def test_a_champion_moved_outside_the_pipeline_is_refused_and_logged_once(
     champion_before = registry.aliases(NPC.name)[CHAMPION]
     forged = register_outside_the_pipeline(tracking.url, NPC.name, nan_npc_model)
     move_champion(tracking.url, NPC.name, forged)
-    controller = RolloutController(registry, gateway, rollout_settings(preflight=False))
     try:
-        with caplog.at_level(logging.ERROR, logger="pipelines.rollout.controller"):
+        with (
+            controlled(registry, gateway, rollout_settings(preflight=False)) as controller,
+            caplog.at_level(logging.ERROR, logger="pipelines.rollout.controller"),
+        ):
             for _ in range(3):
                 controller.run_once()
         refusals = [r for r in caplog.records if "champion v" in r.getMessage()]

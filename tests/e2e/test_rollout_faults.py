@@ -19,7 +19,7 @@ import pytest
 from models.errors import ModelArtifactError
 from pipelines.registry import CHALLENGER, CHAMPION, TAG_SHA256, ModelRegistry, connect
 from pipelines.rollout.commands import RegistryControls
-from pipelines.rollout.controller import RolloutController, RolloutResult
+from pipelines.rollout.seams import RolloutResult
 from pipelines.rollout.settings import RolloutStep
 from pipelines.settings import TrackingSettings
 from pipelines.supervisor import TrackingSupervisor
@@ -28,7 +28,7 @@ from pipelines.training import train_and_register
 from serving.app.gateway import ServeGateway
 from tests.auth import TestKeys
 from tests.e2e.load import Load
-from tests.e2e.rollouts import GOOD, LIMITS, NPC, rollout_settings
+from tests.e2e.rollouts import GOOD, LIMITS, NPC, controlled, rollout_settings
 from tests.faults import RECOVERY_LIMIT_S, ingress_pids, under_load
 
 
@@ -49,7 +49,6 @@ def test_mlflow_sigkilled_mid_rollout_pauses_it_and_it_resumes_with_no_failed_re
 ) -> None:
     tracking, restarts = supervised.server, supervised.restarts
     candidate = train_and_register(NPC, GOOD.model_copy(update={"seed": 6}), registry).version
-    champion = registry.aliases(NPC.name)[CHAMPION]
     settings = rollout_settings(preflight=False)
     settings.families[NPC.name].steps = [
         RolloutStep(name="10%", weight=0.1, bake_s=4.0),
@@ -60,16 +59,14 @@ def test_mlflow_sigkilled_mid_rollout_pauses_it_and_it_resumes_with_no_failed_re
     settings.families[NPC.name].thresholds = LIMITS.model_copy(
         update={"max_p99_ratio": 10.0, "p99_slack_ms": 200.0}
     )
-    controller = RolloutController(registry, gateway, settings)
     RegistryControls(registry).start(NPC.name, candidate)
     results: list[RolloutResult] = []
-    worker = threading.Thread(
-        target=lambda: results.append(controller.run_rollout(NPC.name, champion, candidate))
-    )
     with (
+        controlled(registry, gateway, settings) as controller,
         caplog.at_level(logging.INFO, logger="pipelines.rollout.controller"),
         Load(gateway.url, max_s=RECOVERY_LIMIT_S + 120, headers=test_keys.headers) as load,
     ):
+        worker = threading.Thread(target=lambda: results.append(controller.run_rollout(NPC.name)))
         worker.start()
         try:
             _wait(lambda: NPC.name in gateway.challengers, "the challenger never got traffic")
@@ -166,9 +163,11 @@ def test_corrupt_artifacts_in_the_cache_and_in_mlflow_under_load_are_never_serve
     # The stack's registry verified its copy at registration, so the rollout starts;
     # the replicas fetch from MLflow, and it ends before any traffic, once.
     RegistryControls(registry).start(NPC.name, candidate)
-    controller = RolloutController(registry, gateway, rollout_settings(preflight=False))
-    with Load(gateway.url, max_s=120, headers=test_keys.headers) as after:
-        result = controller.run_rollout(NPC.name, champion, candidate)
+    with (
+        controlled(registry, gateway, rollout_settings(preflight=False)) as controller,
+        Load(gateway.url, max_s=120, headers=test_keys.headers) as after,
+    ):
+        result = controller.run_rollout(NPC.name)
         time.sleep(1.0)
     assert result.decision == "rolled_back"
     assert "checksum mismatch" in result.reason, result.reason

@@ -7,6 +7,7 @@ built here, outside gameserve, and registered the way a notebook would.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Iterator
@@ -22,13 +23,12 @@ from models.export import export_onnx
 from models.family import AnyFamily
 from pipelines.registry import CHALLENGER, CHAMPION, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
-from pipelines.rollout.controller import RolloutController
 from pipelines.rollout.settings import FamilyRollout, Preflight, RolloutSettings, Thresholds
 from pipelines.training import register_onnx
 from serving.app.gateway import ServeGateway
 from tests.auth import TestKeys
 from tests.e2e.load import Load, Outcome
-from tests.e2e.rollouts import LIMITS, STEPS
+from tests.e2e.rollouts import LIMITS, STEPS, controlled
 
 NAME = "match-outcome"
 
@@ -95,16 +95,19 @@ def test_a_family_declared_by_a_spec_file_is_served_canaried_and_promoted(
         decision_interval_s=0.25,
         families={NAME: FamilyRollout(steps=STEPS, thresholds=thresholds, preflight=Preflight())},
     )
-    controller = RolloutController(registry, gateway, settings)
-    controls = RegistryControls(registry)
-    controls.set_champion(NAME, v1)  # what `gameserve champion set` does
-    controller.run_once()  # the pass that serves a champion alias
-    assert gateway.versions[NAME] == v1
+    with contextlib.ExitStack() as stack:
+        controller = stack.enter_context(controlled(registry, gateway, settings))
+        controls = RegistryControls(registry, controller)
+        controls.set_champion(NAME, v1)  # what `gameserve champion set` does
+        controller.run_once()  # the pass that serves a champion alias
+        assert gateway.versions[NAME] == v1
 
-    controls.start(NAME, v2)  # what `gameserve rollout start` does
-    with Load(gateway.url, workers=3, max_s=120, headers=test_keys.headers, call=_infer) as load:
+        controls.start(NAME, v2)  # what `gameserve rollout start` does
+        load = stack.enter_context(
+            Load(gateway.url, workers=3, max_s=120, headers=test_keys.headers, call=_infer)
+        )
         time.sleep(1.0)
-        result = controller.run_rollout(NAME, v1, v2)
+        result = controller.run_rollout(NAME)
         time.sleep(1.0)
     versions = [outcome.version for outcome in load.snapshot()]
     print(

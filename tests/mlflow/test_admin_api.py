@@ -13,13 +13,16 @@ from models import trainable_family
 from pipelines import cli
 from pipelines.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from pipelines.rollout.commands import RegistryControls
-from pipelines.rollout.controller import COMMAND_TAG
+from pipelines.rollout.controller import RolloutController
+from pipelines.rollout.settings import FamilyRollout, Preflight, RolloutSettings
+from pipelines.rollout.state import RolloutStore
 from pipelines.training import train_and_register
 from serving.control.admin import create_admin_app
 from serving.control.admin_server import AdminServer
 from serving.protocol.keys import KeyStore
 from tests.auth import TestKeys, bearer
 from tests.mlflow.conftest import FAST
+from tests.unit.rollout_fakes import FakeGateway
 
 NPC = "npc-behavior"
 
@@ -30,8 +33,20 @@ def keys(tmp_path: Path) -> TestKeys:
 
 
 @pytest.fixture
-def admin(registry: ModelRegistry, keys: TestKeys) -> Iterator[str]:
-    app = create_admin_app(RegistryControls(registry), KeyStore(keys.path, 0.1))
+def controller(registry: ModelRegistry, tmp_path: Path) -> RolloutController:
+    """The stack's controller over a real registry, never started: the test runs its passes.
+
+    Serving is the in-memory gateway of the controller's unit tests: what is
+    checked here is that a command crosses the API into the controller's state.
+    """
+    settings = RolloutSettings(families={NPC: FamilyRollout(preflight=Preflight(enabled=False))})
+    store = RolloutStore(tmp_path / "rollouts")
+    return RolloutController(registry, FakeGateway(NPC, "1"), settings, store)
+
+
+@pytest.fixture
+def admin(registry: ModelRegistry, keys: TestKeys, controller: RolloutController) -> Iterator[str]:
+    app = create_admin_app(RegistryControls(registry, controller), KeyStore(keys.path, 0.1))
     with AdminServer(app, "127.0.0.1", 0) as server:
         yield server.url + "/v1/admin"
 
@@ -71,7 +86,11 @@ def test_every_admin_route_needs_an_admin_key(admin: str, keys: TestKeys) -> Non
 
 
 def test_rollout_commands_champion_and_rollback_through_the_api(
-    admin: str, keys: TestKeys, registry: ModelRegistry, versions: tuple[str, str]
+    admin: str,
+    keys: TestKeys,
+    registry: ModelRegistry,
+    versions: tuple[str, str],
+    controller: RolloutController,
 ) -> None:
     first, second = versions
     session = requests.Session()
@@ -80,9 +99,14 @@ def test_rollout_commands_champion_and_rollback_through_the_api(
     started = session.post(f"{admin}/families/{NPC}/rollout", json={"version": second})
     assert started.status_code == 202, started.text
     assert registry.aliases(NPC)[CHALLENGER] == second
+    assert controller.reconciler.advance(NPC)  # the rollout's run, in MLflow
     paused = session.post(f"{admin}/families/{NPC}/rollout/pause")
     assert paused.status_code == 202
-    assert registry.family_tags(NPC)[COMMAND_TAG] == "pause"
+    assert controller.reconciler.advance(NPC)  # the next pass applies it, and saves it
+    state = controller.store.load(NPC)
+    assert state is not None
+    assert state.paused
+    assert state.challenger == second
     status = session.get(f"{admin}/families/{NPC}").json()
     assert status["aliases"] == {CHAMPION: first, CHALLENGER: second, PREVIOUS: None}
 
