@@ -1,11 +1,12 @@
-"""What a killed stack can leave running, and how the next start stops it.
+"""A stack's HAProxy, found by its folder: stopped with the stack, or after its Ray died.
 
-Ray's processes share the fate of the ``gameserve up`` that started them and
-the embedded MLflow server dies with its parent, but HAProxy, started by
-Serve's proxy actor, outlives a SIGKILLed stack and keeps the API port. Each
-stack therefore gives HAProxy a folder of its own (``haproxy_dir``: config,
-runtime socket, state), and a new start stops any HAProxy still running on
-that folder: by the config path in its command line (Ray puts it at
+The local Ray serves on when ``gameserve up`` dies (``pipelines/local_ray.py``),
+and its HAProxy with it. But HAProxy, started by Serve's proxy actor, can also
+outlive the Ray that started it (a head killed by hand, a machine's OOM killer),
+keeping the API port. Each stack therefore gives HAProxy a folder of its own
+(``haproxy_dir``: config, runtime socket, state), and a stop, or a start that
+finds no live Ray of its own, stops any HAProxy still running on that folder:
+by the config path in its command line (Ray puts it at
 ``<folder>/<node id>/haproxy.cfg``), which only a HAProxy of this stack has.
 """
 

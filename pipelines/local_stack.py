@@ -2,6 +2,10 @@
 
 ``gameserve up`` runs it in the foreground. While it is up, a state file in
 the data directory says where everything is; other commands and tests poll it.
+Ray (and with it Serve, HAProxy and every replica) runs as its own process
+tree (``pipelines/local_ray.py``): if this process dies, serving goes on, and
+the next start on the same data dir reattaches to it and carries on its
+rollouts; a clean stop (Ctrl-C, ``gameserve down``) stops it all.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from models.errors import ConflictError
 from pipelines.bootstrap import ChampionStatus, ensure_champions
 from pipelines.key_commands import ensure_admin_key, key_file
 from pipelines.leftovers import haproxy_dir, stop_leftovers
+from pipelines.local_ray import LocalRay, forget
 from pipelines.registry import ModelRegistry, connect
 from pipelines.registry_source import registry_source_spec
 from pipelines.rollout.commands import RegistryControls
@@ -62,6 +67,8 @@ class LocalStack:
         self.credentials: MlflowCredentials | None = None  # the embedded MLflow's
         self.supervisor: TrackingSupervisor | None = None
         self.admin: AdminServer | None = None
+        self.local_ray: LocalRay | None = None
+        self.reattached = False  # to the Ray and application a dead stack left serving
 
     def __enter__(self) -> LocalStack:
         try:
@@ -91,7 +98,7 @@ class LocalStack:
             )
             serving = serving.model_copy(update={"payload_log": payloads})
         if settings.ray.address is None:
-            stop_leftovers(settings.data_dir)  # a killed stack's HAProxy holds the API port
+            self._find_local_ray()
         for field, host, port in (
             ("port", serving.host, serving.port),
             ("admin.port", serving.admin.host, serving.admin.port),
@@ -99,7 +106,8 @@ class LocalStack:
             # Another stack's replicas on it would share it (SO_REUSEPORT) and its traffic.
             ("runtime.replica_http_port", serving.host, serving.runtime.replica_http_port),
         ):
-            if port and port_in_use(host, port):
+            held_by_serving = field != "admin.port" and self.reattached
+            if port and port_in_use(host, port) and not held_by_serving:
                 variable = field.upper().replace(".", "__")
                 raise ConflictError(
                     f"serving.{field}: {host}:{port} is already in use; stop what holds it "
@@ -123,6 +131,9 @@ class LocalStack:
             ),
             self.dashboard_url,
         )
+        if self.reattached and self.gateway.adopt():
+            # Its challengers and splits are kept: a rollout resumes with its window.
+            logger.warning("serving outlived the last stack; reattached to it")
         self.gateway.deploy({c.resolved.family: c.resolved.version for c in self.champions})
         self.controller = RolloutController(
             self.registry,
@@ -171,25 +182,38 @@ class LocalStack:
         self.supervisor.start()
         self._exit.callback(self.supervisor.stop)  # before the server stops: no restart then
 
+    def _find_local_ray(self) -> None:
+        """Reattach to the Ray a killed stack left serving, or clear what a dead one left."""
+        data_dir = self.settings.data_dir
+        local = LocalRay.recorded(data_dir)
+        if local is not None and local.alive():
+            self.local_ray, self.reattached = local, True
+            logger.warning("Ray of an earlier stack still serves (%s): reattaching", local.address)
+            return
+        if local is not None:
+            local.stop()  # what is left of a head that died
+            forget(data_dir)
+        stop_leftovers(data_dir)  # a killed stack's HAProxy holds the API port
+
     def _start_ray(self) -> None:
         options, serving = self.settings.ray, self.settings.serving
         if options.address is None:
-            folder = haproxy_dir(self.settings.data_dir)
-            runtime = serving.runtime.model_copy(update={"haproxy_dir": folder})
-            # Serve's processes read these when Ray starts them; a cluster sets
-            # them in its own `ray start` commands.
-            with runtime.applied(
-                serving.limits.max_body_bytes, serving.app_name, plan_for(serving)
-            ):
-                context = ray.init(
-                    num_cpus=options.num_cpus,
-                    include_dashboard=True,
-                    dashboard_host="127.0.0.1",
-                    dashboard_port=options.dashboard_port,
-                    object_store_memory=options.object_store_memory_mb * 1024 * 1024,
-                    log_to_driver=options.log_to_driver,
-                    logging_level=logging.WARNING,
-                )
+            local = self.local_ray or LocalRay.plan(self.settings.data_dir, options.dashboard_port)
+            self.local_ray = local
+            if not self.reattached:
+                folder = haproxy_dir(self.settings.data_dir)
+                runtime = serving.runtime.model_copy(update={"haproxy_dir": folder})
+                # Serve's processes read these when Ray starts them; a cluster sets
+                # them in its own `ray start` commands.
+                with runtime.applied(
+                    serving.limits.max_body_bytes, serving.app_name, plan_for(serving)
+                ):
+                    self._exit.callback(self._stop_local_ray)  # a failed start leaves nothing
+                    local.start(options.num_cpus, options.object_store_memory_mb * 1024 * 1024)
+                local.record(self.settings.data_dir)
+            else:
+                self._exit.callback(self._stop_local_ray)
+            context = local.connect(options.log_to_driver)
         else:
             context = ray.init(address=options.address, log_to_driver=options.log_to_driver)
         self._exit.callback(ray.shutdown)
@@ -197,13 +221,25 @@ class LocalStack:
             self._exit.callback(serve.shutdown)  # its own cluster: everything goes
         else:  # a cluster others may serve on: only gameserve's application goes
             self._exit.callback(serve.delete, serving.app_name)
-        session_dir = (getattr(context, "address_info", None) or {}).get("session_dir")
-        if session_dir and options.address is None and not options.log_to_driver:
+        if self.local_ray is not None and not options.log_to_driver:
             # A local cluster's replica logs are on this machine: their errors reach
             # this console (a cluster's are in its own logs and the dashboard).
-            follower = ReplicaErrorFollower(Path(session_dir) / "logs" / "serve").start()
+            logs = self.local_ray.session_dir / "logs" / "serve"
+            follower = ReplicaErrorFollower(logs).start()
             self._exit.callback(follower.stop)
-        self.dashboard_url = options.dashboard_address or f"http://{context.dashboard_url}"
+        if self.local_ray is not None:
+            self.dashboard_url = self.local_ray.dashboard_url
+        else:
+            self.dashboard_url = options.dashboard_address or f"http://{context.dashboard_url}"
+
+    def _stop_local_ray(self) -> None:
+        """A clean stop takes Ray with it: its processes by their temp dir, then any HAProxy."""
+        local = self.local_ray
+        if local is None:
+            return
+        local.stop()
+        forget(self.settings.data_dir)
+        stop_leftovers(self.settings.data_dir)
 
     def __exit__(
         self,

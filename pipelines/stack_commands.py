@@ -18,7 +18,8 @@ import requests
 
 from models import get_family
 from pipelines.key_commands import key_file, stored_admin_key
-from pipelines.leftovers import running
+from pipelines.leftovers import running, stop_leftovers
+from pipelines.local_ray import LocalRay, forget
 from pipelines.stack_state import StackState
 
 if TYPE_CHECKING:
@@ -150,7 +151,14 @@ def status_report(settings: Settings) -> dict[str, Any]:
     """``gameserve status`` as data: ``running`` false, or the addresses and the models."""
     state = StackState.read(settings)
     if state is None or not running(state.pid):
-        return {"running": False, "stale_state": state is not None}
+        left = LocalRay.recorded(settings.data_dir)
+        return {
+            "running": False,
+            "stale_state": state is not None,
+            # The stack process died; the Ray it started serves on, without a controller.
+            "serving_without_stack": left is not None and left.alive(),
+            "api_url": state.api_url if state else None,
+        }
     report: dict[str, Any] = {
         "running": True,
         "pid": state.pid,
@@ -217,6 +225,11 @@ def _print_status(report: dict[str, Any]) -> None:
             "gameserve is not running here"
             + (" (stale state file)" if report["stale_state"] else "")
         )
+        if report.get("serving_without_stack"):
+            print(
+                f"Serving continues at {report['api_url']} without its stack process (no "
+                "rollouts, no admin API): `gameserve up` reattaches, `gameserve down` stops it"
+            )
         return
     print(f"gameserve is up (pid {report['pid']})")
     print(f"API:            {report['api_url']}")
@@ -264,8 +277,17 @@ def down(settings: Settings, timeout_s: float = 120.0) -> int:
     """Stop a stack started in the background, and wait until it is gone."""
     state = StackState.read(settings)
     if state is None or not running(state.pid):
-        print("gameserve is not running here")
+        left = LocalRay.recorded(settings.data_dir)
         StackState.path(settings).unlink(missing_ok=True)
+        if left is None or not left.processes():
+            print("gameserve is not running here")
+            return 0
+        # The stack process died and its Ray serves on: stop that, and its HAProxy.
+        stopped = left.stop()
+        forget(settings.data_dir)
+        stop_leftovers(settings.data_dir)
+        print(f"stopped the serving a dead stack left running ({stopped} Ray processes)")
+        print("gameserve stopped.")
         return 0
     os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s

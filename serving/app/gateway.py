@@ -25,7 +25,7 @@ from models.runtime import open_verified
 from serving.app.autoscaling import Capacity
 from serving.app.builder import SourceSpec
 from serving.app.collector import collector
-from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME
+from serving.app.config import CHALLENGER_SUFFIX, INGRESS_NAME, IngressConfig, ReplicaConfig
 from serving.app.serve_config import serve_config
 from serving.dataplane.rollout_metrics import RolloutWindow
 from serving.dataplane.routing import Route
@@ -57,7 +57,6 @@ class ServeGateway:
         self._versions: dict[str, str | None] = {}
         self._challengers: dict[str, str] = {}
         self._routes: dict[str, Route] = {}
-        self._steps: dict[str, int] = {}  # the rollout step each route stands for
         # Each family's rollout loop calls in from its own thread; every change
         # redeploys the whole application from this state, so changes take turns.
         self._lock = threading.RLock()
@@ -87,13 +86,29 @@ class ServeGateway:
         window) still runs from one that a restart of serving took away.
         """
         route = self._routes.get(family)
-        return None if route is None else (route.salt, self._steps.get(family, 0))
+        return None if route is None else (route.salt, route.step)
 
     def config(self) -> dict[str, Any]:
         """The declarative Serve config of the current state: the plan, written out."""
         return serve_config(
             self.settings, self.source, self._versions, self._challengers, self._routes
         )
+
+    def adopt(self) -> bool:
+        """Take over the application a stack that died left serving: its champions,
+        challengers and traffic splits become this gateway's, so the first deploy
+        changes nothing that was not meant to change. False if none is running."""
+        with self._lock:
+            details = self._client.get_serve_details().get("applications", {})
+            app = (details.get(self.settings.app_name) or {}).get("deployed_app_config")
+            if not app:
+                return False
+            versions, challengers, routes = adopted_state(app["deployments"])
+            self._versions.update(versions)
+            self._challengers.update(challengers)
+            self._routes.update(routes)
+        logger.info("adopted the running application: %s, challengers %s", versions, challengers)
+        return True
 
     def deploy(self, versions: Mapping[str, str | None], timeout_s: float = 180.0) -> None:
         """Serve ``versions`` as champions; returns once every replica serves them."""
@@ -119,7 +134,6 @@ class ServeGateway:
             self._check_fetchable({family: version}, self._challengers)
             self._challengers[family] = version
             self._routes.pop(family, None)
-            self._steps.pop(family, None)
             self._apply()
 
     def set_traffic(
@@ -138,9 +152,8 @@ class ServeGateway:
         with self._lock:
             version = self._challengers[family]
             self._routes[family] = Route(
-                challenger_version=version, weight=weight, shadow=shadow, salt=salt
+                challenger_version=version, weight=weight, shadow=shadow, salt=salt, step=step
             )
-            self._steps[family] = step
             self._apply()
             gauges = RolloutGauges(version, step, step_name, weight, shadow)
             collector().set_rollout.remote(family, gauges)
@@ -154,7 +167,6 @@ class ServeGateway:
                 # moves to the same version before the challenger replicas drain.
                 self.set_version(family, version)
             self._routes.pop(family, None)
-            self._steps.pop(family, None)
             self._challengers.pop(family, None)
             self._apply()
             collector().set_rollout.remote(family, None)
@@ -217,3 +229,26 @@ class ServeGateway:
         wanted = {name: v for name, v in self._versions.items() if v is not None}
         wanted.update({n + CHALLENGER_SUFFIX: v for n, v in self._challengers.items()})
         return all(self.replica_stats(name)["version"] == v for name, v in wanted.items())
+
+
+def adopted_state(
+    deployments: list[dict[str, Any]],
+) -> tuple[dict[str, str | None], dict[str, str], dict[str, Route]]:
+    """Champions, challengers and routes, read back from a deployed application's config."""
+    versions: dict[str, str | None] = {}
+    challengers: dict[str, str] = {}
+    routes: dict[str, Route] = {}
+    for deployment in deployments:
+        name, user_config = deployment["name"], deployment.get("user_config") or {}
+        if name == INGRESS_NAME:
+            ingress = IngressConfig.model_validate(user_config)
+            versions.update(ingress.champions)
+            challengers.update(ingress.challengers)
+            routes.update(ingress.routes)
+        elif name.endswith(CHALLENGER_SUFFIX):
+            version = ReplicaConfig.model_validate(user_config).version
+            if version is not None:
+                challengers[name.removesuffix(CHALLENGER_SUFFIX)] = version
+        else:
+            versions[name] = ReplicaConfig.model_validate(user_config).version
+    return versions, challengers, routes

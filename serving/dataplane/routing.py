@@ -23,6 +23,7 @@ class Route(BaseModel):
     weight: float = Field(default=0.0, ge=0, le=1, description="Share served by the challenger")
     shadow: float = Field(default=0.0, ge=0, le=1, description="Share mirrored to it, unseen")
     salt: str = Field(default="", description="Per rollout, so cohorts differ between rollouts")
+    step: int = Field(default=0, ge=0, description="The rollout step this split stands for")
 
 
 def bucket(key: str, salt: str) -> float:

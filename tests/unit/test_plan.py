@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from serving.app.autoscaling import Capacity, QueueDepthSettings
 from serving.app.config import IngressConfig, ReplicaConfig
 from serving.app.demand_forecast import ForecastSettings
+from serving.app.gateway import adopted_state
 from serving.app.plan import plan_application
 from serving.dataplane.routing import Route
 from serving.settings import FamilyServing, ServingSettings
@@ -62,3 +65,19 @@ def test_a_family_that_forecasts_hands_its_terms_to_its_champion_replicas() -> N
     assert champion.options["autoscaling_config"]["max_replicas"] == 4
     # A challenger runs pinned for its rollout: it has nothing to forecast.
     assert ReplicaConfig.model_validate(challenger.user_config).forecast is None
+
+
+def test_a_stack_that_reattaches_reads_the_plan_back_from_the_deployed_config() -> None:
+    """What ``ServeGateway.adopt`` takes over from the application a dead stack left."""
+    versions = {"npc-behavior": "1", DIFFICULTY: "2", "personalization": "5"}
+    challengers = {DIFFICULTY: "3", "npc-behavior": "4"}
+    routes = {
+        DIFFICULTY: Route(challenger_version="3", weight=0.25, salt="run-a", step=2),
+        "npc-behavior": Route(challenger_version="4", shadow=1.0, salt="run-b"),
+    }
+    plan = plan_application(_settings(), versions, challengers, routes)
+    # As Serve echoes it back: JSON, the deployments' user_config as given.
+    deployed = json.loads(
+        json.dumps([{"name": d.name, "user_config": d.user_config} for d in plan.deployments()])
+    )
+    assert adopted_state(deployed) == (versions, challengers, routes)

@@ -187,3 +187,14 @@ def test_ray_still_reads_the_binary_hook(variable: str) -> None:
     assert variable in inspect.getsource(haproxy), (
         f"Ray no longer reads {variable}: the gameserve-haproxy wrapper would never run"
     )
+
+
+def test_ray_turns_token_auth_on_by_rereading_its_config() -> None:
+    from ray._private.authentication import authentication_token_setup
+
+    source = inspect.getsource(authentication_token_setup._enable_token_auth)
+    assert upstream.RAY_AUTH_MODE_VARIABLE in inspect.getsource(authentication_token_setup)
+    assert "Config.initialize" in source, (
+        "Ray no longer enables token auth by re-reading its config: "
+        "upstream.ray_token_auth_for_this_process may not reach a token-authenticated head"
+    )
