@@ -26,8 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from models.errors import GameserveError
 from serving.runtime.ports import free_port, port_in_use
 from serving.upstream import ray_token_auth_for_this_process
@@ -109,6 +107,8 @@ class LocalRay:
 
     def connect(self, log_to_driver: bool) -> Any:
         """Join this head as a driver; Ray's context."""
+        import ray  # here: `gameserve status` and `down` read this module without Ray
+
         ray_token_auth_for_this_process()
         return ray.init(
             address=self.address, log_to_driver=log_to_driver, logging_level=logging.WARNING
