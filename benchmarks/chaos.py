@@ -201,7 +201,13 @@ class Chaos:
             os.kill(victim, signal.SIGKILL)
             time.sleep(self.rng.uniform(2.0, 10.0))
             began = time.monotonic()
-            stack.run("up", "--detach")
+            try:
+                stack.run("up", "--detach")
+            except RuntimeError as exc:  # a finding, counted; the run goes on if a retry works
+                self.faults["restart_failed"] += 1
+                print(f"restart failed: {exc}"[:600], flush=True)
+                time.sleep(5.0)
+                stack.run("up", "--detach")
             detail = f"pid {victim}; back in {time.monotonic() - began:.1f} s"
         self.faults[fault] += 1
         self.fault_log.append((self.now_s(), fault, detail))
@@ -267,8 +273,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="client threads")
     parser.add_argument("--out", type=Path, help="write the table here, and an RSS plot beside")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="chaos-") as folder:
-        figures = Chaos(args, Path(folder) / ".gameserve").run()
+    folder = Path(tempfile.mkdtemp(prefix="chaos-"))  # kept when a run fails: its logs
+    chaos = Chaos(args, folder / ".gameserve")
+    try:
+        figures = chaos.run()
+    except BaseException:
+        print(f"chaos failed; its data dir and logs are in {folder}", flush=True)
+        subprocess.run([GAMESERVE, "down"], env=chaos.stack.env, timeout=180, check=False)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
     from benchmarks.chaos_report import report
 
     text = report(figures)

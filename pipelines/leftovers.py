@@ -63,6 +63,43 @@ def stop_leftovers(data_dir: Path, timeout_s: float = 10.0) -> list[int]:
     return pids
 
 
+def mlflow_under(store: Path) -> list[int]:
+    """PIDs of an MLflow server, or of its uvicorn worker, on the store ``store`` (Linux).
+
+    The worker's command line names no store (its server hands it over in the
+    environment), so the environment is what is read."""
+    marker = f"sqlite:///{store.resolve()}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if int(entry.name) != os.getpid() and any(
+            v.startswith(b"MLFLOW_TRACKING_URI=") and v.endswith(marker) for v in environment
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_mlflow_leftovers(store: Path, timeout_s: float = 10.0) -> list[int]:
+    """Stop an MLflow a dead stack left on ``store``: a worker orphaned when its server was
+    killed, then its stack before the restart (the server dies with its stack, its
+    orphaned worker does not), holds the tracking port. The stack lock is held, so no
+    live stack owns it."""
+    pids = [pid for pid in mlflow_under(store) if running(pid)]
+    for pid in pids:
+        logger.warning("stopping MLflow pid %d left by a stack that was killed", pid)
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(running(pid) for pid in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if running(pid):
+            _signal(pid, signal.SIGKILL)
+    return pids
+
+
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)

@@ -24,7 +24,7 @@ from ray import serve
 from models.errors import ConflictError
 from pipelines.bootstrap import ChampionStatus, ensure_champions
 from pipelines.key_commands import ensure_admin_key, key_file
-from pipelines.leftovers import haproxy_dir, stop_leftovers
+from pipelines.leftovers import haproxy_dir, stop_leftovers, stop_mlflow_leftovers
 from pipelines.local_ray import LocalRay, forget
 from pipelines.registry import ModelRegistry, connect
 from pipelines.registry_source import registry_source_spec
@@ -169,6 +169,7 @@ class LocalStack:
                 logger.warning("tracking server %s is not healthy", self.tracking_uri)
             return
         self.credentials = MlflowCredentials.at(settings.mlflow_credentials_file)
+        stop_mlflow_leftovers(settings.mlflow_dir / "mlflow.db")
         server = EmbeddedTrackingServer(
             settings.mlflow_dir,
             host=settings.tracking.host,

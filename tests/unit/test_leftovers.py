@@ -7,7 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.leftovers import CONFIG_NAME, haproxy_dir, processes_under, running, stop_leftovers
+from pipelines.leftovers import (
+    CONFIG_NAME,
+    haproxy_dir,
+    processes_under,
+    running,
+    stop_leftovers,
+    stop_mlflow_leftovers,
+)
 
 
 def test_only_a_process_on_this_stacks_config_is_stopped(tmp_path: Path) -> None:
@@ -53,3 +60,28 @@ def test_a_zombie_that_is_not_our_child_is_not_running() -> None:
     finally:
         parent.kill()
         parent.wait(timeout=10)
+
+
+def test_an_orphaned_mlflow_worker_on_this_stacks_store_is_stopped_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """What the chaos hour met: MLflow's server SIGKILLed, then its stack before the
+    supervisor's restart; the uvicorn worker, orphaned, held the tracking port and
+    the next start failed. Its command line names no store: its environment does."""
+    mine, other = tmp_path / "stack" / "mlflow.db", tmp_path / "other" / "mlflow.db"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+    def worker(store: Path) -> subprocess.Popen[bytes]:
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store.resolve()}"}
+        return subprocess.Popen(sleeper, env=env)
+
+    ours, theirs = worker(mine), worker(other)
+    try:
+        assert stop_mlflow_leftovers(mine) == [ours.pid]
+        ours.wait(timeout=10)
+        assert not running(ours.pid)
+        assert running(theirs.pid)
+    finally:
+        for process in (ours, theirs):
+            process.kill()
+            process.wait(timeout=10)
