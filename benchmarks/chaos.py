@@ -171,7 +171,11 @@ class Chaos:
         )
 
     def _collect_rollouts(self, registry: Any) -> None:
-        runs = registry.recent_rollouts(NPC, limit=200)
+        try:
+            runs = registry.recent_rollouts(NPC, limit=200)
+        except Exception as exc:  # MLflow away (a fault of this run): read again next slot
+            print(f"{self.now_s():7.1f} s  rollouts not read: {exc!r}"[:300], flush=True)
+            return
         for rollout in self.rollouts:
             mine = [r for r in runs if r["challenger"] == rollout["version"]]
             if mine:
