@@ -50,17 +50,7 @@ def processes_under(folder: Path) -> list[int]:
 
 def stop_leftovers(data_dir: Path, timeout_s: float = 10.0) -> list[int]:
     """Stop what an earlier stack on ``data_dir`` left running; the PIDs stopped."""
-    pids = processes_under(haproxy_dir(data_dir))
-    for pid in pids:
-        logger.warning("stopping HAProxy pid %d left by a stack that was killed", pid)
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(running(pid) for pid in pids):
-        time.sleep(0.1)
-    for pid in pids:
-        if running(pid):
-            _signal(pid, signal.SIGKILL)
-    return pids
+    return _stop("HAProxy", processes_under(haproxy_dir(data_dir)), timeout_s)
 
 
 def mlflow_under(store: Path) -> list[int]:
@@ -87,9 +77,13 @@ def stop_mlflow_leftovers(store: Path, timeout_s: float = 10.0) -> list[int]:
     killed, then its stack before the restart (the server dies with its stack, its
     orphaned worker does not), holds the tracking port. The stack lock is held, so no
     live stack owns it."""
-    pids = [pid for pid in mlflow_under(store) if running(pid)]
+    return _stop("MLflow", [pid for pid in mlflow_under(store) if running(pid)], timeout_s)
+
+
+def _stop(what: str, pids: list[int], timeout_s: float) -> list[int]:
+    """SIGTERM ``pids``, SIGKILL what is left after ``timeout_s``; the PIDs stopped."""
     for pid in pids:
-        logger.warning("stopping MLflow pid %d left by a stack that was killed", pid)
+        logger.warning("stopping %s pid %d left by a stack that was killed", what, pid)
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(running(pid) for pid in pids):
