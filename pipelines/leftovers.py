@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -33,19 +34,26 @@ def haproxy_dir(data_dir: Path) -> Path:
     return Path("/tmp") / f"gsh-{digest}"
 
 
-def processes_under(folder: Path) -> list[int]:
-    """PIDs running a config file below ``folder`` (Linux; nothing elsewhere)."""
-    prefix = f"{folder}/".encode()
-    found = []
+def other_processes(field: str) -> Iterator[tuple[int, list[bytes]]]:
+    """Every other process's ``/proc/PID/<field>`` (``cmdline``, ``environ``), split at
+    its NULs (Linux; nothing elsewhere). One that is gone or not ours is skipped."""
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            arguments = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone, or not ours to read
+            parts = (entry / field).read_bytes().split(b"\0")
+        except OSError:
             continue
-        named = any(a.startswith(prefix) and a.endswith(CONFIG_NAME.encode()) for a in arguments)
-        if named and int(entry.name) != os.getpid():
-            found.append(int(entry.name))
-    return found
+        if int(entry.name) != os.getpid():
+            yield int(entry.name), parts
+
+
+def processes_under(folder: Path) -> list[int]:
+    """PIDs running a config file below ``folder``."""
+    prefix, name = f"{folder}/".encode(), CONFIG_NAME.encode()
+    return [
+        pid
+        for pid, arguments in other_processes("cmdline")
+        if any(a.startswith(prefix) and a.endswith(name) for a in arguments)
+    ]
 
 
 def stop_leftovers(data_dir: Path, timeout_s: float = 10.0) -> list[int]:
@@ -59,17 +67,11 @@ def mlflow_under(store: Path) -> list[int]:
     The worker's command line names no store (its server hands it over in the
     environment), so the environment is what is read."""
     marker = f"sqlite:///{store.resolve()}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            environment = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:  # gone, or not ours to read
-            continue
-        if int(entry.name) != os.getpid() and any(
-            v.startswith(b"MLFLOW_TRACKING_URI=") and v.endswith(marker) for v in environment
-        ):
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, environment in other_processes("environ")
+        if any(v.startswith(b"MLFLOW_TRACKING_URI=") and v.endswith(marker) for v in environment)
+    ]
 
 
 def stop_mlflow_leftovers(store: Path, timeout_s: float = 10.0) -> list[int]:

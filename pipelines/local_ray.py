@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import GameserveError
+from pipelines.leftovers import other_processes
 from serving.runtime.ports import free_port, port_in_use
 from serving.upstream import ray_token_auth_for_this_process
 
@@ -121,14 +122,12 @@ class LocalRay:
         raylet, so the temp dir alone would miss them; ``ray start`` runs in a session
         of its own, which every process it starts keeps."""
         marker, sessions, named = self.temp_dir.encode(), set(), {}
-        for entry in Path("/proc").glob("[0-9]*"):
+        for pid, parts in other_processes("cmdline"):
+            arguments = b"\0".join(parts)
             try:
-                arguments = (entry / "cmdline").read_bytes()
-                session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
-            except (OSError, ValueError, IndexError):  # gone, or not ours to read
-                continue
-            pid = int(entry.name)
-            if pid == os.getpid():
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                session = int(stat.rsplit(")", 1)[1].split()[3])
+            except (OSError, ValueError, IndexError):  # gone meanwhile
                 continue
             named[pid] = (arguments, session)
             if marker in arguments:
